@@ -1,0 +1,55 @@
+"""The `echofm` command.
+
+Each sub-command lives in its own module under `echofm.commands` and exposes
+`add_parser(subparsers) -> argparse.ArgumentParser` and `run(args) -> int`. This file only wires
+them together, so adding a stage never touches another stage's command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+# Order is the order `echofm --help` lists them in: the pipeline's own order.
+COMMAND_MODULES: tuple[str, ...] = (
+    "synth",
+    "ingest",
+    "pretrain",
+    "finetune",
+    "evaluate",
+    "promote",
+    "pipeline",
+    "demo",
+    "bench",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="echofm",
+        description="EchoFM pipeline: echo archives to a video foundation model and clinical models.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"echofm.commands.{name}")
+        sub_parser = module.add_parser(sub)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

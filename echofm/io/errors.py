@@ -1,0 +1,63 @@
+"""Why a file could not be read: one exception class per failure a user acts on differently.
+
+Every error names the file it concerns (`.path`) and carries a stable snake_case `reason`, which
+is what the ingestion manifest records for a failed file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+
+class EchoIOError(Exception):
+    """Base class: a file that cannot become a clip."""
+
+    reason: ClassVar[str] = "io_error"
+
+    def __init__(self, path: str | Path | None, detail: str) -> None:
+        self.path = Path(path) if path is not None else None
+        self.detail = detail
+        super().__init__(f"{self.path}: {detail}" if self.path is not None else detail)
+
+
+class NotDicom(EchoIOError):
+    """The file is neither a DICOM file with a preamble nor a parseable DICOM header."""
+
+    reason = "not_dicom"
+
+
+class NotUltrasound(EchoIOError):
+    """A valid DICOM whose modality / SOP class is not ultrasound (CT, MR, a report...)."""
+
+    reason = "not_ultrasound"
+
+
+class UnsupportedTransferSyntax(EchoIOError):
+    """Pixel data compressed with a transfer syntax no installed decoder handles."""
+
+    reason = "unsupported_transfer_syntax"
+
+
+class NoPixelData(EchoIOError):
+    """A DICOM without a Pixel Data element (a structured report, a presentation state...)."""
+
+    reason = "no_pixel_data"
+
+
+class CorruptPixelData(EchoIOError):
+    """Pixel data shorter than the header promises, or a compressed frame that fails to decode."""
+
+    reason = "corrupt_pixel_data"
+
+
+class TooFewFrames(EchoIOError):
+    """Fewer frames than the caller needs (a single still image where a cine is expected)."""
+
+    reason = "too_few_frames"
+
+
+class UnreadableVideo(EchoIOError):
+    """An MP4/AVI container OpenCV cannot open or decode."""
+
+    reason = "unreadable_video"

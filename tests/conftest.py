@@ -1,0 +1,40 @@
+"""Session-wide test set-up.
+
+Prefect and MLflow keep state under the user's home by default; every test session gets its own
+throw-away homes instead, so no test depends on (or pollutes) `~/.prefect` or `./mlruns`.
+Telemetry stays off. These variables must be set before Prefect is first imported.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="echofm-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["MLFLOW_ENABLE_TELEMETRY"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# The first migration of an empty Prefect database can be slow on a busy 2-core machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", "120")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real, temporary Prefect API (SQLite) for the whole session; request it in flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def session_tmp() -> Path:
+    return _SESSION_HOME
