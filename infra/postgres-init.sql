@@ -1,0 +1,3 @@
+-- One PostgreSQL instance, one database per service.
+CREATE DATABASE prefect;
+CREATE DATABASE mlflow;
