@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from echofm.data.augment import AugmentConfig
+from echofm.data.codec import encode_clip
+from echofm.data.loader import (
+    ClipNormalization,
+    NotEnoughClips,
+    batches_for_worker,
+    load_clips,
+    make_pretrain_loader,
+    prepare_clip,
+    shard_keys,
+    skipped_for_worker,
+    temporal_indices,
+    list_shards,
+)
+
+FRAME_SIDE = 48
+
+
+def synthetic_frames(index: int, side: int = FRAME_SIDE, channels: int = 1) -> np.ndarray:
+    """uint8 [32, side, side, C]: a bright disc orbiting on a speckle background, unique per index."""
+    rng = np.random.default_rng(index)
+    frames = rng.integers(0, 60, size=(32, side, side, channels), dtype=np.uint8)
+    yy, xx = np.mgrid[:side, :side]
+    for t in range(32):
+        angle = 2 * np.pi * (t / 32 + index / 7)
+        cy, cx = side / 2 + side / 5 * np.sin(angle), side / 2 + side / 5 * np.cos(angle)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < (side / 8) ** 2
+        frames[t][disc] = 150 + (index * 13) % 100
+    return frames
+
+
+def write_test_shards(out_dir: Path, sizes: list[int], *, side: int = FRAME_SIDE, colour_every: int = 0) -> list[str]:
+    """Shards `clips-000000.tar`, ... with `sizes[i]` clips each, in the shard sample layout.
+
+    Returns the clip ids in write order. Every `colour_every`-th clip is RGB (0: all grey).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = []
+    index = 0
+    for shard_no, size in enumerate(sizes):
+        with wds.TarWriter(str(out_dir / f"clips-{shard_no:06d}.tar"), encoder=False) as sink:
+            for _ in range(size):
+                key = f"clip{index:04d}"
+                channels = 3 if colour_every and index % colour_every == 0 else 1
+                ext, data = encode_clip(synthetic_frames(index, side, channels))
+                sink.write({"__key__": key, ext: data, "meta.json": b'{"clip_id": "%s"}' % key.encode()})
+                keys.append(key)
+                index += 1
+    return keys
+
+
+NORM = ClipNormalization(mean=(0.2, 0.2, 0.2), std=(0.25, 0.25, 0.25))
+
+
+def _loader(shards: Path, **kw):
+    args = dict(
+        batch_size=2,
+        num_workers=0,
+        seed=0,
+        epoch_length=3,
+        img_size=32,
+        num_frames=8,
+        augment=None,
+        normalization=NORM,
+        rank=0,
+        world_size=1,
+        with_keys=True,
+    )
+    args.update(kw)
+    return make_pretrain_loader(shards, **args)
+
+
+def _epoch_keys(loader, epoch: int, skip: int = 0) -> list[list[str]]:
+    loader.dataset.set_epoch(epoch, skip_batches=skip)
+    return [list(keys) for _, keys in loader]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("loader") / "shards"
+    write_test_shards(out, [5, 1, 3, 2], colour_every=4)
+    return out
+
+
+def test_batches_have_the_model_input_shape_and_grey_becomes_three_equal_channels(shards):
+    loader = _loader(shards, augment=None)
+    loader.dataset.set_epoch(0)
+    batches = list(loader)
+    assert len(batches) == 3
+    for video, keys in batches:
+        assert video.shape == (2, 3, 8, 32, 32) and video.dtype == torch.float32
+        for clip, key in zip(video, keys):
+            if int(key[4:]) % 4:  # grey clips
+                assert torch.equal(clip[0], clip[1]) and torch.equal(clip[1], clip[2])
+
+
+def test_prepare_clip_subsamples_time_resizes_and_normalises():
+    frames = synthetic_frames(3)
+    clip = prepare_clip(frames, img_size=24, num_frames=8, normalization=NORM)
+    assert clip.shape == (3, 8, 24, 24)
+    full = prepare_clip(frames, img_size=FRAME_SIDE, num_frames=32, normalization=NORM)
+    expected = (torch.from_numpy(frames[..., 0]).float() / 255 - 0.2) / 0.25
+    assert torch.allclose(full[0], expected, atol=1e-6)
+    assert torch.allclose(NORM.invert(full)[0], torch.from_numpy(frames[..., 0]).float() / 255, atol=1e-6)
+    assert list(temporal_indices(32, 8)) == [0, 4, 8, 12, 16, 20, 24, 28]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_every_rank_runs_the_same_steps_on_disjoint_clips(shards, num_workers):
+    epoch_length = 5
+    per_rank = []
+    for rank in range(2):
+        loader = _loader(shards, rank=rank, world_size=2, num_workers=num_workers, epoch_length=epoch_length)
+        batches = _epoch_keys(loader, epoch=0)
+        assert len(batches) == epoch_length  # uneven shards (5, 1, 3, 2) do not change the count
+        assert all(len(b) == 2 for b in batches)
+        per_rank.append({key for b in batches for key in b})
+    assert per_rank[0].isdisjoint(per_rank[1])
+
+
+def test_with_fewer_shards_than_slots_clips_are_dealt_one_by_one(tmp_path):
+    single = tmp_path / "shards"
+    keys = write_test_shards(single, [6])
+    seen = []
+    for rank in range(2):
+        loader = _loader(single, rank=rank, world_size=2, num_workers=2, epoch_length=4, batch_size=1)
+        seen.append({k for b in _epoch_keys(loader, 0) for k in b})
+    assert seen[0].isdisjoint(seen[1])
+    assert seen[0] | seen[1] <= set(keys)
+
+
+def test_too_few_clips_for_the_slots_is_an_error(tmp_path):
+    tiny = tmp_path / "shards"
+    write_test_shards(tiny, [1])
+    with pytest.raises(NotEnoughClips):
+        _loader(tiny, world_size=2, rank=1)
+
+
+def test_stream_is_a_function_of_seed_and_epoch(shards):
+    a = _epoch_keys(_loader(shards, num_workers=2, epoch_length=4), 0)
+    b = _epoch_keys(_loader(shards, num_workers=2, epoch_length=4), 0)
+    assert a == b
+    assert _epoch_keys(_loader(shards, num_workers=2, epoch_length=4), 1) != a
+    assert _epoch_keys(_loader(shards, num_workers=2, epoch_length=4, seed=5), 0) != a
+
+
+@pytest.mark.parametrize("num_workers,skip", [(0, 2), (2, 3)])
+def test_skipping_batches_resumes_the_exact_stream_with_augmentation(shards, num_workers, skip):
+    augment = AugmentConfig(rotation_deg=15.0, translate=0.1)
+    loader = _loader(shards, num_workers=num_workers, epoch_length=5, augment=augment)
+    loader.dataset.set_epoch(2)
+    full = list(loader)
+    loader.dataset.set_epoch(2, skip_batches=skip)
+    tail = list(loader)
+    assert len(tail) == 5 - skip
+    for (video_a, keys_a), (video_b, keys_b) in zip(full[skip:], tail, strict=True):
+        assert list(keys_a) == list(keys_b)
+        assert torch.equal(video_a, video_b)
+
+
+def test_round_robin_counts_add_up():
+    for epoch_length in range(1, 12):
+        for workers in (1, 2, 3):
+            assert sum(batches_for_worker(epoch_length, workers, w) for w in range(workers)) == epoch_length
+            for skip in range(epoch_length):
+                skipped = sum(skipped_for_worker(skip, workers, w) for w in range(workers))
+                assert skipped == skip
+
+
+def test_excluded_clips_never_stream(shards):
+    held_out = {"clip0000", "clip0006"}
+    loader = _loader(shards, exclude_keys=held_out, epoch_length=6)
+    seen = Counter(k for epoch in range(2) for b in _epoch_keys(loader, epoch) for k in b)
+    assert not held_out & set(seen)
+    assert len(seen) > 4  # the shuffle reaches across shards
+
+
+def test_normalisation_statistics_match_the_pixels(shards):
+    clips = shard_keys(list_shards(shards))
+    stats = ClipNormalization.from_clips(clips, max_clips=100)
+    pixels = []
+    for key in sorted(clips):
+        frames = synthetic_frames(int(key[4:]), channels=3 if int(key[4:]) % 4 == 0 else 1)
+        pixels.append(np.broadcast_to(frames, frames.shape[:-1] + (3,)).reshape(-1, 3) / 255.0)
+    pixels = np.concatenate(pixels)
+    assert np.allclose(stats.mean, pixels.mean(axis=0), atol=1e-6)
+    assert np.allclose(stats.std, pixels.std(axis=0), atol=1e-6)
+    assert stats.n_clips == len(clips)
+    normalised = load_clips(clips, sorted(clips), img_size=FRAME_SIDE, num_frames=32, normalization=stats)
+    assert abs(normalised.mean().item()) < 1e-3 and abs(normalised.std().item() - 1) < 1e-2
