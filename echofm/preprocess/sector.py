@@ -1,0 +1,414 @@
+"""Ultrasound sector mask: where the image is, so everything else (burned-in text, ECG) can be zeroed.
+
+Two sources, in order of trust:
+
+1. ``regions``: SequenceOfUltrasoundRegions from the DICOM header. Only 2D tissue regions
+   (``spatial_format == 1``) whose box lies inside the image and has a plausible size are used;
+   real files carry boxes larger than the image or degenerate ones, which are reported in
+   ``detail`` and skipped. Inside a valid box the pixel estimate below refines the rectangle to
+   the fan (text inside the box but outside the fan is removed); when that estimate disagrees
+   with the box, the rectangle itself is the mask.
+2. ``image``: from the pixels. Ultrasound tissue changes from frame to frame (speckle, motion);
+   burned-in text, calipers, colour bars and logos do not. The evidence map is the mean absolute
+   change between sampled frames at reduced resolution, gated by brightness, box-filtered so
+   speckle becomes a solid region. It is thresholded (Otsu), opened (thin moving things such as
+   an ECG trace or a sweep cursor vanish), reduced to its largest connected component, and the
+   fan is the convex hull of that component at full resolution. A single frame has no temporal
+   evidence, so brightness stands in for it at reduced confidence.
+
+When neither source gives a plausible sector the result is ``method == "none"`` with
+``confidence == 0`` and an all-False mask, so a caller that forgets to check the method and
+applies the mask anyway gets blank frames, never the burned-in text. Ingestion QC rejects
+``none`` as ``no_sector``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    # Only the box fields are read; importing at run time would pull in the readers (pydicom).
+    from echofm.io.clip import UltrasoundRegion
+
+SectorMethod = Literal["regions", "image", "none"]
+
+# DICOM Region Spatial Format (0018,6012): 1 = 2D tissue/flow image.
+_SPATIAL_FORMAT_2D = 1
+
+
+class SectorInputError(ValueError):
+    """Frames or a mask that do not have the documented dtype/shape (a caller bug, not bad data)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SectorConfig:
+    """Parameters of the sector estimate; fractions are of the image area or shorter side."""
+
+    max_frames: int = 32  # frames sampled (evenly) for the temporal evidence
+    analysis_max_side: int = 256  # pixels: longer side of the reduced-resolution analysis
+    min_activity: float = 1.5  # grey levels: mean frame-to-frame change below this is static
+    min_brightness: float = 3.0  # grey levels: mean brightness below this is never tissue
+    blur_fraction: float = 0.03  # box filter size, fraction of the analysis shorter side
+    open_fraction: float = 0.04  # opening kernel size, fraction of the analysis shorter side
+    min_area_fraction: float = 0.10  # plausible sector area, fraction of the image
+    max_area_fraction: float = 0.90
+    min_confidence: float = 0.3  # image estimates below this are reported as "none"
+    still_confidence_scale: float = 0.5  # brightness-only (T = 1) estimates are less certain
+    region_tolerance_px: int = 2  # overshoot of a region box tolerated (then clipped)
+    region_confidence: float = 0.6  # trust in a valid region box on its own
+    min_region_span: float = 0.5  # refined fan must span this fraction of the box width and height
+
+    def __post_init__(self) -> None:
+        if self.max_frames < 2:
+            raise ValueError(f"max_frames must be >= 2, got {self.max_frames}")
+        if self.analysis_max_side < 32:
+            raise ValueError(f"analysis_max_side must be >= 32, got {self.analysis_max_side}")
+        if self.min_activity <= 0 or self.min_brightness < 0:
+            raise ValueError("min_activity must be > 0 and min_brightness >= 0")
+        for name in ("blur_fraction", "open_fraction"):
+            if not 0.0 <= getattr(self, name) < 0.5:
+                raise ValueError(f"{name} must be in [0, 0.5), got {getattr(self, name)}")
+        if not 0.0 < self.min_area_fraction < self.max_area_fraction <= 1.0:
+            raise ValueError("need 0 < min_area_fraction < max_area_fraction <= 1")
+        for name in ("min_confidence", "still_confidence_scale", "region_confidence", "min_region_span"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.region_tolerance_px < 0:
+            raise ValueError(f"region_tolerance_px must be >= 0, got {self.region_tolerance_px}")
+
+
+@dataclass(frozen=True)
+class SectorMask:
+    """Where the ultrasound sector is, and how that was decided.
+
+    mask: bool ``[H, W]``, True inside the sector; all False when ``method == "none"``.
+    method: ``"regions"`` (DICOM region box, refined by the pixels when they agree), ``"image"``
+    (pixels only) or ``"none"`` (no plausible sector; the clip should be rejected).
+    confidence: in [0, 1]; 0 exactly when ``method == "none"``.
+    area_fraction: ``mask.mean()``.
+    detail: human-readable account of the decision (e.g. why regions were not used).
+    """
+
+    mask: np.ndarray
+    method: SectorMethod
+    confidence: float
+    area_fraction: float
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """Reduced-resolution evidence maps and the full-resolution size they map back to."""
+
+    raw: np.ndarray  # float32 [h, w]: activity (or brightness for a still), gated by brightness
+    smooth: np.ndarray  # float32 [h, w]: `raw` box-filtered, so speckle becomes a solid region
+    kind: Literal["activity", "brightness"]
+    floor: float  # evidence below this is never sector
+    height: int  # full-resolution H, W
+    width: int
+
+
+@dataclass(frozen=True)
+class _FanEstimate:
+    mask: np.ndarray  # bool [H, W], full resolution
+    confidence: float
+    detail: str
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+        raise SectorInputError(f"frames must be a uint8 numpy array, got {getattr(frames, 'dtype', type(frames))}")
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3) or min(frames.shape[:3]) < 1:
+        raise SectorInputError(f"frames must be [T, H, W, C] with T, H, W >= 1 and C in (1, 3), got {frames.shape}")
+
+
+def _analysis_frames(frames: np.ndarray, config: SectorConfig) -> np.ndarray:
+    """float32 ``[n, h, w]``: up to ``max_frames`` evenly spaced frames, grey, reduced resolution."""
+    t, height, width, channels = frames.shape
+    picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
+    scale = min(1.0, config.analysis_max_side / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 order: (w, h)
+    small = np.empty((len(picks), size[1], size[0]), dtype=np.float32)
+    for i, index in enumerate(picks):
+        # Luminance: colour-flow overlays change inside the fan and so count as tissue activity.
+        grey = frames[index, :, :, 0] if channels == 1 else cv2.cvtColor(frames[index], cv2.COLOR_RGB2GRAY)
+        small[i] = cv2.resize(grey, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else grey
+    return small
+
+
+def _odd(n: float) -> int:
+    k = max(1, int(round(n)))
+    return k if k % 2 == 1 else k + 1
+
+
+def _evidence(frames: np.ndarray, config: SectorConfig) -> _Evidence:
+    """Per-pixel sector evidence: mean absolute change between sampled frames, or brightness."""
+    small = _analysis_frames(frames, config)
+    brightness = small.mean(axis=0)
+    if small.shape[0] >= 2:
+        # Mean |frame-to-frame change| rather than max-min: a thin moving trace (ECG, sweep
+        # cursor) touches each pixel in few frame pairs, speckle changes it in nearly all.
+        raw = np.abs(np.diff(small, axis=0)).mean(axis=0)
+        raw[brightness < config.min_brightness] = 0.0
+        kind: Literal["activity", "brightness"] = "activity"
+        floor = config.min_activity
+    else:
+        raw, kind, floor = brightness, "brightness", config.min_brightness
+    blur = _odd(config.blur_fraction * min(raw.shape))
+    smooth = cv2.blur(raw, (blur, blur), borderType=cv2.BORDER_CONSTANT) if blur > 1 else raw
+    return _Evidence(raw=raw, smooth=smooth, kind=kind, floor=floor, height=frames.shape[1], width=frames.shape[2])
+
+
+def _otsu_log(values: np.ndarray, top: float) -> float:
+    """Otsu threshold of ``values`` (>= 0) found on ``log1p(values)``, in the units of ``values``.
+
+    In the log domain the depth attenuation of the fan (a multiplicative fall-off of speckle
+    and its change with depth) is a shift, not a ramp that Otsu would split in two.
+    """
+    log_top = float(np.log1p(top))
+    scaled = np.clip(np.log1p(values) * (255.0 / log_top), 0, 255).astype(np.uint8)
+    level, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return float(np.expm1(float(level) * log_top / 255.0))
+
+
+def _largest_component(binary: np.ndarray) -> np.ndarray | None:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return None
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == largest
+
+
+def _hull_to_full(points: np.ndarray, shape: tuple[int, int], height: int, width: int) -> np.ndarray:
+    """Convex hull of reduced-resolution pixels ``points`` (bool ``[h, w]``), filled as bool ``[H, W]``."""
+    h, w = shape
+    # Analysis pixel centres mapped to full-resolution coordinates (exact when nothing was
+    # downscaled; otherwise within half an analysis pixel of the edge).
+    xy = np.argwhere(points)[:, ::-1].astype(np.float64)
+    full = (xy + 0.5) * np.array([width / w, height / h]) - 0.5
+    full[:, 0] = np.clip(full[:, 0], 0, width - 1)
+    full[:, 1] = np.clip(full[:, 1], 0, height - 1)
+    hull = cv2.convexHull(np.round(full).astype(np.int32))
+    mask = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(mask, [hull], 1)
+    return mask.astype(bool)
+
+
+def _solidity(component: np.ndarray) -> float:
+    """Area of ``component`` (holes filled) over the area of its convex hull, both at analysis size."""
+    contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros(component.shape, np.uint8)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    hull = np.zeros(component.shape, np.uint8)
+    cv2.fillPoly(hull, [cv2.convexHull(np.concatenate(contours))], 1)
+    return float(filled.sum()) / max(1.0, float(hull.sum()))
+
+
+def _estimate_fan(evidence: _Evidence, config: SectorConfig, allowed: np.ndarray | None = None) -> _FanEstimate | str:
+    """The fan from the evidence maps (restricted to ``allowed`` [h, w] when given), or why not."""
+    smooth = evidence.smooth if allowed is None else np.where(allowed, evidence.smooth, 0.0)
+    raw = evidence.raw if allowed is None else np.where(allowed, evidence.raw, 0.0)
+    top = float(smooth.max())
+    if top < evidence.floor:
+        what = "no temporal change between frames" if evidence.kind == "activity" else "image too dark"
+        return f"{what} (peak {evidence.kind} {top:.2f} < {evidence.floor})"
+    threshold = max(evidence.floor, _otsu_log(smooth, top))
+    binary = (smooth > threshold).astype(np.uint8)
+    size = _odd(config.open_fraction * min(smooth.shape))
+    if size > 1:
+        # Opening removes what is thinner than the kernel: text strokes, calipers, the ECG trace.
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+        binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
+    component = _largest_component(binary)
+    if component is None:
+        return f"no {evidence.kind} region survives thresholding and opening"
+    # The smoothed component reaches half a blur width past the fan's edge; the unsmoothed
+    # evidence inside it puts the edge back where the pixels are.
+    points = component & (raw > threshold)
+    if not points.any():
+        points = component
+    mask = _hull_to_full(points, smooth.shape, evidence.height, evidence.width)
+    area = float(mask.mean())
+    if not config.min_area_fraction <= area <= config.max_area_fraction:
+        return (
+            f"{evidence.kind} hull covers {area:.1%} of the image, outside "
+            f"[{config.min_area_fraction:.0%}, {config.max_area_fraction:.0%}]"
+        )
+    solidity = _solidity(component)
+    # Contrast: evidence left outside the hull (other moving things, noise) lowers confidence.
+    hull_small = cv2.resize(mask.astype(np.uint8), smooth.shape[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+    inside = float(smooth[hull_small].mean()) if hull_small.any() else 0.0
+    outside = float(smooth[~hull_small].mean()) if (~hull_small).any() else 0.0
+    contrast = float(np.clip(1.0 - outside / inside, 0.0, 1.0)) if inside > 0 else 0.0
+    confidence = solidity * contrast
+    if evidence.kind == "brightness":
+        confidence *= config.still_confidence_scale
+    detail = (
+        f"{evidence.kind} hull: area {area:.1%}, solidity {solidity:.2f}, contrast {contrast:.2f}"
+        + ("; single frame, brightness only" if evidence.kind == "brightness" else "")
+    )
+    if confidence < config.min_confidence:
+        return f"{detail}; confidence {confidence:.2f} < {config.min_confidence}"
+    return _FanEstimate(mask=mask, confidence=float(confidence), detail=detail)
+
+
+def _region_boxes(
+    regions: Sequence[UltrasoundRegion], height: int, width: int, config: SectorConfig
+) -> tuple[list[tuple[int, int, int, int]], list[str]]:
+    """Valid 2D region boxes (x0, y0, x1, y1 inclusive, clipped) and a note per rejected one."""
+    boxes: list[tuple[int, int, int, int]] = []
+    notes: list[str] = []
+    tol = config.region_tolerance_px
+    for r in regions:
+        if r.spatial_format != _SPATIAL_FORMAT_2D:
+            continue
+        where = f"region ({r.x0},{r.y0})-({r.x1},{r.y1})"
+        if r.x1 <= r.x0 or r.y1 <= r.y0:
+            notes.append(f"{where} is degenerate")
+            continue
+        if r.x0 < -tol or r.y0 < -tol or r.x1 > width - 1 + tol or r.y1 > height - 1 + tol:
+            notes.append(f"{where} larger than image {width}x{height}")
+            continue
+        box = (max(0, r.x0), max(0, r.y0), min(width - 1, r.x1), min(height - 1, r.y1))
+        fraction = (box[2] - box[0] + 1) * (box[3] - box[1] + 1) / (height * width)
+        if fraction < config.min_area_fraction:
+            notes.append(f"{where} covers only {fraction:.1%} of the image")
+            continue
+        boxes.append(box)
+    return boxes, notes
+
+
+def _extent(mask: np.ndarray) -> tuple[int, int]:
+    """Width and height (pixels) of the bounding box of a non-empty bool mask."""
+    ys, xs = np.nonzero(mask)
+    return int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+def _from_regions(
+    boxes: list[tuple[int, int, int, int]], evidence: _Evidence, config: SectorConfig
+) -> SectorMask:
+    """Union of the region boxes, refined to the fan by the pixel estimate when consistent.
+
+    Consistent means the pixel estimate inside the boxes succeeded and spans at least
+    ``min_region_span`` of their extent in both directions (a region box is the bounding box of
+    the image area, so a fan found in only part of it is more likely missed tissue than text).
+    Otherwise the rectangle is the mask, unless the rectangle itself covers an implausible share
+    of the image (vendors that declare the whole frame as the region): then the pixel estimate
+    alone is used (``image``), or there is no sector.
+    """
+    height, width = evidence.height, evidence.width
+    box_mask = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in boxes:
+        box_mask[y0 : y1 + 1, x0 : x1 + 1] = True
+    allowed = cv2.resize(box_mask.astype(np.uint8), evidence.smooth.shape[::-1], interpolation=cv2.INTER_AREA) > 0
+    fan = _estimate_fan(evidence, config, allowed)
+    box_area = float(box_mask.mean())
+    rectangle_plausible = config.min_area_fraction <= box_area <= config.max_area_fraction
+    regions = f"{len(boxes)} region box(es) covering {box_area:.0%} of the image"
+    if isinstance(fan, _FanEstimate):
+        refined = fan.mask & box_mask
+        (fan_w, fan_h), (box_w, box_h) = _extent(refined), _extent(box_mask)
+        span = min(fan_w / box_w, fan_h / box_h)
+        if span >= config.min_region_span:
+            # Two independent sources agree: combine as independent evidence.
+            confidence = 1.0 - (1.0 - config.region_confidence) * (1.0 - fan.confidence)
+            return SectorMask(
+                mask=refined,
+                method="regions",
+                confidence=float(confidence),
+                area_fraction=float(refined.mean()),
+                detail=f"{regions}, refined by {fan.detail}; fan spans {span:.0%} of the box",
+            )
+        if not rectangle_plausible:
+            return SectorMask(
+                mask=refined,
+                method="image",
+                confidence=fan.confidence,
+                area_fraction=float(refined.mean()),
+                detail=f"{regions} (implausible as a sector); fell back to image: {fan.detail}",
+            )
+        why = f"pixel estimate spans only {span:.0%} of the box"
+    else:
+        why = f"pixel estimate inside the box failed: {fan}"
+    if not rectangle_plausible:
+        return _none(height, width, f"{regions} (implausible as a sector); {why}")
+    return SectorMask(
+        mask=box_mask,
+        method="regions",
+        confidence=config.region_confidence,
+        area_fraction=box_area,
+        detail=f"{regions}, used as rectangle; {why}",
+    )
+
+
+def _none(height: int, width: int, detail: str) -> SectorMask:
+    return SectorMask(mask=np.zeros((height, width), bool), method="none", confidence=0.0, area_fraction=0.0, detail=detail)
+
+
+def estimate_sector(
+    frames: np.ndarray,
+    regions: Sequence[UltrasoundRegion] = (),
+    *,
+    config: SectorConfig | None = None,
+) -> SectorMask:
+    """Estimate the ultrasound sector of a clip.
+
+    frames: uint8 ``[T, H, W, C]``, C = 1 or 3 (RGB). T = 1 is accepted: brightness replaces the
+    temporal evidence and confidence is scaled by ``still_confidence_scale``. A clip of T >= 2
+    identical frames has no evidence that tells tissue from burned-in text and gives ``none``.
+    regions: the clip's ultrasound regions (pixel bounds inclusive); only valid 2D ones are used.
+
+    Returns a :class:`SectorMask`; never raises for bad image content (that is ``method ==
+    "none"``). Raises :class:`SectorInputError` when ``frames`` is not uint8 ``[T, H, W, C]``.
+    """
+    config = config or SectorConfig()
+    _check_frames(frames)
+    height, width = frames.shape[1:3]
+    evidence = _evidence(frames, config)
+    boxes, notes = _region_boxes(regions, height, width, config)
+    if boxes:
+        result = _from_regions(boxes, evidence, config)
+        if notes:
+            result = SectorMask(
+                mask=result.mask,
+                method=result.method,
+                confidence=result.confidence,
+                area_fraction=result.area_fraction,
+                detail=f"{result.detail}; ignored: {'; '.join(notes)}",
+            )
+        return result
+    prefix = f"{'; '.join(notes)}; fell back to image: " if notes else ""
+    fan = _estimate_fan(evidence, config)
+    if isinstance(fan, str):
+        return _none(height, width, f"{prefix}no plausible sector: {fan}")
+    return SectorMask(
+        mask=fan.mask,
+        method="image",
+        confidence=fan.confidence,
+        area_fraction=float(fan.mask.mean()),
+        detail=prefix + fan.detail,
+    )
+
+
+def apply_sector_mask(frames: np.ndarray, mask: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Zero every pixel outside ``mask``.
+
+    frames: uint8 ``[T, H, W, C]``; mask: bool ``[H, W]``. Returns an array of the same shape and
+    dtype: a new one, or ``out`` when given (``out=frames`` masks in place, avoiding a second
+    copy of a large cine).
+    """
+    _check_frames(frames)
+    if not isinstance(mask, np.ndarray) or mask.dtype != bool or mask.shape != frames.shape[1:3]:
+        raise SectorInputError(f"mask must be bool {frames.shape[1:3]}, got {getattr(mask, 'dtype', type(mask))} "
+                               f"{getattr(mask, 'shape', '')}")
+    if out is not None and (out.dtype != np.uint8 or out.shape != frames.shape):
+        raise SectorInputError(f"out must be uint8 {frames.shape}, got {out.dtype} {out.shape}")
+    # AND with a contiguous [H, W, C] byte mask (0 or 255): broadcasting only over T keeps the
+    # inner loop contiguous, ~10x faster than multiplying by a [H, W, 1] bool view.
+    keep = np.repeat(np.where(mask, np.uint8(255), np.uint8(0))[:, :, None], frames.shape[3], axis=2)
+    return np.bitwise_and(frames, keep, out=out)

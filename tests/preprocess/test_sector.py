@@ -1,0 +1,304 @@
+"""Sector mask: generated fan clips with burned-in text and a moving ECG trace outside the fan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pytest
+
+from echofm.io.clip import UltrasoundRegion
+from echofm.preprocess import SectorConfig, SectorInputError, SectorMask, apply_sector_mask, estimate_sector
+
+HEIGHT, WIDTH = 240, 320
+
+
+@dataclass(frozen=True)
+class FanClip:
+    frames: np.ndarray  # uint8 [T, H, W, C]
+    fan: np.ndarray  # bool [H, W], the true sector
+    text: np.ndarray  # bool [H, W], pixels ever covered by burned-in text
+    ecg: np.ndarray  # bool [H, W], pixels ever covered by the ECG trace
+
+
+def make_fan_clip(
+    *,
+    n_frames: int = 16,
+    channels: int = 1,
+    seed: int = 0,
+    text: bool = True,
+    ecg: bool = True,
+    moving: bool = True,
+    inner_text: bool = False,
+    attenuation: float = 0.0,
+) -> FanClip:
+    """A pie-slice fan (apex at the top) filled with speckle that changes every frame.
+
+    Static text sits in the top-left corner and bottom-right; `inner_text` adds text in the top
+    corners beside the apex (inside the fan's bounding box, outside the fan). The ECG is a sine
+    trace below the fan that scrolls each frame. `attenuation` darkens the speckle with depth.
+    """
+    rng = np.random.default_rng(seed)
+    fan_u8 = np.zeros((HEIGHT, WIDTH), np.uint8)
+    cv2.ellipse(fan_u8, (WIDTH // 2, 10), (170, 170), 0, 55, 125, 1, thickness=cv2.FILLED)
+    fan = fan_u8.astype(bool)
+    depth_gain = np.exp(-attenuation * np.linspace(0.0, 1.0, HEIGHT))[:, None]
+    labels = np.zeros((HEIGHT, WIDTH), np.uint8)
+    overlay = np.zeros((HEIGHT, WIDTH), np.uint8)
+    if text:
+        cv2.putText(overlay, "DOE^JANE 0042", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 255, 1)
+        cv2.putText(overlay, "HR 72", (WIDTH - 64, HEIGHT - 44), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 255, 1)
+    if inner_text:
+        # Inside the bounding box of the fan (x 62..258, y 10..150) but outside the fan.
+        cv2.putText(overlay, "MI 1.2", (70, 60), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 255, 1)
+        cv2.putText(overlay, "TIS 0.4", (196, 60), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 255, 1)
+    overlay[fan] = 0
+    labels[overlay > 0] = 1
+    xs = np.arange(16, WIDTH - 16)
+    ecg_seen = np.zeros((HEIGHT, WIDTH), bool)
+    frames = np.zeros((n_frames, HEIGHT, WIDTH, channels), np.uint8)
+    still_speckle = rng.random((HEIGHT // 4, WIDTH // 4)).astype(np.float32)
+    for t in range(n_frames):
+        coarse = rng.random((HEIGHT // 4, WIDTH // 4)).astype(np.float32) if moving else still_speckle
+        speckle = cv2.resize(coarse, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
+        image = np.where(fan, (40.0 + 200.0 * speckle) * depth_gain, 0.0).astype(np.uint8)
+        image = np.maximum(image, overlay)
+        if ecg:
+            phase = 0.7 * t if moving else 0.0
+            ys = (HEIGHT - 18 + 10 * np.sin(2 * np.pi * xs / 40.0 + phase)).astype(np.int32)
+            trace = np.zeros((HEIGHT, WIDTH), np.uint8)
+            cv2.polylines(trace, [np.stack([xs, ys], axis=1)], False, 255, 1)
+            image = np.maximum(image, trace)
+            ecg_seen |= trace > 0
+        frames[t] = image[:, :, None] if channels == 1 else np.repeat(image[:, :, None], 3, axis=2)
+    return FanClip(frames=frames, fan=fan, text=labels.astype(bool), ecg=ecg_seen)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum()) / float((a | b).sum())
+
+
+def assert_valid(result: SectorMask, shape: tuple[int, int]) -> None:
+    assert result.mask.dtype == bool and result.mask.shape == shape
+    assert 0.0 <= result.confidence <= 1.0
+    assert result.area_fraction == pytest.approx(float(result.mask.mean()))
+    assert result.detail
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_path_finds_fan_and_removes_text_and_ecg(channels: int) -> None:
+    clip = make_fan_clip(channels=channels)
+    result = estimate_sector(clip.frames)
+    assert_valid(result, (HEIGHT, WIDTH))
+    assert result.method == "image"
+    assert result.confidence > 0.7
+    assert iou(result.mask, clip.fan) > 0.9
+    masked = apply_sector_mask(clip.frames, result.mask)
+    assert clip.text.sum() > 100 and clip.ecg.sum() > 200  # the overlays are really there
+    assert not masked[:, clip.text].any()
+    assert not masked[:, clip.ecg].any()
+    # Nearly all of the fan survives.
+    kept = (masked[:, clip.fan] > 0).mean()
+    assert kept > 0.97
+
+
+def test_colour_and_grey_give_the_same_mask() -> None:
+    grey = estimate_sector(make_fan_clip(channels=1).frames)
+    colour = estimate_sector(make_fan_clip(channels=3).frames)
+    assert np.array_equal(grey.mask, colour.mask)
+
+
+def test_colour_overlay_inside_the_fan_still_counts_as_sector() -> None:
+    clip = make_fan_clip(channels=3)
+    frames = clip.frames.copy()
+    # A colour-flow box (red/blue) flickering inside the fan.
+    rng = np.random.default_rng(1)
+    for t in range(frames.shape[0]):
+        frames[t, 60:110, 130:190, 0] = rng.integers(0, 255, (50, 60), dtype=np.uint8)
+        frames[t, 60:110, 130:190, 1] = 0
+    result = estimate_sector(frames)
+    assert result.method == "image"
+    assert iou(result.mask, clip.fan) > 0.9
+
+
+def test_depth_attenuated_fan_is_still_found() -> None:
+    clip = make_fan_clip(attenuation=2.5)
+    result = estimate_sector(clip.frames)
+    assert result.method == "image"
+    assert iou(result.mask, clip.fan) > 0.9
+
+
+def test_consistent_region_is_used_and_refined_to_the_fan() -> None:
+    clip = make_fan_clip(inner_text=True)
+    ys, xs = np.nonzero(clip.fan)
+    region = UltrasoundRegion(
+        x0=int(xs.min()), y0=int(ys.min()), x1=int(xs.max()), y1=int(ys.max()), spatial_format=1, data_type=1
+    )
+    result = estimate_sector(clip.frames, [region])
+    assert_valid(result, (HEIGHT, WIDTH))
+    assert result.method == "regions"
+    assert "refined" in result.detail
+    assert iou(result.mask, clip.fan) > 0.9
+    # Text inside the region box but outside the fan is removed too.
+    masked = apply_sector_mask(clip.frames, result.mask)
+    assert clip.text[60 - 12 : 62, 60:250].sum() > 50
+    assert not masked[:, clip.text].any()
+    # Nothing outside the region box is ever kept.
+    box = np.zeros_like(clip.fan)
+    box[region.y0 : region.y1 + 1, region.x0 : region.x1 + 1] = True
+    assert not (result.mask & ~box).any()
+    # Agreement of two sources is more certain than the pixels alone.
+    assert result.confidence > estimate_sector(clip.frames).confidence
+
+
+def test_region_without_moving_pixels_is_used_as_rectangle() -> None:
+    clip = make_fan_clip(moving=False, text=False, ecg=False, n_frames=4)
+    region = UltrasoundRegion(x0=40, y0=5, x1=280, y1=190, spatial_format=1, data_type=1)
+    result = estimate_sector(clip.frames, [region])
+    assert result.method == "regions"
+    assert "rectangle" in result.detail
+    expected = np.zeros_like(clip.fan)
+    expected[5:191, 40:281] = True
+    assert np.array_equal(result.mask, expected)
+    assert result.confidence == pytest.approx(SectorConfig().region_confidence)
+
+
+@pytest.mark.parametrize(
+    ("region", "reason"),
+    [
+        (UltrasoundRegion(x0=0, y0=0, x1=WIDTH + 200, y1=HEIGHT + 100, spatial_format=1, data_type=1), "larger than image"),
+        (UltrasoundRegion(x0=100, y0=50, x1=100, y1=50, spatial_format=1, data_type=1), "degenerate"),
+        (UltrasoundRegion(x0=10, y0=10, x1=30, y1=25, spatial_format=1, data_type=1), "covers only"),
+    ],
+)
+def test_invalid_region_falls_back_to_image(region: UltrasoundRegion, reason: str) -> None:
+    clip = make_fan_clip()
+    result = estimate_sector(clip.frames, [region])
+    assert result.method == "image"
+    assert reason in result.detail and "fell back to image" in result.detail
+    assert iou(result.mask, clip.fan) > 0.9
+
+
+def test_region_overshooting_by_one_pixel_is_clipped_not_rejected() -> None:
+    clip = make_fan_clip()
+    region = UltrasoundRegion(x0=0, y0=0, x1=WIDTH, y1=HEIGHT, spatial_format=1, data_type=1)
+    result = estimate_sector(clip.frames, [region])
+    assert result.method == "regions"
+    assert iou(result.mask, clip.fan) > 0.9
+
+
+def test_non_tissue_regions_are_ignored() -> None:
+    clip = make_fan_clip()
+    spectral = UltrasoundRegion(x0=0, y0=150, x1=WIDTH - 1, y1=HEIGHT - 1, spatial_format=3, data_type=3)
+    result = estimate_sector(clip.frames, [spectral])
+    assert result.method == "image"
+    assert "fell back" not in result.detail
+
+
+def test_blank_clip_gives_none() -> None:
+    frames = np.zeros((8, HEIGHT, WIDTH, 1), np.uint8)
+    result = estimate_sector(frames)
+    assert_valid(result, (HEIGHT, WIDTH))
+    assert result.method == "none" and result.confidence == 0.0
+    assert not result.mask.any()
+    assert not apply_sector_mask(frames + 7, result.mask).any()
+
+
+def test_static_frames_give_none() -> None:
+    # A frozen clip: fan, text and ECG drawn identically in every frame, no noise.
+    clip = make_fan_clip(moving=False, n_frames=6)
+    result = estimate_sector(clip.frames)
+    assert result.method == "none" and result.confidence == 0.0
+    assert "no temporal change" in result.detail
+    assert not result.mask.any()
+
+
+def test_noise_over_the_whole_image_gives_none() -> None:
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (8, HEIGHT, WIDTH, 1), dtype=np.uint8)
+    result = estimate_sector(frames)
+    assert result.method == "none"
+    assert "outside" in result.detail
+
+
+def test_single_frame_uses_brightness_with_lower_confidence() -> None:
+    clip = make_fan_clip(n_frames=1)
+    result = estimate_sector(clip.frames)
+    assert result.method == "image"
+    assert "brightness" in result.detail
+    assert 0.0 < result.confidence <= SectorConfig().still_confidence_scale
+    assert iou(result.mask, clip.fan) > 0.9
+    assert not apply_sector_mask(clip.frames, result.mask)[:, clip.text].any()
+
+
+def test_sweeping_cursor_outside_the_fan_is_ignored() -> None:
+    clip = make_fan_clip()
+    frames = clip.frames.copy()
+    for t in range(frames.shape[0]):
+        x = 10 + 18 * t
+        frames[t, 200:235, x : x + 3] = 255  # an ECG sweep bar moving left to right
+    result = estimate_sector(frames)
+    assert result.method == "image"
+    assert iou(result.mask, clip.fan) > 0.9
+    assert not result.mask[200:235].any()
+
+
+def test_apply_sector_mask_keeps_shape_and_dtype_and_input() -> None:
+    clip = make_fan_clip(channels=3, n_frames=3)
+    original = clip.frames.copy()
+    masked = apply_sector_mask(clip.frames, clip.fan)
+    assert masked.shape == clip.frames.shape and masked.dtype == np.uint8
+    assert np.array_equal(clip.frames, original)
+    assert np.array_equal(masked[:, clip.fan], original[:, clip.fan])
+    assert not masked[:, ~clip.fan].any()
+    in_place = apply_sector_mask(clip.frames, clip.fan, out=clip.frames)
+    assert in_place is clip.frames and np.array_equal(in_place, masked)
+
+
+def test_apply_sector_mask_rejects_mismatched_mask() -> None:
+    frames = np.zeros((2, HEIGHT, WIDTH, 1), np.uint8)
+    with pytest.raises(SectorInputError):
+        apply_sector_mask(frames, np.ones((HEIGHT, WIDTH + 1), bool))
+    with pytest.raises(SectorInputError):
+        apply_sector_mask(frames, np.ones((HEIGHT, WIDTH), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        np.zeros((2, HEIGHT, WIDTH), np.uint8),
+        np.zeros((2, HEIGHT, WIDTH, 2), np.uint8),
+        np.zeros((2, HEIGHT, WIDTH, 1), np.float32),
+        np.zeros((0, HEIGHT, WIDTH, 1), np.uint8),
+    ],
+)
+def test_estimate_sector_rejects_malformed_frames(frames: np.ndarray) -> None:
+    with pytest.raises(SectorInputError):
+        estimate_sector(frames)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_frames": 1},
+        {"min_area_fraction": 0.9, "max_area_fraction": 0.5},
+        {"min_confidence": 1.5},
+        {"blur_fraction": 0.7},
+        {"region_tolerance_px": -1},
+    ],
+)
+def test_config_rejects_invalid_values(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        SectorConfig(**kwargs)
+
+
+def test_whole_image_region_without_pixel_evidence_gives_none() -> None:
+    # A region declaring the whole frame is no sector on its own: without moving pixels to
+    # refine it, the result must not be the unmasked frame.
+    clip = make_fan_clip(moving=False, n_frames=4)
+    region = UltrasoundRegion(x0=0, y0=0, x1=WIDTH - 1, y1=HEIGHT - 1, spatial_format=1, data_type=1)
+    result = estimate_sector(clip.frames, [region])
+    assert result.method == "none" and result.confidence == 0.0
+    assert "implausible" in result.detail
+    assert not result.mask.any()
