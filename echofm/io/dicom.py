@@ -128,25 +128,30 @@ def _transfer_syntax(ds: Dataset) -> uid.UID:
     return uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian
 
 
-def _pixel_element_length(fh: BinaryIO, ts: uid.UID) -> tuple[str, int] | None:
+def _pixel_element_length(fh: BinaryIO, ds: Dataset) -> tuple[str, int, int] | None:
     """At the position `dcmread(stop_before_pixels=True)` leaves, read the pixel element's tag and
-    value length (0xFFFFFFFF = undefined, i.e. encapsulated). None when there is no pixel data."""
+    value length (0xFFFFFFFF = undefined, i.e. encapsulated) and the file offset of its value.
+    None when there is no pixel data.
+
+    Uses the encoding the header was actually parsed with, which is known even when the transfer
+    syntax UID is one pydicom does not recognise."""
+    implicit, little = ds.original_encoding
+    start = fh.tell()
     head = fh.read(12)
     if len(head) < 8:
         return None
-    endian = "little" if ts.is_little_endian else "big"
+    endian = "little" if little else "big"
     group = int.from_bytes(head[0:2], endian)
     element = int.from_bytes(head[2:4], endian)
     keyword = _PIXEL_TAGS.get((group << 16) | element)
     if keyword is None:
         return None
-    if ts.is_implicit_VR:
-        length = int.from_bytes(head[4:8], endian)
-    else:  # explicit VR: OB/OW/OF/OD have 2 reserved bytes then a 4-byte length
-        if len(head) < 12:
-            return None
-        length = int.from_bytes(head[8:12], endian)
-    return keyword, length
+    if implicit:
+        return keyword, int.from_bytes(head[4:8], endian), start + 8
+    # Explicit VR: OB/OW/OF/OD have 2 reserved bytes then a 4-byte length.
+    if len(head) < 12:
+        return None
+    return keyword, int.from_bytes(head[8:12], endian), start + 12
 
 
 def _regions(ds: Dataset) -> list[UltrasoundRegion]:
@@ -197,10 +202,10 @@ def _scan(fh: BinaryIO, path: Path, pseudonymizer: Pseudonymizer | None) -> tupl
         modality = str(ds.get("Modality", "")).strip() or "unknown"
         raise NotUltrasound(path, f"modality {modality!r}, SOP class {str(ds.get('SOPClassUID', '')) or 'unknown'}")
     ts = _transfer_syntax(ds)
-    pixel = _pixel_element_length(fh, ts)
+    pixel = _pixel_element_length(fh, ds)
     if pixel is None:
         raise NoPixelData(path, "no Pixel Data element")
-    keyword, length = pixel
+    keyword, length, value_start = pixel
     if keyword != "PixelData":
         raise UnsupportedTransferSyntax(path, f"{keyword} (floating-point pixels) is not an ultrasound image")
     if not dicom_is_supported(ts):
@@ -220,8 +225,10 @@ def _scan(fh: BinaryIO, path: Path, pseudonymizer: Pseudonymizer | None) -> tupl
         if length != 0xFFFFFFFF:
             raise CorruptPixelData(path, f"{ts.name} pixel data must be encapsulated (undefined length)")
     else:
-        expected = rows * columns * samples * n_frames * bits_allocated // 8
-        available = os.fstat(fh.fileno()).st_size - fh.tell()
+        # Native YBR_FULL_422 stores two samples per pixel (Y Y Cb Cr per pair of pixels).
+        samples_stored = 2 if photometric == "YBR_FULL_422" and samples == 3 else samples
+        expected = rows * columns * samples_stored * n_frames * bits_allocated // 8
+        available = os.fstat(fh.fileno()).st_size - value_start
         if length == 0xFFFFFFFF or length < expected or available < expected:
             raise CorruptPixelData(
                 path, f"native pixel data holds {min(length, available)} bytes, {n_frames} frames need {expected}"
@@ -340,7 +347,13 @@ def _decode(fh: BinaryIO, path: Path, ds: Dataset, header: DicomHeader, indices:
     all_frames = indices == list(range(header.n_frames))
     count = 0
     try:
-        frame_iter = iter_pixels(src, indices=None if all_frames else indices, raw=False, **options)
+        frame_iter: Iterable[np.ndarray]
+        if header.photometric == "YBR_FULL_422" and not ts.is_encapsulated:
+            # pydicom 3.0 switches its decode runner to YBR_FULL after expanding the first native
+            # 4:2:2 frame and then mis-sizes every later frame: decode one frame per runner.
+            frame_iter = (next(iter_pixels(src, indices=[i], raw=False, **options)) for i in indices)
+        else:
+            frame_iter = iter_pixels(src, indices=None if all_frames else indices, raw=False, **options)
         for k, frame in enumerate(frame_iter):
             if k >= len(indices):
                 break  # JPEG streams may hold more frames than NumberOfFrames says

@@ -34,7 +34,9 @@ def _from_frame_time_vector(ds: Dataset) -> float | None:
     vector = ds.get("FrameTimeVector")
     if vector is None:
         return None
-    values = [_as_float(v) for v in (vector if isinstance(vector, list | tuple) else [vector])]
+    # pydicom gives a MultiValue for several entries and a bare number for one.
+    entries = [vector] if isinstance(vector, str | bytes | int | float) else list(vector)
+    values = [_as_float(v) for v in entries]
     # PS3.3 C.7.6.5.1.2: the first entry is the time of frame 1 (normally 0), later entries are
     # increments; use the mean increment so one jittered interval does not dominate.
     increments = [v for v in values[1:] if v is not None and v > 0]
