@@ -107,7 +107,9 @@ def load_or_create_secret(output_dir: Path, *, env_var: str = DEFAULT_SECRET_ENV
     if value:
         secret = value.encode("utf-8")
         if len(secret) < _MIN_SECRET_BYTES:
-            logger.warning("%s is shorter than %d bytes: pseudonyms are easy to brute-force", env_var, _MIN_SECRET_BYTES)
+            logger.warning(
+                "%s is shorter than %d bytes: pseudonyms are easy to brute-force", env_var, _MIN_SECRET_BYTES
+            )
         return secret, "env"
     path = Path(output_dir) / SECRET_FILENAME
     if path.exists():

@@ -129,9 +129,9 @@ def _transfer_syntax(ds: Dataset) -> uid.UID:
 
 
 def _pixel_element_length(fh: BinaryIO, ds: Dataset) -> tuple[str, int, int] | None:
-    """At the position `dcmread(stop_before_pixels=True)` leaves, read the pixel element's tag and
-    value length (0xFFFFFFFF = undefined, i.e. encapsulated) and the file offset of its value.
-    None when there is no pixel data.
+    """At the position `dcmread(stop_before_pixels=True)` leaves, read the pixel element's tag,
+    value length (0xFFFFFFFF = undefined, i.e. encapsulated) and the bytes left in the file after
+    the element header. None when there is no pixel data.
 
     Uses the encoding the header was actually parsed with, which is known even when the transfer
     syntax UID is one pydicom does not recognise."""
@@ -146,12 +146,28 @@ def _pixel_element_length(fh: BinaryIO, ds: Dataset) -> tuple[str, int, int] | N
     keyword = _PIXEL_TAGS.get((group << 16) | element)
     if keyword is None:
         return None
+    size = os.fstat(fh.fileno()).st_size
     if implicit:
-        return keyword, int.from_bytes(head[4:8], endian), start + 8
+        return keyword, int.from_bytes(head[4:8], endian), size - (start + 8)
     # Explicit VR: OB/OW/OF/OD have 2 reserved bytes then a 4-byte length.
     if len(head) < 12:
         return None
-    return keyword, int.from_bytes(head[8:12], endian), start + 12
+    return keyword, int.from_bytes(head[8:12], endian), size - (start + 12)
+
+
+def _deflated_pixel_element(fh: BinaryIO, path: Path) -> tuple[str, int, int] | None:
+    """`_pixel_element_length` for a deflated dataset, which cannot be read at a file offset: the
+    whole dataset is inflated (deflate is rare in ultrasound, and such files are small)."""
+    fh.seek(0)
+    try:
+        full = pydicom.dcmread(fh)
+    except Exception as exc:
+        raise CorruptPixelData(path, f"deflated dataset does not inflate ({type(exc).__name__}: {exc})") from exc
+    for keyword in _PIXEL_TAGS.values():
+        if keyword in full:
+            length = len(full[keyword].value or b"")
+            return keyword, length, length
+    return None
 
 
 def _regions(ds: Dataset) -> list[UltrasoundRegion]:
@@ -193,7 +209,8 @@ def _int_or_none(value: object) -> int | None:
 
 
 def _is_ultrasound(ds: Dataset) -> bool:
-    return str(ds.get("Modality", "")).strip().upper() == "US" or str(ds.get("SOPClassUID", "")) in ULTRASOUND_SOP_CLASSES
+    modality = str(ds.get("Modality", "")).strip().upper()
+    return modality == "US" or str(ds.get("SOPClassUID", "")) in ULTRASOUND_SOP_CLASSES
 
 
 def _scan(fh: BinaryIO, path: Path, pseudonymizer: Pseudonymizer | None) -> tuple[DicomHeader, Dataset]:
@@ -202,10 +219,13 @@ def _scan(fh: BinaryIO, path: Path, pseudonymizer: Pseudonymizer | None) -> tupl
         modality = str(ds.get("Modality", "")).strip() or "unknown"
         raise NotUltrasound(path, f"modality {modality!r}, SOP class {str(ds.get('SOPClassUID', '')) or 'unknown'}")
     ts = _transfer_syntax(ds)
-    pixel = _pixel_element_length(fh, ds)
+    if ts == uid.DeflatedExplicitVRLittleEndian:
+        pixel = _deflated_pixel_element(fh, path)
+    else:
+        pixel = _pixel_element_length(fh, ds)
     if pixel is None:
         raise NoPixelData(path, "no Pixel Data element")
-    keyword, length, value_start = pixel
+    keyword, length, available = pixel
     if keyword != "PixelData":
         raise UnsupportedTransferSyntax(path, f"{keyword} (floating-point pixels) is not an ultrasound image")
     if not dicom_is_supported(ts):
@@ -228,7 +248,6 @@ def _scan(fh: BinaryIO, path: Path, pseudonymizer: Pseudonymizer | None) -> tupl
         # Native YBR_FULL_422 stores two samples per pixel (Y Y Cb Cr per pair of pixels).
         samples_stored = 2 if photometric == "YBR_FULL_422" and samples == 3 else samples
         expected = rows * columns * samples_stored * n_frames * bits_allocated // 8
-        available = os.fstat(fh.fileno()).st_size - value_start
         if length == 0xFFFFFFFF or length < expected or available < expected:
             raise CorruptPixelData(
                 path, f"native pixel data holds {min(length, available)} bytes, {n_frames} frames need {expected}"

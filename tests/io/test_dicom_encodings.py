@@ -20,50 +20,37 @@ EXPECTED = {"red": F.RED, "green": F.GREEN, "blue": F.BLUE, "grey": F.GREY}
 
 Maker = Callable[[Path], Path]
 
+
+def _native(transfer_syntax: str = uid.ExplicitVRLittleEndian, **kwargs: object) -> Maker:
+    return lambda p: F.native_file(
+        p, F.colour_frames(N_FRAMES), photometric="RGB", transfer_syntax=transfer_syntax, **kwargs
+    )
+
+
+def _compressed(
+    transfer_syntax: str, frames: Callable[[int], np.ndarray] = F.colour_frames, **kwargs: object
+) -> Maker:
+    photometric = "RGB" if frames is F.colour_frames else "MONOCHROME2"
+    return lambda p: F.compressed_file(
+        p, frames(N_FRAMES), photometric=photometric, transfer_syntax=transfer_syntax, **kwargs
+    )
+
+
 COLOUR_CASES: dict[str, tuple[Maker, int]] = {
     # name: (writer, tolerance in grey levels)
-    "explicit_le_rgb": (lambda p: F.native_file(p, F.colour_frames(N_FRAMES), photometric="RGB"), 0),
-    "implicit_le_rgb": (
-        lambda p: F.native_file(
-            p, F.colour_frames(N_FRAMES), photometric="RGB", transfer_syntax=uid.ImplicitVRLittleEndian
-        ),
-        0,
-    ),
-    "explicit_be_rgb": (
-        lambda p: F.native_file(p, F.colour_frames(N_FRAMES), photometric="RGB", transfer_syntax=uid.ExplicitVRBigEndian),
-        0,
-    ),
-    "rgb_planar_1": (
-        lambda p: F.native_file(p, F.colour_frames(N_FRAMES), photometric="RGB", planar_configuration=1),
-        0,
-    ),
+    "explicit_le_rgb": (_native(), 0),
+    "implicit_le_rgb": (_native(uid.ImplicitVRLittleEndian), 0),
+    "explicit_be_rgb": (_native(uid.ExplicitVRBigEndian), 0),
+    "deflated_le_rgb": (_native(uid.DeflatedExplicitVRLittleEndian), 0),
+    "rgb_planar_1": (_native(planar_configuration=1), 0),
     "ybr_full_native": (lambda p: F.ybr_full_file(p, F.colour_frames(N_FRAMES)), 2),
     "ybr_full_422_native": (lambda p: F.ybr_full_422_native_file(p, F.colour_frames(N_FRAMES)), 2),
     "jpeg_baseline_ybr_full_422": (lambda p: F.jpeg_baseline_file(p, F.colour_frames(N_FRAMES)), 4),
-    "rle_rgb": (
-        lambda p: F.compressed_file(p, F.colour_frames(N_FRAMES), photometric="RGB", transfer_syntax=uid.RLELossless),
-        0,
-    ),
-    "jpeg_ls_lossless_rgb": (
-        lambda p: F.compressed_file(p, F.colour_frames(N_FRAMES), photometric="RGB", transfer_syntax=uid.JPEGLSLossless),
-        0,
-    ),
-    "jpeg_ls_near_lossless_rgb": (
-        lambda p: F.compressed_file(
-            p, F.colour_frames(N_FRAMES), photometric="RGB", transfer_syntax=uid.JPEGLSNearLossless, jls_error=3
-        ),
-        3,
-    ),
-    "jpeg2000_lossless_rct": (
-        lambda p: F.compressed_file(p, F.colour_frames(N_FRAMES), photometric="RGB", transfer_syntax=uid.JPEG2000Lossless),
-        0,
-    ),
-    "jpeg2000_lossy_ict": (
-        lambda p: F.compressed_file(
-            p, F.colour_frames(N_FRAMES), photometric="RGB", transfer_syntax=uid.JPEG2000, j2k_cr=[10]
-        ),
-        4,
-    ),
+    "rle_rgb": (_compressed(uid.RLELossless), 0),
+    "jpeg_ls_lossless_rgb": (_compressed(uid.JPEGLSLossless), 0),
+    "jpeg_ls_near_lossless_rgb": (_compressed(uid.JPEGLSNearLossless, jls_error=3), 3),
+    "jpeg2000_lossless_rct": (_compressed(uid.JPEG2000Lossless), 0),
+    "jpeg2000_lossy_ict": (_compressed(uid.JPEG2000, j2k_cr=[10]), 4),
 }
 
 
@@ -90,7 +77,19 @@ def test_colour_encodings_decode_to_the_written_rgb(tmp_path: Path, name: str) -
     assert clip.fps == pytest.approx(25.0) and clip.fps_source == "FrameTime"
 
 
-@pytest.mark.parametrize("name", ["explicit_le_rgb", "jpeg_baseline_ybr_full_422", "ybr_full_422_native", "rle_rgb", "jpeg2000_lossless_rct"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "explicit_le_rgb",
+        "explicit_be_rgb",
+        "deflated_le_rgb",
+        "ybr_full_422_native",
+        "jpeg_baseline_ybr_full_422",
+        "rle_rgb",
+        "jpeg_ls_lossless_rgb",
+        "jpeg2000_lossless_rct",
+    ],
+)
 def test_frame_subset_returns_exactly_those_frames(tmp_path: Path, name: str) -> None:
     make, tolerance = COLOUR_CASES[name]
     path = make(tmp_path / f"{name}.dcm")
@@ -134,25 +133,9 @@ GREY_CASES: dict[str, tuple[Maker, Callable[[np.ndarray], np.ndarray], int]] = {
         1,
     ),
     "monochrome2_jpeg_baseline": (lambda p: F.jpeg_baseline_file(p, F.grey_frames(N_FRAMES)), lambda g: g, 3),
-    "monochrome2_rle": (
-        lambda p: F.compressed_file(p, F.grey_frames(N_FRAMES), photometric="MONOCHROME2", transfer_syntax=uid.RLELossless),
-        lambda g: g,
-        0,
-    ),
-    "monochrome2_jpeg_ls": (
-        lambda p: F.compressed_file(
-            p, F.grey_frames(N_FRAMES), photometric="MONOCHROME2", transfer_syntax=uid.JPEGLSLossless
-        ),
-        lambda g: g,
-        0,
-    ),
-    "monochrome2_jpeg2000": (
-        lambda p: F.compressed_file(
-            p, F.grey_frames(N_FRAMES), photometric="MONOCHROME2", transfer_syntax=uid.JPEG2000Lossless
-        ),
-        lambda g: g,
-        0,
-    ),
+    "monochrome2_rle": (_compressed(uid.RLELossless, F.grey_frames), lambda g: g, 0),
+    "monochrome2_jpeg_ls": (_compressed(uid.JPEGLSLossless, F.grey_frames), lambda g: g, 0),
+    "monochrome2_jpeg2000": (_compressed(uid.JPEG2000Lossless, F.grey_frames), lambda g: g, 0),
 }
 
 
@@ -165,9 +148,10 @@ def test_grey_encodings_decode_to_one_channel(tmp_path: Path, name: str) -> None
     assert np.abs(clip.frames[..., 0].astype(int) - want).max() <= tolerance
 
 
-def test_palette_colour_goes_through_the_lut(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scale", [257, 1])
+def test_palette_colour_goes_through_the_lut(tmp_path: Path, scale: int) -> None:
     indices = F.grey_frames(N_FRAMES)  # 60 (orange ramp) on the left, 180 (cyan ramp) on the right
-    clip = read_dicom(F.palette_file(tmp_path / "palette.dcm", indices))
+    clip = read_dicom(F.palette_file(tmp_path / "palette.dcm", indices, scale=scale))
     assert clip.frames.shape == (N_FRAMES, F.H, F.W, 3)
     red, green, blue = F.palette_tables()
     assert clip.frames[0, 30, 10].tolist() == [red[60] // 257, green[60] // 257, blue[60] // 257] == [120, 60, 0]
