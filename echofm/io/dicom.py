@@ -10,7 +10,6 @@ decoders supported.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,8 +35,6 @@ from echofm.io.errors import (
 )
 from echofm.io.fps import frame_rate
 from echofm.io.photometric import PALETTE, SUPPORTED, palette_lut, to_display
-
-logger = logging.getLogger(__name__)
 
 ULTRASOUND_SOP_CLASSES = frozenset(
     {

@@ -146,8 +146,11 @@ def compressed_file(
     return path
 
 
-def jpeg_baseline_file(path: Path, frames: np.ndarray, *, quality: int = 95) -> Path:
-    """JPEG Baseline: colour as YBR_FULL_422 (Pillow YCbCr, 4:2:2 subsampling), grey MONOCHROME2."""
+def jpeg_baseline_file(
+    path: Path, frames: np.ndarray, *, quality: int = 95, has_bot: bool = True, fragments_per_frame: int = 1
+) -> Path:
+    """JPEG Baseline: colour as YBR_FULL_422 (Pillow YCbCr, 4:2:2 subsampling), grey MONOCHROME2.
+    Optionally without a Basic Offset Table and with each frame split over several fragments."""
     colour = frames.ndim == 4
     fragments = []
     for frame in frames:
@@ -166,7 +169,7 @@ def jpeg_baseline_file(path: Path, frames: np.ndarray, *, quality: int = 95) -> 
         ds.PlanarConfiguration = 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.LossyImageCompression = "01"
-    ds.PixelData = encapsulate(fragments)
+    ds.PixelData = encapsulate(fragments, fragments_per_frame=fragments_per_frame, has_bot=has_bot)
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
     return save(ds, path, uid.JPEGBaseline8Bit)
