@@ -61,6 +61,8 @@ class SectorConfig:
     still_confidence_scale: float = 0.5  # brightness-only (T = 1) estimates are less certain
     region_tolerance_px: int = 2  # overshoot of a region box tolerated (then clipped)
     region_confidence: float = 0.6  # trust in a valid region box on its own
+    completion_solidity: float = 0.8  # activity estimates less solid than this are completed
+    min_moving_share: float = 0.02  # share of a bright region that must move to join the fan
     min_region_span: float = 0.5  # refined fan must span this fraction of the box width and height
 
     def __post_init__(self) -> None:
@@ -75,7 +77,7 @@ class SectorConfig:
                 raise ValueError(f"{name} must be in [0, 0.5), got {getattr(self, name)}")
         if not 0.0 < self.min_area_fraction < self.max_area_fraction <= 1.0:
             raise ValueError("need 0 < min_area_fraction < max_area_fraction <= 1")
-        for name in ("min_confidence", "still_confidence_scale", "region_confidence", "min_region_span"):
+        for name in ("min_confidence", "still_confidence_scale", "region_confidence", "min_region_span", "min_moving_share", "completion_solidity"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.region_tolerance_px < 0:
@@ -100,12 +102,25 @@ class SectorMask:
     area_fraction: float
     detail: str
 
+    def __post_init__(self) -> None:
+        if self.mask.dtype != bool or self.mask.ndim != 2:
+            raise ValueError(f"SectorMask.mask must be bool [H, W], got {self.mask.dtype} {self.mask.shape}")
+        if self.method not in ("regions", "image", "none"):
+            raise ValueError(f"unknown sector method {self.method!r}")
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError(f"confidence must be in [0, 1], got {self.confidence}")
+        if self.method == "none" and (self.confidence != 0.0 or self.mask.any()):
+            raise ValueError("method 'none' requires confidence 0 and an all-False mask")
+        # Frozen means frozen: a caller editing the mask in place would change a recorded result.
+        self.mask.flags.writeable = False
+
 
 @dataclass(frozen=True)
 class _Evidence:
     """Reduced-resolution evidence maps and the full-resolution size they map back to."""
 
     raw: np.ndarray  # float32 [h, w]: activity (or brightness for a still), gated by brightness
+    brightness: np.ndarray  # float32 [h, w]: temporal mean grey level
     smooth: np.ndarray  # float32 [h, w]: `raw` box-filtered, so speckle becomes a solid region
     kind: Literal["activity", "brightness"]
     floor: float  # evidence below this is never sector
@@ -161,7 +176,15 @@ def _evidence(frames: np.ndarray, config: SectorConfig) -> _Evidence:
         raw, kind, floor = brightness, "brightness", config.min_brightness
     blur = _odd(config.blur_fraction * min(raw.shape))
     smooth = cv2.blur(raw, (blur, blur), borderType=cv2.BORDER_CONSTANT) if blur > 1 else raw
-    return _Evidence(raw=raw, smooth=smooth, kind=kind, floor=floor, height=frames.shape[1], width=frames.shape[2])
+    return _Evidence(
+        raw=raw,
+        brightness=brightness,
+        smooth=smooth,
+        kind=kind,
+        floor=floor,
+        height=frames.shape[1],
+        width=frames.shape[2],
+    )
 
 
 def _otsu_log(values: np.ndarray, top: float) -> float:
@@ -174,6 +197,40 @@ def _otsu_log(values: np.ndarray, top: float) -> float:
     scaled = np.clip(np.log1p(values) * (255.0 / log_top), 0, 255).astype(np.uint8)
     level, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return float(np.expm1(float(level) * log_top / 255.0))
+
+
+def _open(binary: np.ndarray, config: SectorConfig) -> np.ndarray:
+    """Morphological opening (uint8 in, uint8 out): removes what is thinner than the kernel."""
+    size = _odd(config.open_fraction * min(binary.shape))
+    if size <= 1:
+        return binary
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    return cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
+
+
+def _bright_regions_under(points: np.ndarray, brightness: np.ndarray, config: SectorConfig) -> np.ndarray:
+    """Bright connected regions (after opening) that contain moving pixels ``points``.
+
+    Speckle decorrelates slowly at high frame rates, so over a short span only moving structures
+    (walls, valves) change and the activity alone can miss still tissue at the fan's edge. The
+    tissue is bright, though, and connected to the moving part; burned-in text and the ECG trace
+    are bright too, but thin (opened away) or apart from anything that moves.
+    """
+    top = float(brightness.max())
+    if top < config.min_brightness:
+        return np.zeros(points.shape, bool)
+    level = max(config.min_brightness, _otsu_log(brightness, top))
+    binary = _open((cv2.blur(brightness, (3, 3)) > level).astype(np.uint8), config)
+    count, labels = cv2.connectedComponents(binary, connectivity=8)
+    if count <= 1:
+        return np.zeros(points.shape, bool)
+    area = np.bincount(labels.ravel(), minlength=count)
+    moving = np.bincount(labels[points], minlength=count)
+    # A region counts when a few percent of it moves: a stray moving pixel on text does not.
+    keep = moving >= np.maximum(1, config.min_moving_share * area)
+    keep[0] = False
+    # Unblurred brightness inside the kept regions: the blur would move the edge outwards.
+    return keep[labels] & (brightness > level)
 
 
 def _largest_component(binary: np.ndarray) -> np.ndarray | None:
@@ -209,47 +266,68 @@ def _solidity(component: np.ndarray) -> float:
     return float(filled.sum()) / max(1.0, float(hull.sum()))
 
 
+def _moving_part(smooth: np.ndarray, raw: np.ndarray, floor: float, config: SectorConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """The largest evidence component (bool ``[h, w]``) and its edge-accurate pixels, or None."""
+    threshold = max(floor, _otsu_log(smooth, float(smooth.max())))
+    # Opening removes what is thinner than the kernel: text strokes, calipers, the ECG trace.
+    component = _largest_component(_open((smooth > threshold).astype(np.uint8), config))
+    if component is None:
+        return None
+    # The smoothed component reaches half a blur width past the fan's edge; the unsmoothed
+    # evidence inside it puts the edge back where the pixels are. An analysis pixel on the edge
+    # counts when at least about half of it is fan: its raw evidence is then at least half the
+    # local (smoothed) level, which holds at any depth, attenuated or not.
+    points = component & (raw > threshold) & (raw >= 0.5 * smooth)
+    return component, (points if points.any() else component)
+
+
+def _contrast(mask: np.ndarray, smooth: np.ndarray) -> float:
+    """1 - (mean evidence outside the hull) / (mean inside): other moving things lower it."""
+    hull = cv2.resize(mask.astype(np.uint8), smooth.shape[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+    if not hull.any() or hull.all():
+        return 0.0
+    inside, outside = float(smooth[hull].mean()), float(smooth[~hull].mean())
+    return float(np.clip(1.0 - outside / inside, 0.0, 1.0)) if inside > 0 else 0.0
+
+
 def _estimate_fan(evidence: _Evidence, config: SectorConfig, allowed: np.ndarray | None = None) -> _FanEstimate | str:
     """The fan from the evidence maps (restricted to ``allowed`` [h, w] when given), or why not."""
-    smooth = evidence.smooth if allowed is None else np.where(allowed, evidence.smooth, 0.0)
-    raw = evidence.raw if allowed is None else np.where(allowed, evidence.raw, 0.0)
+
+    def restrict(values: np.ndarray) -> np.ndarray:
+        return values if allowed is None else np.where(allowed, values, 0.0).astype(np.float32)
+
+    smooth, raw = restrict(evidence.smooth), restrict(evidence.raw)
     top = float(smooth.max())
     if top < evidence.floor:
         what = "no temporal change between frames" if evidence.kind == "activity" else "image too dark"
         return f"{what} (peak {evidence.kind} {top:.2f} < {evidence.floor})"
-    threshold = max(evidence.floor, _otsu_log(smooth, top))
-    binary = (smooth > threshold).astype(np.uint8)
-    size = _odd(config.open_fraction * min(smooth.shape))
-    if size > 1:
-        # Opening removes what is thinner than the kernel: text strokes, calipers, the ECG trace.
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-        binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
-    component = _largest_component(binary)
-    if component is None:
+    found = _moving_part(smooth, raw, evidence.floor, config)
+    if found is None:
         return f"no {evidence.kind} region survives thresholding and opening"
-    # The smoothed component reaches half a blur width past the fan's edge; the unsmoothed
-    # evidence inside it puts the edge back where the pixels are.
-    points = component & (raw > threshold)
-    if not points.any():
-        points = component
+    region, points = found
     mask = _hull_to_full(points, smooth.shape, evidence.height, evidence.width)
-    area = float(mask.mean())
+    area, solidity = float(mask.mean()), _solidity(region)
+    completed = ""
+    if evidence.kind == "activity" and (area < config.min_area_fraction or solidity < config.completion_solidity):
+        # Only a weak or ragged activity estimate is completed: brightness also keeps burned-in
+        # text that touches the fan, which the activity alone never does.
+        bright = _bright_regions_under(points, restrict(evidence.brightness), config)
+        grown = _hull_to_full(points | bright, smooth.shape, evidence.height, evidence.width)
+        if bright.any() and float(grown.mean()) <= config.max_area_fraction:
+            region = region | bright
+            mask, area, solidity = grown, float(grown.mean()), _solidity(region)
+            completed = ", completed by brightness"
     if not config.min_area_fraction <= area <= config.max_area_fraction:
         return (
             f"{evidence.kind} hull covers {area:.1%} of the image, outside "
             f"[{config.min_area_fraction:.0%}, {config.max_area_fraction:.0%}]"
         )
-    solidity = _solidity(component)
-    # Contrast: evidence left outside the hull (other moving things, noise) lowers confidence.
-    hull_small = cv2.resize(mask.astype(np.uint8), smooth.shape[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
-    inside = float(smooth[hull_small].mean()) if hull_small.any() else 0.0
-    outside = float(smooth[~hull_small].mean()) if (~hull_small).any() else 0.0
-    contrast = float(np.clip(1.0 - outside / inside, 0.0, 1.0)) if inside > 0 else 0.0
+    contrast = _contrast(mask, smooth)
     confidence = solidity * contrast
     if evidence.kind == "brightness":
         confidence *= config.still_confidence_scale
     detail = (
-        f"{evidence.kind} hull: area {area:.1%}, solidity {solidity:.2f}, contrast {contrast:.2f}"
+        f"{evidence.kind} hull{completed}: area {area:.1%}, solidity {solidity:.2f}, contrast {contrast:.2f}"
         + ("; single frame, brightness only" if evidence.kind == "brightness" else "")
     )
     if confidence < config.min_confidence:

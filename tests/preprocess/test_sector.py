@@ -302,3 +302,28 @@ def test_whole_image_region_without_pixel_evidence_gives_none() -> None:
     assert result.method == "none" and result.confidence == 0.0
     assert "implausible" in result.detail
     assert not result.mask.any()
+
+
+def test_short_span_with_still_speckle_is_completed_by_brightness() -> None:
+    # Over a few frames at a high frame rate speckle barely changes; only a moving wall does.
+    clip = make_fan_clip(moving=False, n_frames=5)
+    frames = clip.frames.copy()
+    for t in range(frames.shape[0]):
+        ring = np.zeros((HEIGHT, WIDTH), np.uint8)
+        cv2.circle(ring, (WIDTH // 2, 95), 28 + 3 * t, 255, 5)
+        frames[t, :, :, 0] = np.maximum(frames[t, :, :, 0], ring & clip.fan.astype(np.uint8) * 255)
+    result = estimate_sector(frames)
+    assert result.method == "image"
+    assert "completed by brightness" in result.detail
+    assert iou(result.mask, clip.fan) > 0.9
+    masked = apply_sector_mask(frames, result.mask)
+    assert not masked[:, clip.text].any()
+    assert not masked[:, clip.ecg].any()
+
+
+def test_sector_mask_is_read_only_and_checked() -> None:
+    result = estimate_sector(make_fan_clip(n_frames=4).frames)
+    with pytest.raises(ValueError):
+        result.mask[0, 0] = True
+    with pytest.raises(ValueError):
+        SectorMask(mask=np.ones((4, 4), bool), method="none", confidence=0.0, area_fraction=1.0, detail="x")
