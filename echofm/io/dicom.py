@@ -83,8 +83,11 @@ class DicomHeader:
         return 1 if self.photometric in ("MONOCHROME1", "MONOCHROME2") else 3
 
 
-def dicom_is_supported(transfer_syntax: str) -> bool:
-    """True when pydicom has an installed decoder plugin for this transfer syntax UID."""
+def dicom_is_supported(transfer_syntax: str | DicomHeader) -> bool:
+    """True when pydicom has an installed decoder plugin for this transfer syntax UID (or the
+    transfer syntax of a scanned header)."""
+    if isinstance(transfer_syntax, DicomHeader):
+        transfer_syntax = transfer_syntax.transfer_syntax
     try:
         decoder = get_decoder(uid.UID(transfer_syntax))
     except (NotImplementedError, ValueError):

@@ -153,3 +153,8 @@ def test_supported_syntaxes() -> None:
         uid.RLELossless,
     ):
         assert dicom_is_supported(syntax), syntax.name
+
+
+def test_scanned_header_is_supported(tmp_path: Path) -> None:
+    header = scan_dicom(F.jpeg_baseline_file(tmp_path / "a.dcm", F.colour_frames(2)))
+    assert dicom_is_supported(header)
