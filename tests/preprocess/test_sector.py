@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from echofm.io.clip import UltrasoundRegion
@@ -327,3 +329,44 @@ def test_sector_mask_is_read_only_and_checked() -> None:
         result.mask[0, 0] = True
     with pytest.raises(ValueError):
         SectorMask(mask=np.ones((4, 4), bool), method="none", confidence=0.0, area_fraction=1.0, detail="x")
+
+
+@pytest.fixture(scope="module")
+def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from echofm.data.synthetic import generate_archive
+
+    out = tmp_path_factory.mktemp("synthetic")
+    # Seven clips: DICOM with valid regions, DICOM whose region runs past the image (clip 6),
+    # DICOM without regions, MP4 and AVI.
+    generate_archive(out, n_clips=7, seed=11, sizes=((240, 320),), duration_range_s=(1.0, 1.0), fps_range=(24, 30))
+    return out
+
+
+def test_synthetic_archive_sectors_match_labels_and_hide_burned_in_text(synthetic_archive: Path) -> None:
+    from echofm.io import read_dicom, read_video
+
+    labels = pd.read_csv(synthetic_archive / "labels.csv", keep_default_na=False)
+    assert (labels["has_regions"] & ~labels["regions_valid"]).any()  # a region past the image edge
+    methods = []
+    for row in labels.itertuples():
+        path = synthetic_archive / "archive" / row.file
+        clip = read_dicom(path) if row.container == "dicom" else read_video(path)
+        result = estimate_sector(clip.frames, clip.regions)
+        fan = np.load(synthetic_archive / row.mask_file)["sector"].astype(bool)
+        x0, y0, x1, y1 = map(int, row.sector_box.split(";"))
+        expected = "regions" if row.has_regions and row.regions_valid else "image"
+        assert result.method == expected, (row.file, result.detail)
+        if row.has_regions and not row.regions_valid:
+            assert "larger than image" in result.detail and "fell back to image" in result.detail
+        assert iou(result.mask, fan) > 0.9, (row.file, result.detail)
+        ys, xs = np.nonzero(result.mask)
+        assert xs.min() >= x0 - 3 and xs.max() <= x1 + 3 and ys.min() >= y0 - 3 and ys.max() <= y1 + 3
+        masked = apply_sector_mask(clip.frames, result.mask)
+        text = np.zeros_like(fan)
+        for box in filter(None, row.text_boxes.split("|")):
+            bx0, by0, bx1, by1 = map(int, box.split(";"))
+            text[by0 : by1 + 1, bx0 : bx1 + 1] = True
+        assert (text & ~fan).sum() > 500  # the clip really has burned-in text
+        assert not masked[:, text & ~fan].any(), row.file
+        methods.append(result.method)
+    assert {"regions", "image"} <= set(methods)
