@@ -2,24 +2,37 @@
 
 Two sources, in order of trust:
 
-1. ``regions``: SequenceOfUltrasoundRegions from the DICOM header. Only 2D tissue regions
-   (``spatial_format == 1``) whose box lies inside the image and has a plausible size are used;
-   real files carry boxes larger than the image or degenerate ones, which are reported in
-   ``detail`` and skipped. Inside a valid box the pixel estimate below refines the rectangle to
-   the fan (text inside the box but outside the fan is removed); when that estimate disagrees
-   with the box, the rectangle itself is the mask.
+1. ``regions``: SequenceOfUltrasoundRegions from the DICOM header. Only 2D regions
+   (``spatial_format == 1``) whose box lies inside the image (a 2-pixel overshoot is clipped) and
+   covers a plausible share of it are used; real files carry boxes larger than the image or
+   degenerate ones, which are named in ``detail`` and skipped. Inside the valid boxes the pixel
+   estimate below refines the rectangle to the fan, so text inside the box but outside the fan
+   is removed too; when the estimate fails or covers too little of the box, the rectangle is
+   the mask. A box covering (nearly) the whole image is no sector on its own: then only the
+   pixel estimate counts.
 2. ``image``: from the pixels. Ultrasound tissue changes from frame to frame (speckle, motion);
-   burned-in text, calipers, colour bars and logos do not. The evidence map is the mean absolute
-   change between sampled frames at reduced resolution, gated by brightness, box-filtered so
-   speckle becomes a solid region. It is thresholded (Otsu), opened (thin moving things such as
-   an ECG trace or a sweep cursor vanish), reduced to its largest connected component, and the
-   fan is the convex hull of that component at full resolution. A single frame has no temporal
-   evidence, so brightness stands in for it at reduced confidence.
+   burned-in text, calipers, colour bars and logos do not. The evidence is the mean absolute
+   change between up to ``max_frames`` sampled frames at reduced resolution (longer side
+   ``analysis_max_side``), ignoring black pixels, box-filtered so speckle becomes a solid
+   region. It is thresholded (Otsu on log evidence, so a fan darkening with depth stays one
+   class), opened (thin things such as text strokes, an ECG trace or a sweep cursor vanish) and
+   reduced to its largest connected component; the fan is the convex hull of that component's
+   pixels at full resolution. When the moving part is small or ragged (a short span at a high
+   frame rate, where only walls and valves change), the bright regions it lies in complete it.
+   A single frame has no temporal evidence: brightness stands in for it at reduced confidence.
+   T >= 2 identical frames (a frozen clip) give ``none``: nothing tells tissue from text there.
 
-When neither source gives a plausible sector the result is ``method == "none"`` with
-``confidence == 0`` and an all-False mask, so a caller that forgets to check the method and
-applies the mask anyway gets blank frames, never the burned-in text. Ingestion QC rejects
-``none`` as ``no_sector``.
+Confidence: ``image`` = solidity of the component x contrast of the evidence inside vs outside
+the hull (x ``still_confidence_scale`` for a single frame); a region box alone is
+``region_confidence``; a box refined by the pixels combines both as independent evidence.
+
+When no source gives a plausible sector the result is ``method == "none"`` with ``confidence ==
+0`` and an all-False mask, so a caller that forgets to check the method and applies the mask
+anyway gets blank frames, never the burned-in text. Ingestion QC rejects ``none`` as
+``no_sector``.
+
+Known limit: without regions, a clip showing a 2D fan beside a larger scrolling M-mode or
+Doppler strip gets the larger moving part.
 """
 
 from __future__ import annotations
@@ -77,7 +90,15 @@ class SectorConfig:
                 raise ValueError(f"{name} must be in [0, 0.5), got {getattr(self, name)}")
         if not 0.0 < self.min_area_fraction < self.max_area_fraction <= 1.0:
             raise ValueError("need 0 < min_area_fraction < max_area_fraction <= 1")
-        for name in ("min_confidence", "still_confidence_scale", "region_confidence", "min_region_span", "min_moving_share", "completion_solidity"):
+        shares = (
+            "min_confidence",
+            "still_confidence_scale",
+            "region_confidence",
+            "min_region_span",
+            "min_moving_share",
+            "completion_solidity",
+        )
+        for name in shares:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.region_tolerance_px < 0:
@@ -137,9 +158,10 @@ class _FanEstimate:
 
 def _check_frames(frames: np.ndarray) -> None:
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
-        raise SectorInputError(f"frames must be a uint8 numpy array, got {getattr(frames, 'dtype', type(frames))}")
+        got = getattr(frames, "dtype", type(frames))
+        raise SectorInputError(f"frames must be a uint8 numpy array, got {got}")
     if frames.ndim != 4 or frames.shape[-1] not in (1, 3) or min(frames.shape[:3]) < 1:
-        raise SectorInputError(f"frames must be [T, H, W, C] with T, H, W >= 1 and C in (1, 3), got {frames.shape}")
+        raise SectorInputError(f"frames must be [T, H, W, C], T, H, W >= 1, C in (1, 3), got {frames.shape}")
 
 
 def _analysis_frames(frames: np.ndarray, config: SectorConfig) -> np.ndarray:
@@ -266,7 +288,9 @@ def _solidity(component: np.ndarray) -> float:
     return float(filled.sum()) / max(1.0, float(hull.sum()))
 
 
-def _moving_part(smooth: np.ndarray, raw: np.ndarray, floor: float, config: SectorConfig) -> tuple[np.ndarray, np.ndarray] | None:
+def _moving_part(
+    smooth: np.ndarray, raw: np.ndarray, floor: float, config: SectorConfig
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The largest evidence component (bool ``[h, w]``) and its edge-accurate pixels, or None."""
     threshold = max(floor, _otsu_log(smooth, float(smooth.max())))
     # Opening removes what is thinner than the kernel: text strokes, calipers, the ECG trace.
@@ -290,7 +314,9 @@ def _contrast(mask: np.ndarray, smooth: np.ndarray) -> float:
     return float(np.clip(1.0 - outside / inside, 0.0, 1.0)) if inside > 0 else 0.0
 
 
-def _estimate_fan(evidence: _Evidence, config: SectorConfig, allowed: np.ndarray | None = None) -> _FanEstimate | str:
+def _estimate_fan(
+    evidence: _Evidence, config: SectorConfig, allowed: np.ndarray | None = None
+) -> _FanEstimate | str:
     """The fan from the evidence maps (restricted to ``allowed`` [h, w] when given), or why not."""
 
     def restrict(values: np.ndarray) -> np.ndarray:
@@ -308,7 +334,8 @@ def _estimate_fan(evidence: _Evidence, config: SectorConfig, allowed: np.ndarray
     mask = _hull_to_full(points, smooth.shape, evidence.height, evidence.width)
     area, solidity = float(mask.mean()), _solidity(region)
     completed = ""
-    if evidence.kind == "activity" and (area < config.min_area_fraction or solidity < config.completion_solidity):
+    weak = area < config.min_area_fraction or solidity < config.completion_solidity
+    if evidence.kind == "activity" and weak:
         # Only a weak or ragged activity estimate is completed: brightness also keeps burned-in
         # text that touches the fan, which the activity alone never does.
         bright = _bright_regions_under(points, restrict(evidence.brightness), config)
@@ -383,7 +410,8 @@ def _from_regions(
     box_mask = np.zeros((height, width), bool)
     for x0, y0, x1, y1 in boxes:
         box_mask[y0 : y1 + 1, x0 : x1 + 1] = True
-    allowed = cv2.resize(box_mask.astype(np.uint8), evidence.smooth.shape[::-1], interpolation=cv2.INTER_AREA) > 0
+    small = evidence.smooth.shape[::-1]
+    allowed = cv2.resize(box_mask.astype(np.uint8), small, interpolation=cv2.INTER_AREA) > 0
     fan = _estimate_fan(evidence, config, allowed)
     box_area = float(box_mask.mean())
     rectangle_plausible = config.min_area_fraction <= box_area <= config.max_area_fraction
@@ -425,7 +453,8 @@ def _from_regions(
 
 
 def _none(height: int, width: int, detail: str) -> SectorMask:
-    return SectorMask(mask=np.zeros((height, width), bool), method="none", confidence=0.0, area_fraction=0.0, detail=detail)
+    empty = np.zeros((height, width), bool)
+    return SectorMask(mask=empty, method="none", confidence=0.0, area_fraction=0.0, detail=detail)
 
 
 def estimate_sector(
@@ -482,8 +511,8 @@ def apply_sector_mask(frames: np.ndarray, mask: np.ndarray, *, out: np.ndarray |
     """
     _check_frames(frames)
     if not isinstance(mask, np.ndarray) or mask.dtype != bool or mask.shape != frames.shape[1:3]:
-        raise SectorInputError(f"mask must be bool {frames.shape[1:3]}, got {getattr(mask, 'dtype', type(mask))} "
-                               f"{getattr(mask, 'shape', '')}")
+        got = f"{getattr(mask, 'dtype', type(mask))} {getattr(mask, 'shape', '')}"
+        raise SectorInputError(f"mask must be bool {frames.shape[1:3]}, got {got}")
     if out is not None and (out.dtype != np.uint8 or out.shape != frames.shape):
         raise SectorInputError(f"out must be uint8 {frames.shape}, got {out.dtype} {out.shape}")
     # AND with a contiguous [H, W, C] byte mask (0 or 255): broadcasting only over T keeps the

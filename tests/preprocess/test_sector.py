@@ -169,7 +169,10 @@ def test_region_without_moving_pixels_is_used_as_rectangle() -> None:
 @pytest.mark.parametrize(
     ("region", "reason"),
     [
-        (UltrasoundRegion(x0=0, y0=0, x1=WIDTH + 200, y1=HEIGHT + 100, spatial_format=1, data_type=1), "larger than image"),
+        (
+            UltrasoundRegion(x0=0, y0=0, x1=WIDTH + 200, y1=HEIGHT + 100, spatial_format=1, data_type=1),
+            "larger than image",
+        ),
         (UltrasoundRegion(x0=100, y0=50, x1=100, y1=50, spatial_format=1, data_type=1), "degenerate"),
         (UltrasoundRegion(x0=10, y0=10, x1=30, y1=25, spatial_format=1, data_type=1), "covers only"),
     ],
@@ -338,7 +341,9 @@ def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
     # Seven clips: DICOM with valid regions, DICOM whose region runs past the image (clip 6),
     # DICOM without regions, MP4 and AVI.
-    generate_archive(out, n_clips=7, seed=11, sizes=((240, 320),), duration_range_s=(1.0, 1.0), fps_range=(24, 30))
+    generate_archive(
+        out, n_clips=7, seed=11, sizes=((240, 320),), duration_range_s=(1.0, 1.0), fps_range=(24, 30)
+    )
     return out
 
 
