@@ -65,8 +65,9 @@ def main() -> None:
             started = time.perf_counter()
             read_dicom(path)
             all_s = time.perf_counter() - started
+            size_mb = path.stat().st_size / 1e6
             print(
-                f"{header.transfer_syntax_name}, {n_frames} frames {ROWS}x{COLUMNS} ({path.stat().st_size / 1e6:.0f} MB): "
+                f"{header.transfer_syntax_name}, {n_frames} frames {ROWS}x{COLUMNS} ({size_mb:.0f} MB): "
                 f"scan {scan_s * 1000:.1f} ms, {KEPT} frames {kept_s:.2f} s, all {all_s:.2f} s ({all_s / kept_s:.1f}x)"
             )
 
