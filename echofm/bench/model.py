@@ -1,0 +1,259 @@
+"""`echofm bench model`: training-step time, clips/s and peak memory of a model preset.
+
+Measures forward + backward (no optimiser step) on random input of the preset's shape, first
+with timm's fused scaled-dot-product attention, then on the same weights with
+`fused_attn=False` on every attention layer (the hand-written softmax(QK^T)V of the published
+EchoFM code), and prints the ratio measured in the same run.
+
+    echofm bench model --preset large --batch 2 --warmup 1 --steps 3
+    echofm bench model --preset large --batch 8 --device cuda --dtype bf16 --flops
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+# Dense bf16 tensor-core peaks (TFLOP/s) used for model FLOPs utilisation when not given.
+PEAK_BF16_TFLOPS: dict[str, float] = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """One measurement of forward + backward steps.
+
+    seconds_per_step: median over the measured steps (s); step_seconds: each measured step (s);
+    clips_per_second: batch_size / seconds_per_step; peak_memory_bytes: on CPU the peak resident
+    set size above the level before the first step (sampled every 5 ms), on CUDA
+    `torch.cuda.max_memory_allocated` (weights included).
+    """
+
+    batch_size: int
+    device: str
+    dtype: str
+    fused_attention: bool
+    seconds_per_step: float
+    step_seconds: tuple[float, ...]
+    clips_per_second: float
+    peak_memory_bytes: int
+
+
+def set_fused_attention(model: torch.nn.Module, fused: bool) -> int:
+    """Switch timm's fused SDPA on or off in every attention layer; returns how many were set."""
+    from timm.layers import Attention
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.fused_attn = fused
+            count += 1
+    return count
+
+
+def _release_freed_memory() -> None:
+    # Give freed heap pages back to the OS so the next RSS baseline is not inflated by the
+    # previous run's cache (glibc only; elsewhere the RSS delta is a lower bound).
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class _RssPeak:
+    """Samples this process's RSS in a background thread; `peak - baseline` in bytes."""
+
+    def __init__(self, interval_s: float = 0.005) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self.baseline = self._process.memory_info().rss
+        self.peak = self.baseline
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(self._interval)
+
+    def __enter__(self) -> _RssPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+
+def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[dtype])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _steps(model: torch.nn.Module, video: torch.Tensor, dtype: str, n: int) -> Iterator[float]:
+    for _ in range(n):
+        _sync(video.device)
+        start = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        with _autocast(video.device, dtype):
+            out = model(video)
+        out.loss.backward()
+        _sync(video.device)
+        yield time.perf_counter() - start
+
+
+def random_video(model: torch.nn.Module, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Standard-normal input `[B, C, T, H, W]` of the model's configured shape (seeded)."""
+    cfg = model.config
+    generator = torch.Generator().manual_seed(0)
+    shape = (batch_size, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
+    return torch.randn(shape, generator=generator).to(device)
+
+
+def measure_step(
+    model: torch.nn.Module,
+    batch_size: int,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str = "fp32",
+    steps: int = 5,
+    warmup: int = 2,
+) -> StepTiming:
+    """Time `warmup + steps` forward+backward steps of `model` (moved to `device`) in training
+    mode on random input; report the median of the last `steps`."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if steps < 1 or warmup < 0:
+        raise ValueError("steps must be >= 1 and warmup >= 0")
+    device = torch.device(device)
+    model.to(device).train()
+    video = random_video(model, batch_size, device)
+    fused = all(getattr(m, "fused_attn", True) for m in model.modules())
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        list(_steps(model, video, dtype, warmup))
+        times = list(_steps(model, video, dtype, steps))
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        _release_freed_memory()
+        with _RssPeak() as rss:
+            list(_steps(model, video, dtype, warmup))
+            times = list(_steps(model, video, dtype, steps))
+        peak = rss.peak - rss.baseline
+    model.zero_grad(set_to_none=True)
+    median = statistics.median(times)
+    return StepTiming(
+        batch_size=batch_size,
+        device=str(device),
+        dtype=dtype,
+        fused_attention=fused,
+        seconds_per_step=median,
+        step_seconds=tuple(times),
+        clips_per_second=batch_size / median,
+        peak_memory_bytes=int(peak),
+    )
+
+
+def count_step_flops(model: torch.nn.Module, batch_size: int, *, device: str | torch.device,
+                     dtype: str = "fp32") -> int:
+    """FLOPs of one forward + backward step (matmuls, convolutions, attention), by
+    `torch.utils.flop_counter` on one real step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = torch.device(device)
+    video = random_video(model, batch_size, device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        list(_steps(model, video, dtype, 1))
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="tiny", help="model preset name (default: tiny)")
+    parser.add_argument("--batch", type=int, default=2, help="clips per step (default: 2)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
+                        help="fp32, or bf16 autocast")
+    parser.add_argument("--steps", type=int, default=5, help="measured steps (default: 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps (default: 2)")
+    parser.add_argument("--img-size", type=int, default=None, help="override the preset's")
+    parser.add_argument("--num-frames", type=int, default=None, help="override the preset's")
+    parser.add_argument("--flops", action="store_true",
+                        help="count FLOPs of one step and report TFLOP/s (and MFU on known GPUs)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="device peak for MFU (default: known dense bf16 peak of the GPU)")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def _row(label: str, timing: StepTiming) -> str:
+    return (f"{label:<16} {timing.seconds_per_step:>10.3f} {timing.clips_per_second:>9.2f} "
+            f"{_mib(timing.peak_memory_bytes):>12}   steps: "
+            + ", ".join(f"{s:.3f}" for s in timing.step_seconds))
+
+
+def run(args: argparse.Namespace) -> int:
+    from echofm.model import build_model
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available on this machine; use --device cpu")
+        return 2
+    overrides = {k: v for k, v in (("img_size", args.img_size),
+                                   ("num_frames", args.num_frames)) if v is not None}
+    torch.manual_seed(0)
+    model = build_model(args.preset, **overrides)
+    cfg = model.config
+    encoder = sum(p.numel() for p in model.encoder_parameters())
+    total = sum(p.numel() for p in model.parameters())
+    where = (torch.cuda.get_device_name() if args.device == "cuda"
+             else f"cpu, {torch.get_num_threads()} threads")
+    print(f"model bench: preset={args.preset} batch={args.batch} device={args.device} "
+          f"({where}) dtype={args.dtype} warmup={args.warmup} steps={args.steps}")
+    print(f"input {cfg.in_chans}x{cfg.num_frames}x{cfg.img_size}x{cfg.img_size}, grid {cfg.grid}, "
+          f"{cfg.num_patches} tokens ({cfg.mask_mode} mask {cfg.mask_ratio}); parameters "
+          f"{total / 1e6:.1f}M (encoder {encoder / 1e6:.1f}M)")
+    kwargs = dict(device=args.device, dtype=args.dtype, steps=args.steps, warmup=args.warmup)
+    set_fused_attention(model, True)
+    fused = measure_step(model, args.batch, **kwargs)
+    set_fused_attention(model, False)
+    unfused = measure_step(model, args.batch, **kwargs)
+    set_fused_attention(model, True)
+    memory = "peak alloc" if args.device == "cuda" else "peak RSS +"
+    print(f"{'attention':<16} {'s/step':>10} {'clips/s':>9} {memory:>12}   (median of steps)")
+    print(_row("fused (SDPA)", fused))
+    print(_row("unfused", unfused))
+    print(f"speed-up of fused over unfused attention: "
+          f"{unfused.seconds_per_step / fused.seconds_per_step:.2f}x")
+    if args.flops:
+        flops = count_step_flops(model, args.batch, device=args.device, dtype=args.dtype)
+        achieved = flops / fused.seconds_per_step / 1e12
+        line = f"model FLOPs/step {flops / 1e12:.2f} TFLOP, achieved {achieved:.1f} TFLOP/s"
+        peak = args.peak_tflops
+        if peak is None and args.device == "cuda" and args.dtype == "bf16":
+            name = torch.cuda.get_device_name()
+            peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        if peak:
+            line += f", MFU {achieved / peak:.1%} of {peak:.0f} TFLOP/s"
+        print(line)
+    return 0

@@ -1,0 +1,50 @@
+"""`echofm bench model`: the measuring function and the command's output."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from echofm.bench import model as bench
+from echofm.model import MaskedAutoencoderViT, ModelConfig
+
+from .helpers import make_video, seeded
+
+
+def test_measure_step_reports_consistent_figures(micro_config: ModelConfig) -> None:
+    model = MaskedAutoencoderViT(micro_config)
+    timing = bench.measure_step(model, 2, steps=3, warmup=1)
+    assert len(timing.step_seconds) == 3
+    assert min(timing.step_seconds) <= timing.seconds_per_step <= max(timing.step_seconds)
+    assert timing.clips_per_second == pytest.approx(2 / timing.seconds_per_step)
+    assert timing.peak_memory_bytes >= 0 and timing.fused_attention
+    assert all(p.grad is None for p in model.parameters())  # leaves the model clean
+    with pytest.raises(ValueError):
+        bench.measure_step(model, 2, dtype="fp16")
+
+
+def test_unfused_attention_computes_the_same_function(micro_config: ModelConfig) -> None:
+    torch.manual_seed(0)
+    model = MaskedAutoencoderViT(micro_config).eval()
+    video = make_video(micro_config)
+    with torch.no_grad():
+        fused = model(video, generator=seeded(0)).pred
+        layers = bench.set_fused_attention(model, False)
+        unfused = model(video, generator=seeded(0)).pred
+    assert layers == micro_config.depth + micro_config.decoder_depth
+    assert all(not m.attn.fused_attn for m in model.blocks)
+    torch.testing.assert_close(fused, unfused, atol=1e-5, rtol=1e-4)
+
+
+def test_command_prints_both_attention_paths_and_the_ratio(capsys) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--preset", "tiny", "--batch", "1", "--steps", "1", "--warmup", "0",
+                              "--img-size", "32", "--num-frames", "8", "--flops"])
+    assert bench.run(args) == 0
+    out = capsys.readouterr().out
+    assert "fused (SDPA)" in out and "unfused" in out
+    assert "speed-up of fused over unfused attention:" in out
+    assert "model FLOPs/step" in out
