@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from echofm.io.clip import UltrasoundRegion
 
 SectorMethod = Literal["regions", "image", "none"]
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1: inclusive pixel bounds
 
 # DICOM Region Spatial Format (0018,6012): 1 = 2D tissue/flow image.
 _SPATIAL_FORMAT_2D = 1
@@ -364,9 +365,9 @@ def _estimate_fan(
 
 def _region_boxes(
     regions: Sequence[UltrasoundRegion], height: int, width: int, config: SectorConfig
-) -> tuple[list[tuple[int, int, int, int]], list[str]]:
+) -> tuple[list[Box], list[str]]:
     """Valid 2D region boxes (x0, y0, x1, y1 inclusive, clipped) and a note per rejected one."""
-    boxes: list[tuple[int, int, int, int]] = []
+    boxes: list[Box] = []
     notes: list[str] = []
     tol = config.region_tolerance_px
     for r in regions:
@@ -394,28 +395,44 @@ def _extent(mask: np.ndarray) -> tuple[int, int]:
     return int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
 
 
-def _from_regions(
-    boxes: list[tuple[int, int, int, int]], evidence: _Evidence, config: SectorConfig
-) -> SectorMask:
-    """Union of the region boxes, refined to the fan by the pixel estimate when consistent.
+def _outermost(boxes: list[Box]) -> list[Box]:
+    """Boxes not inside another one: a colour-flow or zoom region nested in the tissue region
+    describes the same image."""
 
-    Consistent means the pixel estimate inside the boxes succeeded and spans at least
-    ``min_region_span`` of their extent in both directions (a region box is the bounding box of
-    the image area, so a fan found in only part of it is more likely missed tissue than text).
-    Otherwise the rectangle is the mask, unless the rectangle itself covers an implausible share
-    of the image (vendors that declare the whole frame as the region): then the pixel estimate
-    alone is used (``image``), or there is no sector.
+    def inside(a: Box, b: Box) -> bool:
+        return a != b and b[0] <= a[0] and b[1] <= a[1] and a[2] <= b[2] and a[3] <= b[3]
+
+    unique = list(dict.fromkeys(boxes))
+    return [a for a in unique if not any(inside(a, b) for b in unique)]
+
+
+@dataclass(frozen=True)
+class _BoxResult:
+    mask: np.ndarray  # bool [H, W]
+    confidence: float
+    from_region: bool  # False when only the pixel estimate inside the box counted
+    detail: str
+
+
+def _refine_box(box: Box, evidence: _Evidence, config: SectorConfig) -> _BoxResult | str:
+    """One region box refined to the fan by the pixel estimate inside it, or why not.
+
+    Consistent means the pixel estimate inside the box succeeded and spans at least
+    ``min_region_span`` of the box in both directions (a region box is the bounding box of the
+    image, so a fan found in only part of it is more likely missed tissue than text). Otherwise
+    the rectangle is the mask, unless the rectangle covers an implausible share of the image
+    (vendors that declare the whole frame as the region): then only the pixel estimate counts.
     """
     height, width = evidence.height, evidence.width
+    x0, y0, x1, y1 = box
     box_mask = np.zeros((height, width), bool)
-    for x0, y0, x1, y1 in boxes:
-        box_mask[y0 : y1 + 1, x0 : x1 + 1] = True
+    box_mask[y0 : y1 + 1, x0 : x1 + 1] = True
     small = evidence.smooth.shape[::-1]
     allowed = cv2.resize(box_mask.astype(np.uint8), small, interpolation=cv2.INTER_AREA) > 0
     fan = _estimate_fan(evidence, config, allowed)
     box_area = float(box_mask.mean())
-    rectangle_plausible = config.min_area_fraction <= box_area <= config.max_area_fraction
-    regions = f"{len(boxes)} region box(es) covering {box_area:.0%} of the image"
+    plausible = config.min_area_fraction <= box_area <= config.max_area_fraction
+    name = f"region box ({x0},{y0})-({x1},{y1}) covering {box_area:.0%} of the image"
     if isinstance(fan, _FanEstimate):
         refined = fan.mask & box_mask
         (fan_w, fan_h), (box_w, box_h) = _extent(refined), _extent(box_mask)
@@ -423,32 +440,32 @@ def _from_regions(
         if span >= config.min_region_span:
             # Two independent sources agree: combine as independent evidence.
             confidence = 1.0 - (1.0 - config.region_confidence) * (1.0 - fan.confidence)
-            return SectorMask(
-                mask=refined,
-                method="regions",
-                confidence=float(confidence),
-                area_fraction=float(refined.mean()),
-                detail=f"{regions}, refined by {fan.detail}; fan spans {span:.0%} of the box",
-            )
-        if not rectangle_plausible:
-            return SectorMask(
-                mask=refined,
-                method="image",
-                confidence=fan.confidence,
-                area_fraction=float(refined.mean()),
-                detail=f"{regions} (implausible as a sector); fell back to image: {fan.detail}",
-            )
+            detail = f"{name}, refined by {fan.detail}; fan spans {span:.0%} of the box"
+            return _BoxResult(refined, confidence, True, detail)
+        if not plausible:
+            detail = f"{name} (implausible as a sector); fell back to image: {fan.detail}"
+            return _BoxResult(refined, fan.confidence, False, detail)
         why = f"pixel estimate spans only {span:.0%} of the box"
     else:
         why = f"pixel estimate inside the box failed: {fan}"
-    if not rectangle_plausible:
-        return _none(height, width, f"{regions} (implausible as a sector); {why}")
+    if not plausible:
+        return f"{name} (implausible as a sector); {why}"
+    return _BoxResult(box_mask, config.region_confidence, True, f"{name}, used as rectangle; {why}")
+
+
+def _from_regions(boxes: list[Box], evidence: _Evidence, config: SectorConfig) -> SectorMask:
+    """Union of the outermost region boxes, each refined to its fan when consistent."""
+    results = [_refine_box(box, evidence, config) for box in _outermost(boxes)]
+    found = [r for r in results if isinstance(r, _BoxResult)]
+    details = "; ".join(r if isinstance(r, str) else r.detail for r in results)
+    if not found:
+        return _none(evidence.height, evidence.width, details)
+    mask = np.logical_or.reduce([r.mask for r in found])
+    areas = np.array([r.mask.sum() for r in found], dtype=np.float64)
+    confidence = float(np.dot(areas, [r.confidence for r in found]) / max(1.0, areas.sum()))
+    method: SectorMethod = "regions" if any(r.from_region for r in found) else "image"
     return SectorMask(
-        mask=box_mask,
-        method="regions",
-        confidence=config.region_confidence,
-        area_fraction=box_area,
-        detail=f"{regions}, used as rectangle; {why}",
+        mask=mask, method=method, confidence=confidence, area_fraction=float(mask.mean()), detail=details
     )
 
 

@@ -375,3 +375,37 @@ def test_synthetic_archive_sectors_match_labels_and_hide_burned_in_text(syntheti
         assert not masked[:, text & ~fan].any(), row.file
         methods.append(result.method)
     assert {"regions", "image"} <= set(methods)
+
+
+def test_two_side_by_side_regions_are_each_refined_to_their_fan() -> None:
+    # A biplane display: two fans, each with its own 2D region box.
+    left, right = make_fan_clip(seed=1, text=False, ecg=False), make_fan_clip(seed=2, ecg=False)
+    frames = np.concatenate([left.frames, right.frames], axis=2)
+    fans = np.concatenate([left.fan, right.fan], axis=1)
+    regions = []
+    for offset in (0, WIDTH):
+        ys, xs = np.nonzero(left.fan)
+        regions.append(
+            UltrasoundRegion(
+                x0=int(xs.min()) + offset, y0=int(ys.min()), x1=int(xs.max()) + offset, y1=int(ys.max()),
+                spatial_format=1, data_type=1,
+            )
+        )
+    result = estimate_sector(frames, regions)
+    assert result.method == "regions"
+    assert result.detail.count("refined") == 2
+    assert iou(result.mask, fans) > 0.9
+
+
+def test_nested_colour_region_does_not_replace_the_tissue_region() -> None:
+    clip = make_fan_clip(inner_text=True)
+    ys, xs = np.nonzero(clip.fan)
+    tissue = UltrasoundRegion(
+        x0=int(xs.min()), y0=int(ys.min()), x1=int(xs.max()), y1=int(ys.max()), spatial_format=1, data_type=1
+    )
+    colour = UltrasoundRegion(x0=110, y0=30, x1=210, y1=150, spatial_format=1, data_type=2)
+    result = estimate_sector(clip.frames, [tissue, colour])
+    assert result.method == "regions"
+    assert "(110,30)" not in result.detail  # the nested box is not estimated on its own
+    assert iou(result.mask, clip.fan) > 0.9
+    assert not apply_sector_mask(clip.frames, result.mask)[:, clip.text].any()
