@@ -72,3 +72,21 @@ def test_errors_are_specific():
     ext, data = encode_clip(clip, "zlib")
     with pytest.raises(CodecError):
         decode_clip({ext: data[: len(data) // 2]})
+
+
+def test_codec_benchmark_measures_every_codec():
+    from echofm.bench.codec import benchmark_clips, format_table, measure_codecs, speckle_clips
+
+    (clip,) = benchmark_clips(1, size=64)
+    assert clip.dtype == np.uint8 and clip.shape[:3] == (32, 64, 64) and clip.shape[3] in (1, 3)
+    assert clip[:, 0, 0].max() == 0  # masked exterior and padding are zero
+    figures = measure_codecs(speckle_clips(2, size=48), repeats=1)
+    assert [f.name for f in figures] == list(CODECS)
+    by_name = {f.name: f for f in figures}
+    assert list(by_name["npy"].kinds) == ["grey"]
+    assert by_name["npy"].kinds["grey"].bytes_per_clip == 32 * 48 * 48 + 128  # pixels plus the .npy header
+    assert by_name["zlib"].kinds["grey"].bytes_per_clip < by_name["npy"].kinds["grey"].bytes_per_clip
+    assert by_name["jpeg"].min_psnr_db < float("inf") == by_name["zlib"].min_psnr_db
+    assert all(k.decode_per_s > 0 and k.encode_per_s > 0 for f in figures for k in f.kinds.values())
+    table = format_table(figures)
+    assert table.count("\n") == len(figures) + 1 and "| zlib | yes |" in table
