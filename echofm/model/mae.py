@@ -281,8 +281,12 @@ class MaskedAutoencoderViT(nn.Module):
         """Temporal triplet loss on the visible tokens' per-slice means (see `triplet.py`)."""
         t, h, w = self.grid
         slice_index = torch.div(latent.ids_keep, h * w, rounding_mode="floor")
-        summaries, counts = slice_summaries(latent.tokens[:, 1:].float(), slice_index, t)
-        return temporal_triplet_loss(summaries, counts > 0, self.config.triplet_margin)
+        tokens = latent.tokens[:, 1:].float()
+        # In float32 even under autocast: bf16 cosines (3 significant digits) would blur the
+        # positive/negative split around the row mean.
+        with torch.autocast(tokens.device.type, enabled=False):
+            summaries, counts = slice_summaries(tokens, slice_index, t)
+            return temporal_triplet_loss(summaries, counts > 0, self.config.triplet_margin)
 
     def forward(
         self,

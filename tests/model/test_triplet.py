@@ -124,3 +124,16 @@ def test_model_handles_a_clip_whose_anchor_slice_is_fully_masked(micro_config) -
     assert loss.item() == 0.0
     loss.backward()
     assert torch.isfinite(tokens.grad).all()
+
+
+def test_triplet_is_computed_in_float32_under_autocast(micro_config: ModelConfig) -> None:
+    model = MaskedAutoencoderViT(micro_config)
+    latent = model.encode(make_video(micro_config, batch=3), 0.5, generator=seeded(0))
+    tokens = torch.randn(latent.tokens.shape, generator=seeded(1))
+    latent = EncoderOutput(tokens=tokens, mask=latent.mask, ids_restore=latent.ids_restore,
+                           ids_keep=latent.ids_keep)
+    reference = model.triplet_loss(latent)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = model.triplet_loss(latent)
+    assert under_autocast.dtype == torch.float32
+    assert torch.equal(under_autocast, reference)
