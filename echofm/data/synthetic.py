@@ -1,0 +1,352 @@
+"""The synthetic echo archive: realistic DICOM/MP4/AVI cines with ground truth.
+
+`generate_archive(OUT, n_clips, seed)` writes
+
+- `OUT/archive/Pnnnn/Snn/IM_nnnn.{dcm,mp4,avi}`: the media, 2-4 clips per patient over one or two
+  studies, in every transfer syntax / photometric interpretation the readers support (clip i uses
+  `variant_for_clip(i)`: the first 12 clips cover all 12 variants once), with PHI in the headers
+  and burned into the pixels;
+- `OUT/labels.csv` and `OUT/labels.parquet`: one row per file (columns `LABEL_COLUMNS`);
+- `OUT/labels/masks/<clip_id>.npz`: LV masks at source resolution (keys `MASK_NPZ_KEYS`);
+- `OUT/phi.json`: every PHI string planted, by kind, plus per file.
+
+The same seed gives the same files byte for byte (DICOM; MP4/AVI too with one OpenCV build), and a
+clip depends only on the seed and its index, so an archive of N clips is the first N clips of a
+larger one with the same seed. Fault files (`faults=True`) come after the clean clips.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from echofm.data import synthetic_faults
+from echofm.data.synthetic_containers import US_IMAGE_STORAGE, VARIANT_BY_NAME, VARIANTS, UltrasoundHeader, write_dicom, write_video
+from echofm.data.synthetic_heart import ed_es_frames
+from echofm.data.synthetic_phi import SyntheticStudy
+from echofm.data.synthetic_plan import (
+    ClipPlan,
+    PatientSlot,
+    SynthConfig,
+    assign_path,
+    build_header,
+    plan_clip,
+    plan_patients,
+    render_plan,
+)
+from echofm.data.synthetic_render import Box, RenderedClip
+
+log = logging.getLogger(__name__)
+
+MIN_CLIPS_FULL_COVERAGE = len(VARIANTS)
+
+LABEL_COLUMNS: tuple[str, ...] = (
+    "file", "clip_id", "patient", "study", "view", "ef", "edv_ml", "esv_ml", "ed_frames", "es_frames",
+    "heart_rate_bpm", "fps", "n_frames", "duration_s", "height", "width", "container", "variant",
+    "transfer_syntax", "photometric", "planar_configuration", "fps_tag", "view_tag", "has_regions",
+    "regions_valid", "fault", "fault_detail", "mask_file", "sector_box", "sector_geometry", "ecg_box",
+    "colour_box", "text_boxes", "depth_cm",
+)
+# Keys of each mask file: `masks` uint8 [K, H, W] (1 = LV cavity, clipped to the fan),
+# `frame_indices` int64 [K] (source frame of each mask), `is_ed` bool [K] (True at the labelled ED
+# frames), `lv_area_px` float64 [T] and `lv_volume_ml` float64 [T] for every frame, `sector` uint8
+# [H, W] (1 inside the fan). With mask_frames="ed_es" (default) K covers the ED and ES frames;
+# with "all", K = T.
+MASK_NPZ_KEYS: tuple[str, ...] = ("masks", "frame_indices", "is_ed", "lv_area_px", "lv_volume_ml", "sector")
+
+
+@dataclass(frozen=True)
+class ArchiveSummary:
+    """What `generate_archive` wrote and how long it took (seconds, wall clock)."""
+
+    out_dir: Path
+    archive_dir: Path
+    labels_csv: Path
+    labels_parquet: Path
+    phi_json: Path
+    n_clips: int
+    n_faults: int
+    seconds: float
+    counts_by_variant: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_files(self) -> int:
+        return self.n_clips + self.n_faults
+
+
+def _fmt_box(box: Box | None) -> str:
+    return "" if box is None else ";".join(str(int(v)) for v in box)
+
+
+def _save_masks(out_dir: Path, config: SynthConfig, plan: ClipPlan, clip: RenderedClip, ed: list[int], es: list[int]) -> str:
+    rel = f"labels/masks/{plan.clip_id}.npz"
+    if config.mask_frames == "all":
+        idx = np.arange(plan.n_frames, dtype=np.int64)
+        is_ed = np.isin(idx, ed)
+    else:
+        pairs = sorted([(i, True) for i in ed] + [(i, False) for i in es])
+        idx = np.array([i for i, _ in pairs], dtype=np.int64)
+        is_ed = np.array([e for _, e in pairs], dtype=bool)
+    np.savez_compressed(
+        out_dir / rel,
+        masks=clip.lv_masks[idx],
+        frame_indices=idx,
+        is_ed=is_ed,
+        lv_area_px=np.array([np.count_nonzero(m) for m in clip.lv_masks], dtype=np.float64),
+        lv_volume_ml=clip.lv_volume_ml,
+        sector=clip.sector,
+    )
+    return rel
+
+
+def _label_row(plan: ClipPlan, clip: RenderedClip | None, header: UltrasoundHeader | None, ed: list[int], es: list[int], mask_file: str) -> dict[str, Any]:
+    heart, variant = plan.heart, plan.variant
+    fan = clip.fan if clip is not None else None
+    colour_dicom = variant.container == "dicom" and variant.colour and variant.photometric != "PALETTE COLOR"
+    return {
+        "file": plan.rel_path,
+        "clip_id": plan.clip_id,
+        "patient": plan.patient.key,
+        "study": f"{plan.patient.key}-{plan.study.folder}",
+        "view": plan.view,
+        "ef": round(heart.ef, 3),
+        "edv_ml": round(heart.edv_ml, 3),
+        "esv_ml": round(heart.esv_ml, 3),
+        "ed_frames": ";".join(map(str, ed)),
+        "es_frames": ";".join(map(str, es)),
+        "heart_rate_bpm": round(heart.heart_rate_bpm, 2),
+        "fps": float(plan.fps),
+        "n_frames": plan.n_frames,
+        "duration_s": round(plan.n_frames / plan.fps, 4),
+        "height": plan.height,
+        "width": plan.width,
+        "container": variant.container,
+        "variant": variant.name,
+        "transfer_syntax": variant.transfer_syntax,
+        "photometric": variant.photometric,
+        "planar_configuration": variant.planar if colour_dicom else None,
+        "fps_tag": header.expected_fps_source if header is not None else "container",
+        "view_tag": plan.view_tag,
+        "has_regions": plan.has_regions,
+        "regions_valid": plan.regions_valid,
+        "fault": "",
+        "fault_detail": "",
+        "mask_file": mask_file,
+        "sector_box": _fmt_box(fan.box()) if fan is not None else "",
+        "sector_geometry": (
+            f"{fan.apex_x:.2f};{fan.apex_y:.2f};{fan.r0:.2f};{fan.r1:.2f};{math.degrees(fan.half_angle_rad):.3f}"
+            if fan is not None
+            else ""
+        ),
+        "ecg_box": _fmt_box(clip.ecg_box) if clip is not None else "",
+        "colour_box": _fmt_box(clip.colour_box) if clip is not None else "",
+        "text_boxes": "|".join(_fmt_box(b) for b in clip.text_boxes) if clip is not None else "",
+        "depth_cm": round(plan.depth_cm, 3),
+    }
+
+
+class _PhiLedger:
+    """Collects every PHI string planted, by kind and per file."""
+
+    KINDS = (
+        "patient_names", "patient_name_parts", "patient_ids", "birth_dates", "accession_numbers", "institutions",
+        "operators", "referring_physicians", "study_descriptions", "series_descriptions", "study_dates", "burned_in",
+    )
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, set[str]] = {k: set() for k in self.KINDS}
+        self.files: dict[str, dict[str, Any]] = {}
+
+    def add(self, rel_path: str, header: UltrasoundHeader | None, burned_in: list[str]) -> None:
+        entry: dict[str, Any] = {"burned_in": list(burned_in)}
+        self.kinds["burned_in"].update(burned_in)
+        if header is not None:
+            values = {
+                "patient_names": header.patient_name, "patient_ids": header.patient_id, "birth_dates": header.birth_date,
+                "accession_numbers": header.accession, "institutions": header.institution, "operators": header.operator,
+                "referring_physicians": header.referring, "study_descriptions": header.study_description,
+                "study_dates": header.study_date,
+            }
+            if header.series_description is not None:
+                values["series_descriptions"] = header.series_description
+            for kind, value in values.items():
+                self.kinds[kind].add(value)
+            self.kinds["patient_name_parts"].update(header.patient_name.split("^"))
+            entry["header"] = values
+        self.files[rel_path] = entry
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: sorted(v) for k, v in self.kinds.items()}
+        # `all`: strings that identify someone; view descriptions such as "Apical 4 chamber" do not.
+        out["all"] = sorted(set().union(*(self.kinds[k] for k in self.KINDS if k != "series_descriptions")))
+        out["files"] = self.files
+        return out
+
+
+def _write_clip(out_dir: Path, config: SynthConfig, plan: ClipPlan) -> tuple[dict[str, Any], UltrasoundHeader | None, list[str]]:
+    """Render, write and label one clean clip. Returns its label row, header and burned-in strings.
+
+    A top-level function of picklable arguments, so worker processes can run it.
+    """
+    clip = render_plan(config, plan)
+    header = build_header(config, plan, clip) if plan.variant.container == "dicom" else None
+    path = out_dir / "archive" / plan.rel_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if header is not None:
+        write_dicom(path, clip.frames, plan.variant, header)
+    else:
+        write_video(path, clip.frames, float(plan.fps), plan.variant.container)
+    ed, es = ed_es_frames(plan.n_frames, float(plan.fps), plan.heart)
+    mask_file = _save_masks(out_dir, config, plan, clip, ed, es)
+    return _label_row(plan, clip, header, ed, es, mask_file), header, clip.burned_in
+
+
+def _worker_init() -> None:
+    # One OpenCV thread per worker process: the processes already use the cores.
+    cv2.setNumThreads(1)
+
+
+def _fault_row(base: dict[str, Any], fault: str, detail: str = "", **overrides: Any) -> dict[str, Any]:
+    """A fault file's label row: the source clip's truth where it still applies, blanks elsewhere."""
+    row = dict(base)
+    row.update(fault=fault, fault_detail=detail, mask_file="")
+    row.update(overrides)
+    return row
+
+
+def _blank_row(plan: ClipPlan, fault: str, detail: str, container: str) -> dict[str, Any]:
+    row = {col: "" for col in LABEL_COLUMNS}
+    row.update(
+        file=plan.rel_path, clip_id=plan.clip_id, patient=plan.patient.key, study=f"{plan.patient.key}-{plan.study.folder}",
+        ef=float("nan"), edv_ml=float("nan"), esv_ml=float("nan"), heart_rate_bpm=float("nan"), fps=float("nan"),
+        duration_s=float("nan"), depth_cm=float("nan"), n_frames=None, height=None, width=None, planar_configuration=None,
+        container=container, has_regions=False, regions_valid=True, fault=fault, fault_detail=detail,
+    )
+    return row
+
+
+def _write_faults(out_dir: Path, config: SynthConfig, slots: list[tuple[PatientSlot, SyntheticStudy]], rows: list[dict[str, Any]], phi: _PhiLedger) -> list[dict[str, Any]]:
+    """One file of each kind in `synthetic_faults.FAULT_KINDS`, placed among the patients' studies."""
+    archive = out_dir / "archive"
+    rng = np.random.default_rng([config.seed, 4])
+    first_by_variant: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        first_by_variant.setdefault(row["variant"], row)
+    out: list[dict[str, Any]] = []
+    small = replace(config, sizes=(min(config.sizes),))
+    for k, kind in enumerate(synthetic_faults.FAULT_KINDS):
+        slot, study = slots[(3 * k + 1) % len(slots)]
+        # A short, small clean clip as the material of the fault (index past the clean clips).
+        base_plan = plan_clip(small, config.n_clips + k, slot, study)
+        variant = VARIANT_BY_NAME["mp4" if kind == "corrupt_video" else "explicit_le_mono2"]
+        base_plan = replace(base_plan, variant=variant, n_frames=min(base_plan.n_frames, 2 * base_plan.fps, 40),
+                            fps_tags=("FrameTime",), has_regions=False, regions_valid=True, ecg_region=False)
+        suffix = {"corrupt_video": ".mp4"}.get(kind, ".dcm")
+        plan = assign_path(base_plan, slot, suffix)
+        path = archive / plan.rel_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind in ("empty", "not_dicom"):
+            if kind == "empty":
+                synthetic_faults.write_empty(path)
+            else:
+                synthetic_faults.write_not_dicom(path)
+            out.append(_blank_row(plan, kind, "", "dicom"))
+            continue
+        if kind == "duplicate":
+            source = first_by_variant.get("explicit_le_mono2", rows[0])
+            synthetic_faults.write_duplicate(path, archive / source["file"])
+            out.append(_fault_row(source, kind, f"duplicate_of={source['file']}", file=plan.rel_path, clip_id=plan.clip_id))
+            phi.files[plan.rel_path] = phi.files[source["file"]]
+            continue
+        clip = render_plan(config, plan)
+        header = build_header(config, plan, clip)
+        ed, es = ed_es_frames(plan.n_frames, float(plan.fps), plan.heart)
+        row = _label_row(plan, clip, header, ed, es, "")
+        if kind == "not_ultrasound":
+            synthetic_faults.write_ct(path, header, rng)
+            phi.add(plan.rel_path, header, [])
+            out.append(_blank_row(plan, kind, "CT image storage", "dicom"))
+            continue
+        phi.add(plan.rel_path, header, clip.burned_in)
+        if kind == "truncated":
+            write_dicom(path, clip.frames, variant, header)
+            size = synthetic_faults.truncate_file(path, 0.6)
+            out.append(_fault_row(row, kind, f"cut_to_bytes={size}"))
+        elif kind == "single_frame":
+            write_dicom(path, clip.frames[:1], variant, header, sop_class=US_IMAGE_STORAGE)
+            out.append(_fault_row(row, kind, "US Image Storage", n_frames=1, ed_frames="", es_frames="", duration_s=float("nan"), fps_tag="default"))
+        elif kind == "corrupt_video":
+            tmp = path.with_name(path.stem + "_src.mp4")
+            write_video(tmp, clip.frames, float(plan.fps), "mp4")
+            synthetic_faults.write_corrupt_video(path, tmp, rng)
+            tmp.unlink()
+            out.append(_fault_row(row, kind, "valid header then random bytes", fps_tag="container"))
+        elif kind in ("frozen", "blank"):
+            frames = np.repeat(clip.frames[:1], plan.n_frames, axis=0) if kind == "frozen" else np.zeros_like(clip.frames)
+            write_dicom(path, frames, variant, header)
+            out.append(_fault_row(row, kind, "all frames identical" if kind == "frozen" else "all pixels zero",
+                                  ef=float("nan"), edv_ml=float("nan"), esv_ml=float("nan"), ed_frames="", es_frames=""))
+    return out
+
+
+def generate_archive(out_dir: Path, n_clips: int, seed: int, faults: bool = False, **options: Any) -> ArchiveSummary:
+    """Write a synthetic echo archive of `n_clips` clips (plus one file per fault kind with `faults`).
+
+    `options` are the other `SynthConfig` fields (fps_range, duration_range_s, max_frames, hr_range,
+    ef_range, sizes, views, clips_per_patient, mask_frames, workers); an unknown name raises TypeError.
+    `MIN_CLIPS_FULL_COVERAGE` (12) clips cover every container variant. Raises FileExistsError when
+    `out_dir/archive` already holds files, so two archives never mix.
+    """
+    config = SynthConfig(n_clips=n_clips, seed=seed, faults=faults, **options)
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    archive = out_dir / "archive"
+    if archive.exists() and any(archive.iterdir()):
+        raise FileExistsError(f"{archive} is not empty; refusing to mix two archives")
+    archive.mkdir(parents=True, exist_ok=True)
+    (out_dir / "labels" / "masks").mkdir(parents=True, exist_ok=True)
+
+    phi = _PhiLedger()
+    slots = plan_patients(config, n_clips)
+    # Paths are assigned here, in clip order, so the archive does not depend on the worker count.
+    plans = [assign_path(plan_clip(config, index, slot, study), slot) for index, (slot, study) in enumerate(slots)]
+    if config.workers > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=config.workers, mp_context=ctx, initializer=_worker_init) as pool:
+            results = list(pool.map(_write_clip, repeat(out_dir), repeat(config), plans, chunksize=2))
+    else:
+        results = [_write_clip(out_dir, config, plan) for plan in plans]
+    rows: list[dict[str, Any]] = []
+    for plan, (row, header, burned_in) in zip(plans, results):
+        rows.append(row)
+        phi.add(plan.rel_path, header, burned_in)
+    if faults:
+        rows += _write_faults(out_dir, config, slots, rows, phi)
+
+    labels = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
+    labels = labels.astype({"n_frames": "Int64", "height": "Int64", "width": "Int64", "planar_configuration": "Int64",
+                            "has_regions": bool, "regions_valid": bool})
+    labels.to_csv(out_dir / "labels.csv", index=False)
+    labels.to_parquet(out_dir / "labels.parquet", index=False)
+    (out_dir / "phi.json").write_text(json.dumps(phi.to_json(), indent=1, sort_keys=True), encoding="utf-8")
+    seconds = time.perf_counter() - start
+    n_faults = int((labels["fault"] != "").sum())
+    counts = labels.loc[labels["fault"] == "", "variant"].value_counts().to_dict()
+    log.info("synthetic archive: %d clips + %d fault files in %.1f s under %s", n_clips, n_faults, seconds, out_dir)
+    return ArchiveSummary(
+        out_dir=out_dir, archive_dir=archive, labels_csv=out_dir / "labels.csv", labels_parquet=out_dir / "labels.parquet",
+        phi_json=out_dir / "phi.json", n_clips=n_clips, n_faults=n_faults, seconds=seconds,
+        counts_by_variant={str(k): int(v) for k, v in counts.items()},
+    )
