@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import json
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import webdataset as wds
 
 from echofm.data.augment import AugmentConfig
-from echofm.data.codec import encode_clip
+from echofm.data.manifest import MANIFEST_SCHEMA, read_manifest, write_manifest
+from echofm.data.shards import ShardWriter
 from echofm.data.loader import (
     ClipNormalization,
     NotEnoughClips,
@@ -21,6 +23,7 @@ from echofm.data.loader import (
     skipped_for_worker,
     temporal_indices,
     list_shards,
+    training_clips,
 )
 
 FRAME_SIDE = 48
@@ -39,24 +42,62 @@ def synthetic_frames(index: int, side: int = FRAME_SIDE, channels: int = 1) -> n
     return frames
 
 
-def write_test_shards(out_dir: Path, sizes: list[int], *, side: int = FRAME_SIDE, colour_every: int = 0) -> list[str]:
-    """Shards `clips-000000.tar`, ... with `sizes[i]` clips each, in the shard sample layout.
+def clip_key(index: int) -> str:
+    """32 hex characters, like ingestion's clip ids; `clip_index` inverts it."""
+    return f"{index:032x}"
+
+
+def clip_index(key: str) -> int:
+    return int(key, 16)
+
+
+def write_test_shards(
+    shards_dir: Path,
+    sizes: list[int],
+    *,
+    side: int = FRAME_SIDE,
+    colour_every: int = 0,
+    manifest: bool = False,
+) -> list[str]:
+    """Shards under `shards_dir` (named `shards`, inside an ingestion OUTPUT) holding `sizes[i]`
+    clips each, written with the project's ShardWriter; with `manifest`, also
+    `OUTPUT/manifest.parquet` listing them as accepted plus one rejected file.
 
     Returns the clip ids in write order. Every `colour_every`-th clip is RGB (0: all grey).
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keys = []
+    assert shards_dir.name == "shards"
+    output = shards_dir.parent
+    keys, rows = [], []
     index = 0
     for shard_no, size in enumerate(sizes):
-        with wds.TarWriter(str(out_dir / f"clips-{shard_no:06d}.tar"), encoder=False) as sink:
+        with ShardWriter(output, prefix=f"batch{shard_no}", max_count=size) as writer:
             for _ in range(size):
-                key = f"clip{index:04d}"
+                key = clip_key(index)
                 channels = 3 if colour_every and index % colour_every == 0 else 1
-                ext, data = encode_clip(synthetic_frames(index, side, channels))
-                sink.write({"__key__": key, ext: data, "meta.json": b'{"clip_id": "%s"}' % key.encode()})
+                shard, _ = writer.write(key, synthetic_frames(index, side, channels), {"clip_id": key})
                 keys.append(key)
+                rows.append(_manifest_row(key, "accepted", shard=shard, channels=channels))
                 index += 1
+    if manifest:
+        rows.append(_manifest_row("f" * 32, "rejected", reason="too_few_frames"))
+        write_manifest(rows, output / "manifest.parquet")
     return keys
+
+
+def _manifest_row(key: str, status: str, **values) -> dict:
+    row = {name: None for name in MANIFEST_SCHEMA.names}
+    row.update(
+        clip_id=key,
+        source_path=f"archive/{key}.mp4",
+        source_format="mp4",
+        status=status,
+        window_index=0 if status == "accepted" else -1,
+        ingest_run_id="test",
+        ingested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        key=key if status == "accepted" else None,
+    )
+    row.update(values)
+    return row
 
 
 NORM = ClipNormalization(mean=(0.2, 0.2, 0.2), std=(0.25, 0.25, 0.25))
@@ -100,7 +141,7 @@ def test_batches_have_the_model_input_shape_and_grey_becomes_three_equal_channel
     for video, keys in batches:
         assert video.shape == (2, 3, 8, 32, 32) and video.dtype == torch.float32
         for clip, key in zip(video, keys):
-            if int(key[4:]) % 4:  # grey clips
+            if clip_index(key) % 4:  # grey clips
                 assert torch.equal(clip[0], clip[1]) and torch.equal(clip[1], clip[2])
 
 
@@ -178,7 +219,7 @@ def test_round_robin_counts_add_up():
 
 
 def test_excluded_clips_never_stream(shards):
-    held_out = {"clip0000", "clip0006"}
+    held_out = {clip_key(0), clip_key(6)}
     loader = _loader(shards, exclude_keys=held_out, epoch_length=6)
     seen = Counter(k for epoch in range(2) for b in _epoch_keys(loader, epoch) for k in b)
     assert not held_out & set(seen)
@@ -190,7 +231,7 @@ def test_normalisation_statistics_match_the_pixels(shards):
     stats = ClipNormalization.from_clips(clips, max_clips=100)
     pixels = []
     for key in sorted(clips):
-        frames = synthetic_frames(int(key[4:]), channels=3 if int(key[4:]) % 4 == 0 else 1)
+        frames = synthetic_frames(clip_index(key), channels=3 if clip_index(key) % 4 == 0 else 1)
         pixels.append(np.broadcast_to(frames, frames.shape[:-1] + (3,)).reshape(-1, 3) / 255.0)
     pixels = np.concatenate(pixels)
     assert np.allclose(stats.mean, pixels.mean(axis=0), atol=1e-6)
@@ -198,3 +239,39 @@ def test_normalisation_statistics_match_the_pixels(shards):
     assert stats.n_clips == len(clips)
     normalised = load_clips(clips, sorted(clips), img_size=FRAME_SIDE, num_frames=32, normalization=stats)
     assert abs(normalised.mean().item()) < 1e-3 and abs(normalised.std().item() - 1) < 1e-2
+
+
+def test_manifest_decides_the_clips_and_its_statistics_are_cached_beside_it(tmp_path):
+    shards_dir = tmp_path / "out" / "shards"
+    keys = write_test_shards(shards_dir, [3, 3], manifest=True)
+    manifest = shards_dir.parent / "manifest.parquet"
+    # Ingestion later rejects one clip: it stays in its shard but must never be trained on.
+    _reject(manifest, keys[1])
+    clips = training_clips(shards_dir)
+    assert set(clips) == set(keys) - {keys[1]}
+    assert clips[keys[4]] == shards_dir / "batch1-000000.tar"
+
+    stats = ClipNormalization.from_manifest(manifest, shards_dir, max_clips=10)
+    expected = ClipNormalization.from_clips(clips, max_clips=10)
+    assert stats == expected and stats.n_clips == 5
+    cache = shards_dir.parent / "manifest.norm.json"
+    cached = json.loads(cache.read_text())
+    assert cached["mean"] == list(stats.mean) and cached["max_clips"] == 10
+
+    cached["mean"] = [0.5, 0.5, 0.5]  # a cache hit returns the file's numbers...
+    cache.write_text(json.dumps(cached))
+    assert ClipNormalization.from_manifest(manifest, shards_dir, max_clips=10).mean == (0.5, 0.5, 0.5)
+    _reject(manifest, keys[2])  # ...until the manifest changes
+    assert ClipNormalization.from_manifest(manifest, shards_dir, max_clips=10).n_clips == 4
+
+    loader = _loader(shards_dir, epoch_length=6, batch_size=1)
+    seen = {k for b in _epoch_keys(loader, 0) for k in b}
+    assert keys[1] not in seen and keys[2] not in seen
+
+
+def _reject(manifest: Path, key: str) -> None:
+    rows = read_manifest(manifest).to_pylist()
+    for row in rows:
+        if row["clip_id"] == key:
+            row.update(status="rejected", reason="qc_low_motion")
+    write_manifest(rows, manifest)
