@@ -1,0 +1,105 @@
+"""Deterministic patient-level train/val/test splits.
+
+Each patient pseudonym is hashed with a seed to a number u in [0, 1); u below `train_fraction`
+is train, the next `val_fraction` is val, the rest test. A patient's split therefore depends on
+its pseudonym and the seed only, never on which other patients are present: when a new archive
+adds patients, nobody already in the test set moves into training. All clips of a patient share
+the patient's split, so no patient appears in two splits.
+
+Small cohorts can leave val or test empty by chance; `min_patients_per_split` then moves the
+train patients whose u lies nearest the empty split's interval into it, which keeps the choice
+deterministic and changes as few assignments as possible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+
+SPLITS: tuple[str, str, str] = ("train", "val", "test")
+
+
+class SplitError(ValueError):
+    """The split cannot be made (bad fractions, missing patient pseudonyms)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitConfig:
+    """Fractions of patients per split and the hashing seed."""
+
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    # With at least 3 patients, val and test each get at least this many (taken from train).
+    min_patients_per_split: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise SplitError(f"{name} must be in [0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise SplitError("val_fraction + test_fraction must leave patients for training")
+        if self.min_patients_per_split < 0:
+            raise SplitError("min_patients_per_split must be >= 0")
+
+    @property
+    def train_fraction(self) -> float:
+        return 1.0 - self.val_fraction - self.test_fraction
+
+
+def patient_unit(patient: str, seed: int) -> float:
+    """The patient's position u in [0, 1): SHA-256 of `"<seed>:<patient>"`, first 8 bytes."""
+    digest = hashlib.sha256(f"{seed}:{patient}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _split_of(u: float, config: SplitConfig) -> str:
+    if u < config.train_fraction:
+        return "train"
+    if u < config.train_fraction + config.val_fraction:
+        return "val"
+    return "test"
+
+
+def split_patients(patients: Iterable[str], config: SplitConfig) -> dict[str, str]:
+    """Map each distinct patient pseudonym to "train", "val" or "test"."""
+    distinct = set(patients)
+    if any(p is None or (isinstance(p, float) and p != p) or p == "" for p in distinct):
+        raise SplitError("every clip needs a patient pseudonym to be split by patient")
+    units = {p: patient_unit(str(p), config.seed) for p in distinct}
+    assignment = {p: _split_of(u, config) for p, u in units.items()}
+    if len(units) < 3 or config.min_patients_per_split == 0:
+        return assignment
+    # Train is the bottom of [0, 1), so the train patients nearest val and test are those with
+    # the largest u; test (the top interval) is filled first, then val.
+    for split, fraction in (("test", config.test_fraction), ("val", config.val_fraction)):
+        if fraction == 0:
+            continue
+        missing = config.min_patients_per_split - sum(s == split for s in assignment.values())
+        train = sorted((p for p, s in assignment.items() if s == "train"), key=lambda p: -units[p])
+        for patient in train[: max(0, min(missing, len(train) - 1))]:
+            assignment[patient] = split
+    return assignment
+
+
+def assign_splits(
+    frame: pd.DataFrame, config: SplitConfig, *, patient_column: str = "patient_id"
+) -> pd.Series:
+    """A "split" Series aligned with `frame`, every clip taking its patient's split."""
+    if patient_column not in frame.columns:
+        raise SplitError(f"no {patient_column!r} column to split by")
+    patients = frame[patient_column]
+    if patients.isna().any():
+        raise SplitError(f"{int(patients.isna().sum())} rows have no {patient_column}")
+    mapping = split_patients(patients.astype(str), config)
+    return patients.astype(str).map(mapping).rename("split")
+
+
+def split_counts(splits: pd.Series | Mapping[str, str]) -> dict[str, int]:
+    """Number of entries per split, zero for empty splits."""
+    values = list(splits.values()) if isinstance(splits, Mapping) else list(splits)
+    return {name: sum(v == name for v in values) for name in SPLITS}

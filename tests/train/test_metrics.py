@@ -1,0 +1,82 @@
+"""Metrics against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from echofm.train import metrics
+from tests.train.downstream_fixtures import one_torch_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_regression_metrics_hand_computed() -> None:
+    pred, target = [50.0, 60.0, 30.0, 45.0], [55.0, 60.0, 20.0, 45.0]
+    # errors -5, 0, 10, 0 -> MAE 15/4, MSE 125/4; target mean 45, SS_tot 100 + 225 + 625 + 0 = 950.
+    assert metrics.mae(pred, target) == pytest.approx(3.75)
+    assert metrics.rmse(pred, target) == pytest.approx(math.sqrt(31.25))
+    assert metrics.r2(pred, target) == pytest.approx(1 - 125 / 950)
+
+
+def test_r2_of_constant_target() -> None:
+    assert metrics.r2([3.0, 3.0], [3.0, 3.0]) == 1.0
+    assert metrics.r2([2.0, 3.0], [3.0, 3.0]) == float("-inf")
+
+
+def test_torch_inputs_match_numpy() -> None:
+    pred = torch.tensor([1.0, 2.0, 4.0])
+    target = np.array([1.0, 3.0, 2.0])
+    assert metrics.mae(pred, target) == pytest.approx(1.0)
+
+
+def test_accuracy_and_macro_f1_hand_computed() -> None:
+    target = [0, 0, 1, 1, 2, 2]
+    pred = [0, 1, 1, 1, 2, 0]
+    assert metrics.accuracy(pred, target) == pytest.approx(4 / 6)
+    # class 0: TP 1, FP 1, FN 1 -> 0.5; class 1: TP 2, FP 1, FN 0 -> 0.8; class 2: TP 1, FN 1 -> 2/3.
+    assert metrics.macro_f1(pred, target) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_auroc_hand_computed_with_ties() -> None:
+    score = [0.1, 0.4, 0.35, 0.8, 0.4]
+    target = [0, 0, 1, 1, 1]
+    # Positive/negative pairs: (0.35 vs 0.1) win, (0.35 vs 0.4) loss, (0.8 vs both) 2 wins,
+    # (0.4 vs 0.1) win, (0.4 vs 0.4) tie = 1/2 -> (1 + 0 + 2 + 1 + 0.5) / 6.
+    assert metrics.auroc(score, target) == pytest.approx(4.5 / 6)
+
+
+def test_auroc_extremes_and_single_class() -> None:
+    assert metrics.auroc([0.1, 0.2, 0.9], [0, 0, 1]) == 1.0
+    assert metrics.auroc([0.9, 0.2, 0.1], [0, 0, 1]) == 0.0
+    assert metrics.auroc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]) == 0.5
+    with pytest.raises(metrics.MetricInputError):
+        metrics.auroc([0.1, 0.2], [1, 1])
+    assert math.isnan(metrics.detection_metrics(np.array([0.1, 0.2]), np.array([1, 1]))["auroc"])
+
+
+def test_dice_hand_computed() -> None:
+    pred = np.zeros((2, 1, 2, 2), dtype=np.uint8)
+    target = np.zeros_like(pred)
+    pred[0, 0, 0, :] = 1  # 2 pixels
+    target[0, 0, 0, 0] = 1
+    target[0, 0, 1, 0] = 1  # 2 pixels, 1 shared -> 2 * 1 / 4 = 0.5
+    # Sample 1: both empty -> 1.0.
+    assert metrics.dice(pred, target) == pytest.approx(0.75)
+
+
+def test_dice_counts_only_valid_frames() -> None:
+    pred = np.ones((1, 2, 2, 2), dtype=np.uint8)
+    target = np.zeros_like(pred)
+    target[0, 0] = 1
+    valid = np.array([[True, False]])
+    assert metrics.dice(pred, target, valid=valid) == 1.0
+    assert metrics.dice(pred, target) == pytest.approx(2 * 4 / 12)
+
+
+def test_shape_mismatch_is_an_error() -> None:
+    with pytest.raises(metrics.MetricInputError):
+        metrics.mae([1.0, 2.0], [1.0])
