@@ -146,8 +146,27 @@ class _Evidence:
     smooth: np.ndarray  # float32 [h, w]: `raw` box-filtered, so speckle becomes a solid region
     kind: Literal["activity", "brightness"]
     floor: float  # evidence below this is never sector
+    factor: int  # full-resolution pixels per analysis pixel, along each axis
     height: int  # full-resolution H, W
     width: int
+
+    def sample(self, full: np.ndarray) -> np.ndarray:
+        """A full-resolution ``[H, W]`` map read at the analysis pixels' centres: ``[h, w]``."""
+        f, (h, w) = self.factor, self.smooth.shape
+        return full[f // 2 :: f, f // 2 :: f][:h, :w]
+
+    def hull(self, points: np.ndarray) -> np.ndarray:
+        """Convex hull of analysis pixels ``points`` (bool ``[h, w]``), filled as bool ``[H, W]``."""
+        # Analysis pixel centres in full-resolution coordinates (exact when factor is 1; else
+        # within half an analysis pixel of the edge).
+        xy = np.argwhere(points)[:, ::-1].astype(np.float64)
+        full = (xy + 0.5) * self.factor - 0.5
+        full[:, 0] = np.clip(full[:, 0], 0, self.width - 1)
+        full[:, 1] = np.clip(full[:, 1], 0, self.height - 1)
+        hull = cv2.convexHull(np.round(full).astype(np.int32))
+        mask = np.zeros((self.height, self.width), np.uint8)
+        cv2.fillPoly(mask, [hull], 1)
+        return mask.astype(bool)
 
 
 @dataclass(frozen=True)
@@ -165,17 +184,27 @@ def _check_frames(frames: np.ndarray) -> None:
         raise SectorInputError(f"frames must be [T, H, W, C], T, H, W >= 1, C in (1, 3), got {frames.shape}")
 
 
-def _analysis_frames(frames: np.ndarray, config: SectorConfig) -> np.ndarray:
-    """float32 ``[n, h, w]``: up to ``max_frames`` evenly spaced frames, grey, reduced resolution."""
+def _analysis_factor(height: int, width: int, config: SectorConfig) -> int:
+    """Integer downscale factor: OpenCV's area resize is several times faster at integer ratios."""
+    return max(1, -(-max(height, width) // config.analysis_max_side))
+
+
+def _analysis_frames(frames: np.ndarray, factor: int, config: SectorConfig) -> np.ndarray:
+    """float32 ``[n, H // factor, W // factor]``: up to ``max_frames`` evenly spaced frames, grey.
+
+    Analysis pixel (i, j) is the mean of full-resolution pixels ``[i*f, (i+1)*f) x [j*f, (j+1)*f)``;
+    the last ``H % f`` rows and ``W % f`` columns are left out.
+    """
     t, height, width, channels = frames.shape
     picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
-    scale = min(1.0, config.analysis_max_side / max(height, width))
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 order: (w, h)
-    small = np.empty((len(picks), size[1], size[0]), dtype=np.float32)
+    h, w = max(1, height // factor), max(1, width // factor)
+    crop_h, crop_w = min(height, h * factor), min(width, w * factor)
+    small = np.empty((len(picks), h, w), dtype=np.float32)
     for i, index in enumerate(picks):
+        frame = frames[index, :crop_h, :crop_w]
         # Luminance: colour-flow overlays change inside the fan and so count as tissue activity.
-        grey = frames[index, :, :, 0] if channels == 1 else cv2.cvtColor(frames[index], cv2.COLOR_RGB2GRAY)
-        small[i] = cv2.resize(grey, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else grey
+        grey = frame[:, :, 0] if channels == 1 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        small[i] = cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA) if factor > 1 else grey
     return small
 
 
@@ -186,7 +215,8 @@ def _odd(n: float) -> int:
 
 def _evidence(frames: np.ndarray, config: SectorConfig) -> _Evidence:
     """Per-pixel sector evidence: mean absolute change between sampled frames, or brightness."""
-    small = _analysis_frames(frames, config)
+    factor = _analysis_factor(frames.shape[1], frames.shape[2], config)
+    small = _analysis_frames(frames, factor, config)
     brightness = small.mean(axis=0)
     if small.shape[0] >= 2:
         # Mean |frame-to-frame change| rather than max-min: a thin moving trace (ECG, sweep
@@ -205,6 +235,7 @@ def _evidence(frames: np.ndarray, config: SectorConfig) -> _Evidence:
         smooth=smooth,
         kind=kind,
         floor=floor,
+        factor=factor,
         height=frames.shape[1],
         width=frames.shape[2],
     )
@@ -256,27 +287,63 @@ def _bright_regions_under(points: np.ndarray, brightness: np.ndarray, config: Se
     return keep[labels] & (brightness > level)
 
 
-def _largest_component(binary: np.ndarray) -> np.ndarray | None:
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
+def _side_lines(component: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The fan's straight sides: (point, downward direction) of the longest hull edge going down
+    to the left and of the longest going down to the right, or None when the shape has no such
+    pair (``[2]`` float arrays, analysis pixels, x then y)."""
+    contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(np.concatenate(contours)).reshape(-1, 2).astype(np.float64)
+    starts, ends = hull, np.roll(hull, -1, axis=0)
+    upward = (ends[:, 1] < starts[:, 1])[:, None]
+    top = np.where(upward, ends, starts)
+    step = np.where(upward, starts, ends) - top  # every edge as a downward step (dy >= 0)
+    length = np.hypot(step[:, 0], step[:, 1])
+    # A sector's sides lean between ~10 and ~75 degrees from vertical.
+    slope = np.abs(step[:, 0]) / np.maximum(step[:, 1], 1e-9)
+    sides = (slope > 0.15) & (slope < 4.0) & (length >= 0.25 * np.ptp(np.nonzero(component)[0]))
+    left, right = sides & (step[:, 0] < 0), sides & (step[:, 0] > 0)
+    if not left.any() or not right.any():
+        return None
+    i = int(np.argmax(np.where(left, length, -1)))
+    j = int(np.argmax(np.where(right, length, -1)))
+    return top[i], step[i], top[j], step[j]
+
+
+def _fan_components(binary: np.ndarray) -> np.ndarray | None:
+    """The largest component of ``binary`` plus the others that lie inside its fan's cone.
+
+    A near-field band (chest wall) is often cut off from the rest of the fan by a dark cavity;
+    it lies between the fan's sides, extended up to the apex, which text in the image corners,
+    the ECG trace below the fan and anything beside it do not.
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if count <= 1:
         return None
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return labels == largest
-
-
-def _hull_to_full(points: np.ndarray, shape: tuple[int, int], height: int, width: int) -> np.ndarray:
-    """Convex hull of reduced-resolution pixels ``points`` (bool ``[h, w]``), filled as bool ``[H, W]``."""
-    h, w = shape
-    # Analysis pixel centres mapped to full-resolution coordinates (exact when nothing was
-    # downscaled; otherwise within half an analysis pixel of the edge).
-    xy = np.argwhere(points)[:, ::-1].astype(np.float64)
-    full = (xy + 0.5) * np.array([width / w, height / h]) - 0.5
-    full[:, 0] = np.clip(full[:, 0], 0, width - 1)
-    full[:, 1] = np.clip(full[:, 1], 0, height - 1)
-    hull = cv2.convexHull(np.round(full).astype(np.int32))
-    mask = np.zeros((height, width), np.uint8)
-    cv2.fillPoly(mask, [hull], 1)
-    return mask.astype(bool)
+    main = labels == largest
+    lines = _side_lines(main) if count > 2 else None
+    if lines is None:
+        return main
+    (lx, ly), (ldx, ldy), (rx, ry), (rdx, rdy) = lines
+    # Apex: where the two sides meet; it must lie above the component for a sector.
+    det = ldx * (-rdy) - (-rdx) * ldy
+    if abs(det) < 1e-9:
+        return main
+    t = ((rx - lx) * (-rdy) - (-rdx) * (ry - ly)) / det
+    apex_y = ly + t * ldy
+    rows = np.nonzero(main.any(axis=1))[0]
+    if not -binary.shape[0] <= apex_y <= rows[0] + 2:
+        return main
+    ys, xs = np.mgrid[0 : binary.shape[0], 0 : binary.shape[1]]
+    tol = 2.0
+    left_x = lx + (ys - ly) * ldx / ldy
+    right_x = rx + (ys - ry) * rdx / rdy
+    cone = (xs >= left_x - tol) & (xs <= right_x + tol) & (ys >= apex_y - tol) & (ys <= rows[-1])
+    inside = np.bincount(labels[cone], minlength=count)
+    keep = inside >= 0.9 * stats[:, cv2.CC_STAT_AREA]
+    keep[0] = False
+    keep[largest] = True
+    return keep[labels]
 
 
 def _solidity(component: np.ndarray) -> float:
@@ -292,10 +359,10 @@ def _solidity(component: np.ndarray) -> float:
 def _moving_part(
     smooth: np.ndarray, raw: np.ndarray, floor: float, config: SectorConfig
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The largest evidence component (bool ``[h, w]``) and its edge-accurate pixels, or None."""
+    """The fan's evidence components (bool ``[h, w]``) and their edge-accurate pixels, or None."""
     threshold = max(floor, _otsu_log(smooth, float(smooth.max())))
     # Opening removes what is thinner than the kernel: text strokes, calipers, the ECG trace.
-    component = _largest_component(_open((smooth > threshold).astype(np.uint8), config))
+    component = _fan_components(_open((smooth > threshold).astype(np.uint8), config))
     if component is None:
         return None
     # The smoothed component reaches half a blur width past the fan's edge; the unsmoothed
@@ -306,9 +373,9 @@ def _moving_part(
     return component, (points if points.any() else component)
 
 
-def _contrast(mask: np.ndarray, smooth: np.ndarray) -> float:
-    """1 - (mean evidence outside the hull) / (mean inside): other moving things lower it."""
-    hull = cv2.resize(mask.astype(np.uint8), smooth.shape[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+def _contrast(hull: np.ndarray, smooth: np.ndarray) -> float:
+    """1 - (mean evidence outside the hull) / (mean inside), both ``[h, w]``: other moving
+    things lower it."""
     if not hull.any() or hull.all():
         return 0.0
     inside, outside = float(smooth[hull].mean()), float(smooth[~hull].mean())
@@ -332,7 +399,7 @@ def _estimate_fan(
     if found is None:
         return f"no {evidence.kind} region survives thresholding and opening"
     region, points = found
-    mask = _hull_to_full(points, smooth.shape, evidence.height, evidence.width)
+    mask = evidence.hull(points)
     area, solidity = float(mask.mean()), _solidity(region)
     completed = ""
     weak = area < config.min_area_fraction or solidity < config.completion_solidity
@@ -340,7 +407,7 @@ def _estimate_fan(
         # Only a weak or ragged activity estimate is completed: brightness also keeps burned-in
         # text that touches the fan, which the activity alone never does.
         bright = _bright_regions_under(points, restrict(evidence.brightness), config)
-        grown = _hull_to_full(points | bright, smooth.shape, evidence.height, evidence.width)
+        grown = evidence.hull(points | bright)
         if bright.any() and float(grown.mean()) <= config.max_area_fraction:
             region = region | bright
             mask, area, solidity = grown, float(grown.mean()), _solidity(region)
@@ -350,7 +417,7 @@ def _estimate_fan(
             f"{evidence.kind} hull covers {area:.1%} of the image, outside "
             f"[{config.min_area_fraction:.0%}, {config.max_area_fraction:.0%}]"
         )
-    contrast = _contrast(mask, smooth)
+    contrast = _contrast(evidence.sample(mask), smooth)
     confidence = solidity * contrast
     if evidence.kind == "brightness":
         confidence *= config.still_confidence_scale
@@ -427,8 +494,7 @@ def _refine_box(box: Box, evidence: _Evidence, config: SectorConfig) -> _BoxResu
     x0, y0, x1, y1 = box
     box_mask = np.zeros((height, width), bool)
     box_mask[y0 : y1 + 1, x0 : x1 + 1] = True
-    small = evidence.smooth.shape[::-1]
-    allowed = cv2.resize(box_mask.astype(np.uint8), small, interpolation=cv2.INTER_AREA) > 0
+    allowed = evidence.sample(box_mask)
     fan = _estimate_fan(evidence, config, allowed)
     box_area = float(box_mask.mean())
     plausible = config.min_area_fraction <= box_area <= config.max_area_fraction

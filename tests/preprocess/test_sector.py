@@ -34,12 +34,14 @@ def make_fan_clip(
     moving: bool = True,
     inner_text: bool = False,
     attenuation: float = 0.0,
+    cavity_rows: tuple[int, int] | None = None,
 ) -> FanClip:
     """A pie-slice fan (apex at the top) filled with speckle that changes every frame.
 
     Static text sits in the top-left corner and bottom-right; `inner_text` adds text in the top
     corners beside the apex (inside the fan's bounding box, outside the fan). The ECG is a sine
-    trace below the fan that scrolls each frame. `attenuation` darkens the speckle with depth.
+    trace below the fan that scrolls each frame. `attenuation` darkens the speckle with depth;
+    `cavity_rows` blanks a band of rows across the fan (a blood pool cutting off the near field).
     """
     rng = np.random.default_rng(seed)
     fan_u8 = np.zeros((HEIGHT, WIDTH), np.uint8)
@@ -65,6 +67,8 @@ def make_fan_clip(
         coarse = rng.random((HEIGHT // 4, WIDTH // 4)).astype(np.float32) if moving else still_speckle
         speckle = cv2.resize(coarse, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
         image = np.where(fan, (40.0 + 200.0 * speckle) * depth_gain, 0.0).astype(np.uint8)
+        if cavity_rows is not None:
+            image[cavity_rows[0] : cavity_rows[1]] = 0
         image = np.maximum(image, overlay)
         if ecg:
             phase = 0.7 * t if moving else 0.0
@@ -409,3 +413,17 @@ def test_nested_colour_region_does_not_replace_the_tissue_region() -> None:
     assert "(110,30)" not in result.detail  # the nested box is not estimated on its own
     assert iou(result.mask, clip.fan) > 0.9
     assert not apply_sector_mask(clip.frames, result.mask)[:, clip.text].any()
+
+
+def test_near_field_cut_off_by_a_cavity_stays_in_the_sector() -> None:
+    clip = make_fan_clip(cavity_rows=(75, 92))
+    result = estimate_sector(clip.frames)
+    assert result.method == "image"
+    near_field = clip.fan.copy()
+    near_field[75:] = False
+    assert near_field.sum() > 2000
+    assert result.mask[near_field].mean() > 0.95
+    assert iou(result.mask, clip.fan) > 0.9
+    masked = apply_sector_mask(clip.frames, result.mask)
+    assert not masked[:, clip.text].any()
+    assert not masked[:, clip.ecg].any()
