@@ -38,7 +38,7 @@ Doppler strip gets the larger moving part.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 import cv2
@@ -563,15 +563,7 @@ def estimate_sector(
     boxes, notes = _region_boxes(regions, height, width, config)
     if boxes:
         result = _from_regions(boxes, evidence, config)
-        if notes:
-            result = SectorMask(
-                mask=result.mask,
-                method=result.method,
-                confidence=result.confidence,
-                area_fraction=result.area_fraction,
-                detail=f"{result.detail}; ignored: {'; '.join(notes)}",
-            )
-        return result
+        return replace(result, detail=f"{result.detail}; ignored: {'; '.join(notes)}") if notes else result
     prefix = f"{'; '.join(notes)}; fell back to image: " if notes else ""
     fan = _estimate_fan(evidence, config)
     if isinstance(fan, str):

@@ -427,3 +427,16 @@ def test_near_field_cut_off_by_a_cavity_stays_in_the_sector() -> None:
     masked = apply_sector_mask(clip.frames, result.mask)
     assert not masked[:, clip.text].any()
     assert not masked[:, clip.ecg].any()
+
+
+def test_invalid_region_beside_a_valid_one_is_reported_and_ignored() -> None:
+    clip = make_fan_clip()
+    ys, xs = np.nonzero(clip.fan)
+    valid = UltrasoundRegion(
+        x0=int(xs.min()), y0=int(ys.min()), x1=int(xs.max()), y1=int(ys.max()), spatial_format=1, data_type=1
+    )
+    oversize = UltrasoundRegion(x0=-50, y0=0, x1=WIDTH + 50, y1=HEIGHT - 1, spatial_format=1, data_type=1)
+    result = estimate_sector(clip.frames, [oversize, valid])
+    assert result.method == "regions"
+    assert "ignored" in result.detail and "larger than image" in result.detail
+    assert iou(result.mask, clip.fan) > 0.9
