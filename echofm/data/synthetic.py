@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -28,11 +27,11 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from echofm.data import synthetic_faults
+from echofm.data.synthetic_clip import LABEL_COLUMNS, MASK_NPZ_KEYS, label_row, worker_init, write_clip
 from echofm.data.synthetic_containers import US_IMAGE_STORAGE, VARIANT_BY_NAME, VARIANTS, UltrasoundHeader, write_dicom, write_video
 from echofm.data.synthetic_heart import ed_es_frames
 from echofm.data.synthetic_phi import SyntheticStudy
@@ -46,25 +45,11 @@ from echofm.data.synthetic_plan import (
     plan_patients,
     render_plan,
 )
-from echofm.data.synthetic_render import Box, RenderedClip
 
 log = logging.getLogger(__name__)
 
 MIN_CLIPS_FULL_COVERAGE = len(VARIANTS)
-
-LABEL_COLUMNS: tuple[str, ...] = (
-    "file", "clip_id", "patient", "study", "view", "ef", "edv_ml", "esv_ml", "ed_frames", "es_frames",
-    "heart_rate_bpm", "fps", "n_frames", "duration_s", "height", "width", "container", "variant",
-    "transfer_syntax", "photometric", "planar_configuration", "fps_tag", "view_tag", "has_regions",
-    "regions_valid", "fault", "fault_detail", "mask_file", "sector_box", "sector_geometry", "ecg_box",
-    "colour_box", "text_boxes", "depth_cm",
-)
-# Keys of each mask file: `masks` uint8 [K, H, W] (1 = LV cavity, clipped to the fan),
-# `frame_indices` int64 [K] (source frame of each mask), `is_ed` bool [K] (True at the labelled ED
-# frames), `lv_area_px` float64 [T] and `lv_volume_ml` float64 [T] for every frame, `sector` uint8
-# [H, W] (1 inside the fan). With mask_frames="ed_es" (default) K covers the ED and ES frames;
-# with "all", K = T.
-MASK_NPZ_KEYS: tuple[str, ...] = ("masks", "frame_indices", "is_ed", "lv_area_px", "lv_volume_ml", "sector")
+__all__ = ["LABEL_COLUMNS", "MASK_NPZ_KEYS", "MIN_CLIPS_FULL_COVERAGE", "ArchiveSummary", "SynthConfig", "generate_archive"]
 
 
 @dataclass(frozen=True)
@@ -84,77 +69,6 @@ class ArchiveSummary:
     @property
     def n_files(self) -> int:
         return self.n_clips + self.n_faults
-
-
-def _fmt_box(box: Box | None) -> str:
-    return "" if box is None else ";".join(str(int(v)) for v in box)
-
-
-def _save_masks(out_dir: Path, config: SynthConfig, plan: ClipPlan, clip: RenderedClip, ed: list[int], es: list[int]) -> str:
-    rel = f"labels/masks/{plan.clip_id}.npz"
-    if config.mask_frames == "all":
-        idx = np.arange(plan.n_frames, dtype=np.int64)
-        is_ed = np.isin(idx, ed)
-    else:
-        pairs = sorted([(i, True) for i in ed] + [(i, False) for i in es])
-        idx = np.array([i for i, _ in pairs], dtype=np.int64)
-        is_ed = np.array([e for _, e in pairs], dtype=bool)
-    np.savez_compressed(
-        out_dir / rel,
-        masks=clip.lv_masks[idx],
-        frame_indices=idx,
-        is_ed=is_ed,
-        lv_area_px=np.array([np.count_nonzero(m) for m in clip.lv_masks], dtype=np.float64),
-        lv_volume_ml=clip.lv_volume_ml,
-        sector=clip.sector,
-    )
-    return rel
-
-
-def _label_row(plan: ClipPlan, clip: RenderedClip | None, header: UltrasoundHeader | None, ed: list[int], es: list[int], mask_file: str) -> dict[str, Any]:
-    heart, variant = plan.heart, plan.variant
-    fan = clip.fan if clip is not None else None
-    colour_dicom = variant.container == "dicom" and variant.colour and variant.photometric != "PALETTE COLOR"
-    return {
-        "file": plan.rel_path,
-        "clip_id": plan.clip_id,
-        "patient": plan.patient.key,
-        "study": f"{plan.patient.key}-{plan.study.folder}",
-        "view": plan.view,
-        "ef": round(heart.ef, 3),
-        "edv_ml": round(heart.edv_ml, 3),
-        "esv_ml": round(heart.esv_ml, 3),
-        "ed_frames": ";".join(map(str, ed)),
-        "es_frames": ";".join(map(str, es)),
-        "heart_rate_bpm": round(heart.heart_rate_bpm, 2),
-        "fps": float(plan.fps),
-        "n_frames": plan.n_frames,
-        "duration_s": round(plan.n_frames / plan.fps, 4),
-        "height": plan.height,
-        "width": plan.width,
-        "container": variant.container,
-        "variant": variant.name,
-        "transfer_syntax": variant.transfer_syntax,
-        "photometric": variant.photometric,
-        "planar_configuration": variant.planar if colour_dicom else None,
-        "fps_tag": header.expected_fps_source if header is not None else "container",
-        "view_tag": plan.view_tag,
-        "has_regions": plan.has_regions,
-        "regions_valid": plan.regions_valid,
-        "fault": "",
-        "fault_detail": "",
-        "mask_file": mask_file,
-        "sector_box": _fmt_box(fan.box()) if fan is not None else "",
-        "sector_geometry": (
-            f"{fan.apex_x:.2f};{fan.apex_y:.2f};{fan.r0:.2f};{fan.r1:.2f};{math.degrees(fan.half_angle_rad):.3f}"
-            if fan is not None
-            else ""
-        ),
-        "ecg_box": _fmt_box(clip.ecg_box) if clip is not None else "",
-        "colour_box": _fmt_box(clip.colour_box) if clip is not None else "",
-        "text_boxes": "|".join(_fmt_box(b) for b in clip.text_boxes) if clip is not None else "",
-        "depth_cm": round(plan.depth_cm, 3),
-    }
 
 
 class _PhiLedger:
@@ -193,29 +107,6 @@ class _PhiLedger:
         out["all"] = sorted(set().union(*(self.kinds[k] for k in self.KINDS if k != "series_descriptions")))
         out["files"] = self.files
         return out
-
-
-def _write_clip(out_dir: Path, config: SynthConfig, plan: ClipPlan) -> tuple[dict[str, Any], UltrasoundHeader | None, list[str]]:
-    """Render, write and label one clean clip. Returns its label row, header and burned-in strings.
-
-    A top-level function of picklable arguments, so worker processes can run it.
-    """
-    clip = render_plan(config, plan)
-    header = build_header(config, plan, clip) if plan.variant.container == "dicom" else None
-    path = out_dir / "archive" / plan.rel_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if header is not None:
-        write_dicom(path, clip.frames, plan.variant, header)
-    else:
-        write_video(path, clip.frames, float(plan.fps), plan.variant.container)
-    ed, es = ed_es_frames(plan.n_frames, float(plan.fps), plan.heart)
-    mask_file = _save_masks(out_dir, config, plan, clip, ed, es)
-    return _label_row(plan, clip, header, ed, es, mask_file), header, clip.burned_in
-
-
-def _worker_init() -> None:
-    # One OpenCV thread per worker process: the processes already use the cores.
-    cv2.setNumThreads(1)
 
 
 def _fault_row(base: dict[str, Any], fault: str, detail: str = "", **overrides: Any) -> dict[str, Any]:
@@ -273,7 +164,7 @@ def _write_faults(out_dir: Path, config: SynthConfig, slots: list[tuple[PatientS
         clip = render_plan(config, plan)
         header = build_header(config, plan, clip)
         ed, es = ed_es_frames(plan.n_frames, float(plan.fps), plan.heart)
-        row = _label_row(plan, clip, header, ed, es, "")
+        row = label_row(plan, clip, header, ed, es, "")
         if kind == "not_ultrasound":
             synthetic_faults.write_ct(path, header, rng)
             phi.add(plan.rel_path, header, [])
@@ -324,10 +215,10 @@ def generate_archive(out_dir: Path, n_clips: int, seed: int, faults: bool = Fals
     plans = [assign_path(plan_clip(config, index, slot, study), slot) for index, (slot, study) in enumerate(slots)]
     if config.workers > 1:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=config.workers, mp_context=ctx, initializer=_worker_init) as pool:
-            results = list(pool.map(_write_clip, repeat(out_dir), repeat(config), plans, chunksize=2))
+        with ProcessPoolExecutor(max_workers=config.workers, mp_context=ctx, initializer=worker_init) as pool:
+            results = list(pool.map(write_clip, repeat(out_dir), repeat(config), plans, chunksize=2))
     else:
-        results = [_write_clip(out_dir, config, plan) for plan in plans]
+        results = [write_clip(out_dir, config, plan) for plan in plans]
     rows: list[dict[str, Any]] = []
     for plan, (row, header, burned_in) in zip(plans, results):
         rows.append(row)
