@@ -5,9 +5,9 @@ extension. Codecs (measured in docs/benchmarks/codec.md, `echofm bench codec`):
 
 - `npy`: raw uint8 `.npy` bytes. No decode cost beyond a copy; the largest.
 - `zlib`: the same `.npy` bytes deflated at level 1 (lossless). The zeroed exterior of the sector
-  and the padding compress to almost nothing; speckle inside the sector barely compresses.
-- `png`: one PNG per frame (lossless; PNG's row filters help speckle a little more than plain
-  deflate).
+  and the padding compress to almost nothing; speckle inside the sector compresses by how
+  correlated it is (level 1: level 6 saves ~1% more for ~20% more encode time).
+- `png`: one PNG per frame (lossless; its row filters end up about as small as `zlib`).
 - `jpeg`: one JPEG per frame at quality 90 (lossy, fidelity reported as PSNR).
 
 Multi-frame codecs (`png`, `jpeg`) pack their frames as: magic `EFM1`, uint32 frame count,
@@ -153,14 +153,15 @@ def _build_registry() -> dict[str, Codec]:
 CODECS: Mapping[str, Codec] = _build_registry()
 _BY_EXTENSION: Mapping[str, Codec] = {c.extension: c for c in CODECS.values()}
 
-# Chosen by `echofm bench codec` (figures in docs/benchmarks/codec.md): zlib level 1 stores a
-# masked, padded 32x224x224 grey clip in ~1/3 of the raw bytes (the zeroed exterior and padding
-# vanish; speckle barely compresses) and decodes ~150 clips/s per core, several times what one
-# GPU step consumes per loader worker. It is exact, so training sees the pixels ingestion wrote
-# and `content_sha256` in the manifest matches what `load_clip` returns. JPEG is ~2.4x smaller
-# again but lossy (~40 dB PSNR on speckle, a second generation of loss on archives that were
-# JPEG already) and no faster to decode; raw npy decodes 15x faster but needs ~470 GB for 290K
-# grey clips where zlib needs ~170 GB.
+# Chosen by `echofm bench codec` (docs/benchmarks/codec.md; figures per core, 32x224x224 clips):
+# zlib is exact and stores a masked grey clip in 0.19 of the raw bytes on synthetic echo (0.59 on
+# uncorrelated speckle, the worst case): 88 GB instead of 466 GB for 290K grey clips, and as much
+# less disk and network read per epoch. It decodes 136-232 grey clips/s (91 colour), so a few
+# loader workers feed one GPU; encoding costs ingestion 12-33 ms per clip. Being exact, training
+# sees the pixels ingestion wrote and `content_sha256` matches what `load_clip` returns. JPEG
+# q90 is only 1.6x smaller again, lossy (38-43 dB PSNR: a second generation of loss on archives
+# that were JPEG already) and no faster to decode (2x slower in colour); PNG is about as small
+# but decodes 2.5-3x slower; raw npy decodes 6-15x faster at 2-5x the storage and reads.
 DEFAULT_CODEC = "zlib"
 
 

@@ -34,8 +34,9 @@ SHARDS_DIRNAME = "shards"
 SHARD_SUFFIX = ".tar"
 PARTIAL_SUFFIX = ".tar.tmp"
 META_MEMBER = "meta.json"
-# Shards of ~0.5-1 GB stream efficiently from object stores and local disks alike; 1000 clips is
-# ~0.6 GB with the default codec (1.6 GB raw), so the byte limit only bites for colour clips.
+# Shards of a few hundred MB to 1 GB stream efficiently from object stores and local disks alike:
+# 1000 zlib clips are 0.3-0.95 GB grey (docs/benchmarks/codec.md), so the byte limit bites only
+# for raw npy or colour clips.
 DEFAULT_MAX_COUNT = 1000
 DEFAULT_MAX_BYTES = 1 << 30
 
