@@ -521,7 +521,7 @@ def _dataset_record(shards_dir: Path, clips: dict[str, Path]) -> DatasetRecord:
     manifest = manifest_path_for(shards_dir)
     ids = sorted(clips)
     return DatasetRecord(
-        source=str((manifest if manifest.exists() else shards_dir).resolve()),
+        source=(manifest if manifest.exists() else shards_dir).resolve().as_uri(),
         digest=_dataset_digest(shards_dir),
         clip_ids=ids,
         shards=[clips[k].name for k in ids],

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,11 +254,13 @@ class PretrainTracker:
             mlflow.log_params({k: _param_value(v) for k, v in params.items()})
             frame = pd.DataFrame({"clip_id": dataset.clip_ids, "shard": dataset.shards})
             # MLflow stores digests in a 36-character column; the full sha256 goes in a tag.
-            mlflow.log_input(
-                mlflow.data.from_pandas(frame, source=dataset.source, name="echofm-manifest", digest=dataset.digest[:32]),
-                context="pretraining",
-                tags={"manifest_sha256": dataset.digest},
-            )
+            with warnings.catch_warnings():
+                # MLflow registers its local-file source class twice and warns that a path is ambiguous.
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+                source = mlflow.data.from_pandas(
+                    frame, source=dataset.source, name="echofm-manifest", digest=dataset.digest[:32]
+                )
+            mlflow.log_input(source, context="pretraining", tags={"manifest_sha256": dataset.digest})
             mlflow.set_tags({"manifest_digest": dataset.digest, "code_version": code_version()})
         return self.run_id
 

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from echofm.data.loader import ClipNormalization, file_digest
+from echofm.model import build_model, load_checkpoint
+from echofm.train.config import PretrainConfig, PretrainConfigError, resolve_precision
+from echofm.train.pretrain import plan_run, pretrain
+from echofm.train.tracking import (
+    COLLAPSE_THRESHOLD,
+    collapse_warning,
+    mean_pairwise_cosine,
+    reconstruction_figure,
+    resolve_tracking_uri,
+)
+from tests.data.test_loader import write_test_shards
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory):
+    """One short bf16 run with MLflow on the run directory's default SQLite store."""
+    root = tmp_path_factory.mktemp("tracked")
+    shards = root / "out" / "shards"
+    write_test_shards(shards, [4, 4], side=32, manifest=True)
+    config = PretrainConfig(
+        preset="tiny",
+        img_size=32,
+        num_frames=16,
+        steps=2,
+        batch_size=2,
+        num_workers=1,
+        eval_every=1,
+        holdout_clips=3,
+        precision="bf16",
+        experiment_name="test-pretrain",
+    )
+    result = pretrain(config, shards, root / "run")
+    return result, shards, root / "run"
+
+
+def test_run_is_recorded_in_mlflow_and_the_encoder_registered(tracked_run):
+    import mlflow
+    from mlflow import MlflowClient
+
+    result, shards, run_dir = tracked_run
+    assert (run_dir / "mlflow.db").exists() and (run_dir / "mlartifacts").is_dir()
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(run_dir))
+    run = client.get_run(result.run_id)
+    assert run.data.params["preset"] == "tiny" and run.data.params["precision_used"] == "bf16"
+    assert run.data.params["plan.peak_lr"] == str(1.5e-4 * 2 / 256)
+    for metric in ("loss", "recon_loss", "triplet_loss", "lr", "clips_per_s", "data_wait_fraction"):
+        history = client.get_metric_history(result.run_id, metric)
+        assert [m.step for m in history] == [1, 2], metric
+    assert len(client.get_metric_history(result.run_id, "embedding_mean_cosine")) == 2
+
+    digest = file_digest(shards.parent / "manifest.parquet")
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == digest[:32]
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "pretraining"
+
+    figures = [a.path for a in client.list_artifacts(result.run_id, "figures")]
+    assert figures == ["figures/reconstruction-step-00000001.png", "figures/reconstruction-step-00000002.png"]
+
+    version = client.get_model_version_by_alias("echofm-encoder", "challenger")
+    assert str(version.version) == result.registered.version and version.run_id == result.run_id
+    assert version.tags["manifest_digest"] == digest
+    assert version.tags["preset"] == "tiny" and version.tags["code_version"]
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(run_dir))
+    encoder = mlflow.pytorch.load_model("models:/echofm-encoder@challenger")
+    trained, ckpt = load_checkpoint(run_dir / "encoder.pt")
+    assert ckpt["normalization"]["mean"] and ckpt["mlflow_run_id"] == result.run_id
+    video = torch.randn(2, 3, 16, 32, 32)
+    with torch.no_grad():
+        embedding = encoder(video)
+        assert embedding.shape == (2, trained.config.embed_dim)
+        torch.testing.assert_close(embedding, trained.eval().forward_features(video))
+
+
+def test_mean_pairwise_cosine_and_collapse_warning(caplog):
+    same = torch.ones(4, 8)
+    assert mean_pairwise_cosine(same) == pytest.approx(1.0)
+    assert mean_pairwise_cosine(torch.eye(4)) == pytest.approx(0.0)
+    assert mean_pairwise_cosine(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1.0)
+    with caplog.at_level(logging.WARNING, logger="echofm.train.tracking"):
+        assert collapse_warning(0.99, step=7)
+        assert not collapse_warning(COLLAPSE_THRESHOLD - 0.01, step=8)
+    assert len(caplog.records) == 1 and "step 7" in caplog.records[0].getMessage()
+
+
+def test_reconstruction_figure_rows_show_original_masked_and_reconstruction():
+    torch.manual_seed(0)
+    model = build_model("tiny", img_size=32, num_frames=16).eval()
+    norm = ClipNormalization(mean=(0.5,) * 3, std=(0.25,) * 3)
+    video = torch.randn(2, 3, 16, 32, 32)
+    with torch.no_grad():
+        out = model(video, 0.5)
+    png = reconstruction_figure(model, video, out.pred, out.mask, norm, max_frames=4)
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    scale = 128 // 32
+    assert image.shape == ((6 * 32 + 5 * 2) * scale, (4 * 32 + 3 * 2) * scale)
+    tile = lambda row, col: image[row * 34 * scale : (row * 34 + 32) * scale, col * 34 * scale : (col * 34 + 32) * scale]  # noqa: E731
+    original, masked, reconstructed = tile(0, 0), tile(1, 0), tile(2, 0)
+    hidden = masked == 128
+    assert 0.3 < hidden.mean() < 0.7  # about half the patches are masked at ratio 0.5
+    assert np.array_equal(reconstructed[~hidden], original[~hidden])  # visible patches pasted back
+    assert not np.array_equal(reconstructed[hidden], original[hidden])
+
+
+def test_plan_follows_the_scaling_rule_and_epochs():
+    config = PretrainConfig(epochs=3, batch_size=4, accum_steps=2, base_lr=1e-3)
+    plan = plan_run(config, n_clips=100, world_size=2)
+    assert plan.effective_batch == 16 and plan.peak_lr == pytest.approx(1e-3 * 16 / 256)
+    assert plan.steps_per_epoch == 7 and plan.total_steps == 21 and plan.warmup_steps == 1
+    with pytest.raises(PretrainConfigError):
+        PretrainConfig(steps=2, epochs=2)
+    with pytest.raises(PretrainConfigError):
+        PretrainConfig(steps=2, precision="fp8")
+    assert resolve_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
+    assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
