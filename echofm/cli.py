@@ -35,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        module = importlib.import_module(f"echofm.commands.{name}")
+        try:
+            module = importlib.import_module(f"echofm.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"echofm.commands.{name}":
+                raise
+            continue
         sub_parser = module.add_parser(sub)
         sub_parser.set_defaults(_run=module.run)
     return parser
