@@ -34,7 +34,8 @@ class StepTiming:
 
     seconds_per_step: median over the measured steps (s); step_seconds: each measured step (s);
     clips_per_second: batch_size / seconds_per_step; peak_memory_bytes: on CPU the peak resident
-    set size above the level before the first step (sampled every 5 ms), on CUDA
+    set size during the measured steps above the level after warm-up with gradients freed
+    (activations, gradients and transient buffers; sampled every 5 ms), on CUDA
     `torch.cuda.max_memory_allocated` (weights included).
     """
 
@@ -153,9 +154,12 @@ def measure_step(
         times = list(_steps(model, video, dtype, steps))
         peak = torch.cuda.max_memory_allocated(device)
     else:
+        # Warm-up outside the sampled window: first calls map library code and fill kernel
+        # caches, which would otherwise count as step memory.
+        list(_steps(model, video, dtype, warmup))
+        model.zero_grad(set_to_none=True)
         _release_freed_memory()
         with _RssPeak() as rss:
-            list(_steps(model, video, dtype, warmup))
             times = list(_steps(model, video, dtype, steps))
         peak = rss.peak - rss.baseline
     model.zero_grad(set_to_none=True)
@@ -197,6 +201,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps (default: 2)")
     parser.add_argument("--img-size", type=int, default=None, help="override the preset's")
     parser.add_argument("--num-frames", type=int, default=None, help="override the preset's")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads on CPU (default: torch's default)")
     parser.add_argument("--flops", action="store_true",
                         help="count FLOPs of one step and report TFLOP/s (and MFU on known GPUs)")
     parser.add_argument("--peak-tflops", type=float, default=None,
@@ -219,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available on this machine; use --device cpu")
         return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in (("img_size", args.img_size),
                                    ("num_frames", args.num_frames)) if v is not None}
     torch.manual_seed(0)
