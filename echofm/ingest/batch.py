@@ -1,0 +1,345 @@
+"""One batch of files -> clips in shards and manifest rows; the unit of work of one Prefect task.
+
+Per file: header -> header QC -> view (from the header, before any decoding) -> time windows ->
+decode only the frames those windows use -> exact-duplicate check -> sector mask -> pixel QC ->
+resize/pad each window -> shard. Every file ends as at least one row: accepted (one per window),
+rejected (a named reason) or failed (error class and a message written by this project, never
+text taken from the file, which may carry patient details).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echofm.ingest.config import IngestConfig
+from echofm.ingest.discover import DiscoveredFile
+from echofm.ingest.qc import header_qc, pixel_qc, pixel_sha256
+from echofm.ingest.records import failed_row, file_row, write_part
+from echofm.ingest.views import ViewClassifier, load_view_classifier, view_rejection
+from echofm.io.clip import Clip, UltrasoundRegion
+from echofm.io.errors import EchoIOError, NotUltrasound, TooFewFrames
+
+logger = logging.getLogger(__name__)
+
+# Reader errors that describe the file's content, not a fault in it: the file is fine but is not
+# what the run ingests, so it is rejected (a reason) rather than failed (an error).
+_REJECTING_ERRORS: tuple[type[EchoIOError], ...] = (NotUltrasound, TooFewFrames)
+
+
+class ShardWriteError(OSError):
+    """Writing a shard under OUTPUT failed (disk full, permissions): a systemic failure."""
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    """What a file's header says, the same for DICOM and video.
+
+    height/width in source pixels, fps in frames/s, heart_rate_bpm when the header records one;
+    meta/pseudonyms as in `Clip` (allow-listed, never PHI).
+    """
+
+    source_format: str
+    n_frames: int
+    fps: float
+    fps_source: str
+    height: int
+    width: int
+    heart_rate_bpm: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    pseudonyms: dict[str, str] = field(default_factory=dict)
+    regions: tuple[UltrasoundRegion, ...] = ()
+
+
+def read_header(item: DiscoveredFile, pseudonymizer: Any) -> FileHeader:
+    """Header of a discovered media file without decoding pixels (raises the readers' errors)."""
+    if item.source_format == "dicom":
+        from echofm.io.dicom import scan_dicom
+
+        dicom = scan_dicom(item.path, pseudonymizer=pseudonymizer)
+        return FileHeader(
+            source_format="dicom",
+            n_frames=dicom.n_frames,
+            fps=dicom.fps,
+            fps_source=dicom.fps_source,
+            height=dicom.rows,
+            width=dicom.columns,
+            heart_rate_bpm=dicom.heart_rate_bpm,
+            meta=dict(dicom.meta),
+            pseudonyms=dict(dicom.pseudonyms),
+            regions=tuple(dicom.regions),
+        )
+    from echofm.io.video import probe_video
+
+    video = probe_video(item.path)
+    return FileHeader(
+        source_format=item.source_format,
+        n_frames=video.n_frames,
+        fps=video.fps,
+        fps_source=video.fps_source,
+        height=video.height,
+        width=video.width,
+        meta={"container": video.container},
+    )
+
+
+def decode_frames(item: DiscoveredFile, indices: np.ndarray, pseudonymizer: Any) -> Clip:
+    """Decode only the source frames `indices` (sorted, unique) of a media file."""
+    if item.source_format == "dicom":
+        from echofm.io.dicom import read_dicom
+
+        return read_dicom(item.path, indices.tolist(), pseudonymizer=pseudonymizer)
+    from echofm.io.video import read_video
+
+    return read_video(item.path, indices.tolist())
+
+
+class StageTimer:
+    """Seconds spent per stage, summed over a batch; `current` names the stage running now, which
+    is what a failed row reports as where the file failed."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.current: str | None = None
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.current = name
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+        self.current = None
+
+
+@dataclass
+class BatchResult:
+    """What a batch task returns (small: rows, counts, timings, never arrays).
+
+    rows: manifest rows (dicts, manifest schema columns); part_path: the Parquet part the rows were
+    also written to; seconds: wall time; stage_seconds: time per stage, summed over files.
+    """
+
+    batch_id: str
+    rows: list[dict[str, Any]]
+    n_files: int
+    n_clips: int
+    seconds: float
+    part_path: Path | None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def status_counts(self) -> dict[str, int]:
+        return dict(Counter(row["status"] for row in self.rows))
+
+
+@dataclass
+class _BatchContext:
+    """What processing one file needs besides the file itself."""
+
+    config: IngestConfig
+    classifier: ViewClassifier
+    pseudonymizer: Any
+    batch_id: str
+    run_id: str
+    shards: _LazyShardWriter
+    seen_pixels: set[str]
+    timer: StageTimer
+
+
+class _LazyShardWriter:
+    """Opens the batch's ShardWriter at the first accepted clip, so an all-rejected batch leaves
+    no empty tar behind."""
+
+    def __init__(self, out_dir: Path, prefix: str, config: IngestConfig, stack: contextlib.ExitStack) -> None:
+        self._out_dir = out_dir
+        self._prefix = prefix
+        self._config = config
+        self._stack = stack
+        self._writer: Any = None
+
+    def write(self, clip_id: str, frames: np.ndarray, meta: dict[str, Any]) -> tuple[str, str]:
+        from echofm.data.shards import ShardWriter
+
+        if self._writer is None:
+            kwargs: dict[str, Any] = {"prefix": self._prefix, "max_count": self._config.shard_max_clips}
+            if self._config.codec is not None:
+                kwargs["codec"] = self._config.codec
+            self._writer = self._stack.enter_context(ShardWriter(self._out_dir, **kwargs))
+        try:
+            shard, key = self._writer.write(clip_id, frames, meta)
+        except OSError as exc:
+            raise ShardWriteError(f"cannot write a shard under {self._out_dir}: {type(exc).__name__}") from exc
+        return str(shard), str(key)
+
+
+def process_batch(
+    files: list[DiscoveredFile],
+    source_root: str | Path,
+    output_dir: str | Path,
+    config: IngestConfig,
+    batch_id: str,
+    *,
+    run_id: str | None = None,
+    known_pixel_hashes: frozenset[str] = frozenset(),
+) -> BatchResult:
+    """Ingest `files` (discovered under `source_root`) into `output_dir`.
+
+    Shards go to `output_dir/shards/<batch_id>-<n>.tar`; rows to `output_dir/.parts/<batch_id>.parquet`
+    (written last and atomically: a part on disk means the batch finished). `known_pixel_hashes`
+    are content hashes accepted by earlier runs or batches, rejected here as `duplicate`.
+    `run_id` is recorded on every row (default: the batch id).
+    Raises `ShardWriteError` (systemic) only; a file's own problems become rows.
+    """
+    from echofm.io.deid import Pseudonymizer
+
+    started = time.perf_counter()
+    output = Path(output_dir)
+    timer = StageTimer()
+    rows: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        context = _BatchContext(
+            config=config,
+            classifier=load_view_classifier(config.view_classifier),
+            pseudonymizer=Pseudonymizer.from_output(output),
+            batch_id=batch_id,
+            run_id=run_id or batch_id,
+            shards=_LazyShardWriter(output, batch_id, config, stack),
+            seen_pixels=set(known_pixel_hashes),
+            timer=timer,
+        )
+        for item in files:
+            rows.extend(_process_file_safely(item, context))
+    part = write_part(output, batch_id, rows)
+    n_clips = sum(1 for row in rows if row["status"] == "accepted")
+    return BatchResult(
+        batch_id=batch_id,
+        rows=rows,
+        n_files=len(files),
+        n_clips=n_clips,
+        seconds=time.perf_counter() - started,
+        part_path=part,
+        stage_seconds=dict(timer.seconds),
+    )
+
+
+def _process_file_safely(item: DiscoveredFile, context: _BatchContext) -> list[dict[str, Any]]:
+    """Rows for one file; any exception except a systemic shard-write failure becomes a row."""
+    context.timer.current = None
+    if not item.is_media:
+        return [file_row(item, status="rejected", reason=item.reject_reason, batch_id=context.batch_id, run_id=context.run_id)]
+    header: FileHeader | None = None
+    try:
+        with context.timer.stage("scan"):
+            header = read_header(item, context.pseudonymizer)
+        return _process_file(item, header, context)
+    except ShardWriteError:
+        raise
+    except _REJECTING_ERRORS as exc:
+        return [file_row(item, header=header, status="rejected", reason=exc.reason, batch_id=context.batch_id, run_id=context.run_id)]
+    except Exception as exc:  # noqa: BLE001 - bad input must never stop a run
+        logger.warning("file %s failed in stage %s with %s", item.rel_path, context.timer.current, type(exc).__name__)
+        return [failed_row(item, exc, stage=context.timer.current or "scan", header=header, batch_id=context.batch_id, run_id=context.run_id)]
+
+
+def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchContext) -> list[dict[str, Any]]:
+    from echofm.preprocess.resample import plan_windows, resize_pad, union_indices, window_span_ms
+    from echofm.preprocess.sector import apply_sector_mask, estimate_sector
+
+    config, timer = context.config, context.timer
+
+    def reject(reason: str, **extra: Any) -> list[dict[str, Any]]:
+        return [file_row(item, header=header, status="rejected", reason=reason, batch_id=context.batch_id, run_id=context.run_id, **extra)]
+
+    reasons = header_qc(
+        n_frames=header.n_frames, fps=header.fps, height=header.height, width=header.width, thresholds=config.qc
+    )
+    if reasons:
+        return reject(reasons[0])
+    prediction = None
+    if not context.classifier.needs_pixels:
+        with timer.stage("view"):
+            prediction = context.classifier.classify(header.meta, None)
+        why = view_rejection(prediction.view, config.views)
+        if why is not None:
+            return reject(why, prediction=prediction)
+
+    with timer.stage("plan"):
+        windows = plan_windows(
+            header.n_frames,
+            header.fps,
+            num_frames=config.num_frames,
+            window_ms=config.window_ms,
+            heart_rate_bpm=header.heart_rate_bpm,
+            max_windows=config.max_windows,
+        )
+        wanted = union_indices(windows)
+    if not windows:
+        # The cine covers too little of one window to stretch into a clip.
+        return reject("too_short", prediction=prediction)
+    with timer.stage("decode"):
+        clip = decode_frames(item, wanted, context.pseudonymizer)
+    with timer.stage("hash"):
+        content_hash = pixel_sha256(clip.frames)
+    if content_hash in context.seen_pixels:
+        return reject("duplicate", prediction=prediction, pixel_hash=content_hash)
+    with timer.stage("sector"):
+        sector = estimate_sector(clip.frames, clip.regions)
+    with timer.stage("qc"):
+        qc = pixel_qc(clip.frames, sector.mask, sector.method, config.qc)
+    if not qc.passed:
+        return reject(qc.reason or "qc", prediction=prediction, qc=qc, sector=sector, pixel_hash=content_hash)
+    with timer.stage("mask"):
+        masked = apply_sector_mask(clip.frames, sector.mask)
+
+    outputs: list[tuple[tuple[float, float], np.ndarray]] = []
+    with timer.stage("resize"):
+        for window in windows:
+            # Rows of the decoded stack (which follows `wanted`, sorted) holding this window.
+            take = np.searchsorted(wanted, window)
+            outputs.append((window_span_ms(window, header.fps), resize_pad(masked[take], size=config.size)))
+    if prediction is None:
+        with timer.stage("view"):
+            prediction = context.classifier.classify(header.meta, outputs[0][1])
+        why = view_rejection(prediction.view, config.views)
+        if why is not None:
+            return reject(why, prediction=prediction, qc=qc, sector=sector, pixel_hash=content_hash)
+
+    context.seen_pixels.add(content_hash)
+    rows = []
+    with timer.stage("write"):
+        for window_index, (span_ms, frames) in enumerate(outputs):
+            row = file_row(
+                item,
+                header=header,
+                status="accepted",
+                reason=None,
+                batch_id=context.batch_id,
+                run_id=context.run_id,
+                prediction=prediction,
+                qc=qc,
+                sector=sector,
+                pixel_hash=content_hash,
+                window_ms=span_ms,
+                window_index=window_index,
+                channels=int(frames.shape[-1]),
+            )
+            shard, key = context.shards.write(row["clip_id"], frames, _sample_meta(row))
+            row["shard"], row["key"] = shard, key
+            rows.append(row)
+    return rows
+
+
+def _sample_meta(row: dict[str, Any]) -> dict[str, Any]:
+    """The `meta.json` of a shard sample: technical fields only (no PHI, no source path)."""
+    keys = ("clip_id", "fps_source", "fps", "view", "window_start_ms", "window_end_ms", "channels", "patient_id")
+    return {key: row.get(key) for key in keys}

@@ -1,0 +1,281 @@
+"""Plan, resume and finish an ingestion run, without any orchestrator.
+
+`plan_ingest` decides what a run has to do: it reads what earlier runs recorded (the manifest and
+the batch parts a killed run left), removes what a killed run left half-done (partial shards, and
+complete shards no recorded row names), discovers SOURCE, records at once the files that need no
+decoding (not media, exact copies of a file already seen), and splits the rest into batches.
+`finalize_ingest` merges the parts into `manifest.parquet` atomically, settles duplicates across
+batches and validates the manifest contract. `flows/ingest.py` runs the batches in between on a
+task runner; `ingest_serially` does the same in-process (tests, debugging).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from echofm.ingest.batch import BatchResult, process_batch
+from echofm.ingest.config import IngestConfig
+from echofm.ingest.discover import DiscoveredFile, discover
+from echofm.ingest.records import PARTS_DIRNAME, discovery_row, write_part
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILENAME = "manifest.parquet"
+QC_DIRNAME = "qc"
+
+
+class OutputError(OSError):
+    """OUTPUT cannot be created or written: a systemic failure of a run."""
+
+
+class ContractViolation(RuntimeError):
+    """The merged manifest fails its data contract (the GX suite): a systemic failure."""
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """One unit of parallel work: files to ingest, and the id naming its shards and part."""
+
+    batch_id: str
+    run_id: str
+    files: tuple[DiscoveredFile, ...]
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """What a run will do. Small enough to pass between orchestrator tasks (paths, no arrays)."""
+
+    source: Path
+    output: Path
+    run_id: str
+    config: IngestConfig
+    batches: tuple[BatchSpec, ...]
+    n_discovered: int
+    n_already_recorded: int
+    n_recorded_at_plan: int
+    removed_shards: tuple[str, ...]
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def n_to_process(self) -> int:
+        return sum(len(batch.files) for batch in self.batches)
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """The result of `finalize_ingest`: where the manifest is and what this run added."""
+
+    manifest_path: Path
+    qc_dir: Path
+    new_rows: list[dict[str, Any]]
+    n_manifest_rows: int
+    contract: Any
+    seconds: float
+    stage_seconds: dict[str, float]
+
+
+def new_run_id() -> str:
+    """A sortable, unique id (letters, digits, dashes: safe in shard names and WebDataset keys)."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def ensure_output(output: Path) -> None:
+    """Create OUTPUT and check it is writable; raises `OutputError` otherwise."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"OUTPUT {output} is not writable: {exc.strerror or exc}") from exc
+
+
+def read_recorded_rows(output: Path) -> list[dict[str, Any]]:
+    """Rows recorded so far: the manifest, then the parts of batches not yet merged (by name)."""
+    from echofm.data.manifest import read_manifest
+
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    manifest = output / MANIFEST_FILENAME
+    if manifest.exists():
+        rows.extend(read_manifest(manifest).to_pylist())
+    for part in sorted((output / PARTS_DIRNAME).glob("*.parquet")):
+        rows.extend(pq.read_table(part).to_pylist())
+    return rows
+
+
+def known_pixel_hashes(rows: Iterable[dict[str, Any]]) -> frozenset[str]:
+    """Content hashes of accepted clips (what a new file must not duplicate)."""
+    return frozenset(row["content_sha256"] for row in rows if row.get("status") == "accepted" and row.get("content_sha256"))
+
+
+def _remove_unfinished_shards(output: Path, rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Delete `*.tar.tmp` left by a killed writer, and complete tars no recorded row names (a batch
+    killed after closing a shard but before writing its part: its files are ingested again)."""
+    from echofm.data.shards import SHARDS_DIRNAME, remove_partial_shards, remove_unlisted_shards
+
+    shards = output / SHARDS_DIRNAME
+    partial = remove_partial_shards(shards)
+    unlisted = remove_unlisted_shards(shards, {Path(str(row["shard"])).name for row in rows if row.get("shard")})
+    return tuple(path.name for path in [*partial, *unlisted])
+
+
+def plan_ingest(
+    source: str | Path,
+    output: str | Path,
+    config: IngestConfig | None = None,
+    *,
+    run_id: str | None = None,
+    hash_workers: int = 4,
+) -> IngestPlan:
+    """Plan a run of SOURCE into OUTPUT (see the module docstring).
+
+    Files whose (source_sha256, source_path) is already recorded are skipped, so a re-run adds
+    nothing and an archive that grew ingests only the new files. Raises `SourceError` (SOURCE
+    unreadable) or `OutputError` (OUTPUT unwritable).
+    """
+    from echofm.io.deid import Pseudonymizer
+
+    config = config or IngestConfig()
+    source_dir, output_dir = Path(source).resolve(), Path(output).resolve()
+    run_id = run_id or new_run_id()
+    started = time.time()
+    ensure_output(output_dir)
+    # Create the pseudonym secret once here, before parallel batches could race to create it.
+    Pseudonymizer.from_output(output_dir)
+    recorded_rows = read_recorded_rows(output_dir)
+    removed = _remove_unfinished_shards(output_dir, recorded_rows)
+    discovered = discover(source_dir, workers=hash_workers)
+
+    recorded = {(row["source_sha256"] or "", row["source_path"]) for row in recorded_rows}
+    seen_content = {row["source_sha256"] for row in recorded_rows if row.get("status") != "failed"}
+    plan_rows: list[dict[str, Any]] = []
+    todo: list[DiscoveredFile] = []
+    n_recorded = 0
+    for item in discovered:
+        if (item.sha256, item.rel_path) in recorded:
+            n_recorded += 1
+        elif not item.is_media:
+            plan_rows.append(discovery_row(item, batch_id=f"{run_id}-plan", run_id=run_id))
+        elif item.sha256 in seen_content:
+            # Byte-identical to a file recorded earlier or listed earlier in this run.
+            plan_rows.append(discovery_row(item, batch_id=f"{run_id}-plan", run_id=run_id, reason="duplicate"))
+        else:
+            seen_content.add(item.sha256)
+            todo.append(item)
+    if plan_rows:
+        write_part(output_dir, f"{run_id}-plan", plan_rows)
+    size = config.batch_size
+    batches = tuple(
+        BatchSpec(batch_id=f"{run_id}-b{index:05d}", run_id=run_id, files=tuple(todo[start : start + size]))
+        for index, start in enumerate(range(0, len(todo), size))
+    )
+    logger.info(
+        "plan %s: %d files discovered, %d already recorded, %d recorded at plan, %d to process in %d batches",
+        run_id, len(discovered), n_recorded, len(plan_rows), len(todo), len(batches),
+    )
+    return IngestPlan(
+        source=source_dir,
+        output=output_dir,
+        run_id=run_id,
+        config=config,
+        batches=batches,
+        n_discovered=len(discovered),
+        n_already_recorded=n_recorded,
+        n_recorded_at_plan=len(plan_rows),
+        removed_shards=removed,
+        started_at=started,
+    )
+
+
+def run_batch(source: str | Path, output: str | Path, config: IngestConfig, batch: BatchSpec) -> BatchResult:
+    """Process one batch of a plan (what each orchestrator task calls; takes the batch, not the
+    plan, so a task ships its own files only)."""
+    hashes = known_pixel_hashes(read_recorded_rows(Path(output)))
+    return process_batch(
+        list(batch.files), source, output, config, batch.batch_id, run_id=batch.run_id, known_pixel_hashes=hashes
+    )
+
+
+def _settle_cross_batch_duplicates(rows: list[dict[str, Any]]) -> int:
+    """Demote accepted rows whose decoded pixels equal those of an earlier file (batches running in
+    parallel cannot see each other's clips). Earlier = recorded first, then by source path.
+    Their shard samples stay in the tar but no accepted row names them. Returns rows demoted."""
+    first_source: dict[str, str] = {}
+    demoted = 0
+    for row in rows:
+        content = row.get("content_sha256")
+        if row.get("status") != "accepted" or not content:
+            continue
+        owner = first_source.setdefault(content, row["source_sha256"])
+        if owner != row["source_sha256"]:
+            row.update(status="rejected", reason="duplicate", shard=None, key=None)
+            demoted += 1
+    return demoted
+
+
+def finalize_ingest(plan: IngestPlan, results: Iterable[BatchResult] = ()) -> IngestOutcome:
+    """Merge the batch parts into `OUTPUT/manifest.parquet` (atomic replace), remove the parts,
+    then validate the manifest contract, writing the result and Data Docs under `OUTPUT/qc/`.
+
+    The manifest is rewritten only when there are new rows, so a run that adds nothing leaves it
+    byte-identical. Raises `ContractViolation` when the contract fails.
+    """
+    from echofm.data.manifest import read_manifest, write_manifest
+    from echofm.ingest.contract import validate_manifest
+
+    import pyarrow.parquet as pq
+
+    output = plan.output
+    manifest_path = output / MANIFEST_FILENAME
+    existing = read_manifest(manifest_path).to_pylist() if manifest_path.exists() else []
+    parts = sorted((output / PARTS_DIRNAME).glob("*.parquet"))
+    known_ids = {row["clip_id"] for row in existing}
+    new_rows: list[dict[str, Any]] = []
+    for part in parts:
+        for row in pq.read_table(part).to_pylist():
+            if row["clip_id"] not in known_ids:
+                known_ids.add(row["clip_id"])
+                new_rows.append(row)
+    new_rows.sort(key=lambda row: (row["source_path"], row["window_index"]))
+    if new_rows or not manifest_path.exists():
+        merged = existing + new_rows
+        demoted = _settle_cross_batch_duplicates(merged)
+        if demoted:
+            logger.info("%d clip(s) identical in pixels to an earlier file marked duplicate", demoted)
+        write_manifest(merged, manifest_path)  # atomic: temporary file, then rename
+    for part in parts:
+        part.unlink()
+    contract = validate_manifest(manifest_path, output / QC_DIRNAME)
+    stage_seconds: dict[str, float] = {}
+    for result in results:
+        for stage, seconds in result.stage_seconds.items():
+            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
+    outcome = IngestOutcome(
+        manifest_path=manifest_path,
+        qc_dir=output / QC_DIRNAME,
+        new_rows=new_rows,
+        n_manifest_rows=len(existing) + len(new_rows),
+        contract=contract,
+        seconds=time.time() - plan.started_at,
+        stage_seconds=stage_seconds,
+    )
+    if not contract.success:
+        raise ContractViolation(f"manifest {manifest_path} fails its contract; see {output / QC_DIRNAME}")
+    return outcome
+
+
+def ingest_serially(source: str | Path, output: str | Path, config: IngestConfig | None = None) -> IngestOutcome:
+    """Plan, process every batch in this process, and finalize: the whole run without Prefect."""
+    plan = plan_ingest(source, output, config)
+    results = [run_batch(plan.source, plan.output, plan.config, batch) for batch in plan.batches]
+    return finalize_ingest(plan, results)
