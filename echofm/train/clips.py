@@ -108,10 +108,23 @@ def fit_clip(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def fit_mask(mask: np.ndarray, valid: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
-    """A shard-aligned mask `[T, S, S]` and `valid` `[T]` through `fit_clip`'s frame choice."""
+    """A shard-aligned mask `[T, S, S]` and `valid` `[T]` through `fit_clip`'s frame choice.
+
+    A labelled frame that the stride skips moves to the nearest kept frame within half a stride
+    (tracings label single ED/ES frames; dropping every one the stride misses would lose most).
+    Returns `(mask uint8 [T', s, s], valid bool [T'])`.
+    """
     idx = even_indices(mask.shape[0], spec.num_frames)
-    resized = resize_square(mask[idx][..., None], spec.img_size, nearest=True)[..., 0]
-    return resized, valid[idx]
+    tolerance = max(mask.shape[0] / spec.num_frames, 1.0) / 2.0
+    picked = np.zeros((len(idx), *mask.shape[1:]), dtype=mask.dtype)
+    picked_valid = np.zeros(len(idx), dtype=bool)
+    for frame in np.flatnonzero(valid):
+        distance = np.abs(idx - frame)
+        nearest = int(np.argmin(distance))
+        if distance[nearest] <= tolerance and not picked_valid[nearest]:
+            picked[nearest], picked_valid[nearest] = mask[frame], True
+    resized = resize_square(picked[..., None], spec.img_size, nearest=True)[..., 0]
+    return resized, picked_valid
 
 
 def fit_raw_clip(frames: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -53,6 +53,18 @@ class TaskData:
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
 
+    def subset(self, idx: np.ndarray) -> TaskData:
+        """The rows `idx`, in that order."""
+        return TaskData(
+            clip_ids=[self.clip_ids[i] for i in idx],
+            patients=[self.patients[i] for i in idx],
+            split=self.split[idx],
+            clips=self.clips[idx],
+            targets=self.targets[idx],
+            valid=self.valid[idx] if self.valid is not None else None,
+            classes=self.classes,
+        )
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Clips and distinct patients per split."""
         out = {}
@@ -107,18 +119,20 @@ def _mask_targets(
     rows: pd.DataFrame, mask_root: Path, spec: InputSpec
 ) -> tuple[np.ndarray, np.ndarray]:
     masks, valid = [], []
-    hr_column = next((c for c in ("heart_rate_bpm", "label_heart_rate_bpm") if c in rows.columns), None)
+    hr_column = next((c for c in ("label_heart_rate_bpm", "heart_rate_bpm") if c in rows.columns), None)
     for _, row in rows.iterrows():
-        source_masks, labelled = load_source_masks(mask_root / str(row["mask_file"]))
+        source = load_source_masks(mask_root / str(row[_label_name(rows, "mask_file")]))
         heart_rate = float(row[hr_column]) if hr_column and pd.notna(row[hr_column]) else None
-        indices = _window_indices(row, heart_rate, spec.shard_frames)
-        mask, ok = clip_mask_target(
-            source_masks, labelled, indices, lambda f: resize_pad(f, spec.shard_size)
-        )
+        window = _window_indices(row, heart_rate, spec.shard_frames)
+        mask, ok = clip_mask_target(source, window, lambda f: resize_pad(f, spec.shard_size))
         fitted, fitted_ok = fit_mask(mask, ok, spec)
         masks.append(fitted)
         valid.append(fitted_ok)
     return np.stack(masks), np.stack(valid)
+
+
+def _label_name(rows: pd.DataFrame, name: str) -> str:
+    return f"label_{name}" if f"label_{name}" in rows.columns else name
 
 
 def build_task_data(

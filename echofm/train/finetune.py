@@ -201,7 +201,7 @@ def _head_config(config: FinetuneConfig, encoder: Any, task: TaskSpec) -> HeadCo
     )
 
 
-class _Batches:
+class TaskBatches:
     """Model inputs, targets and valid-frame flags for index batches of a TaskData.
 
     With a cache (frozen encoder) the input is the cached encoder output; otherwise the uint8
@@ -234,7 +234,7 @@ def encode_clips(model: DownstreamModel, clips: np.ndarray, batch_size: int, dev
 
 
 @torch.no_grad()
-def _evaluate(forward: Any, batches: _Batches, idx: np.ndarray, task: TaskSpec, batch_size: int) -> tuple[float, dict[str, float]]:
+def evaluate_split(forward: Any, batches: TaskBatches, idx: np.ndarray, task: TaskSpec, batch_size: int) -> tuple[float, dict[str, float]]:
     """Mean loss and metrics on `idx` (empty dict and NaN loss for an empty split)."""
     if len(idx) == 0:
         return float("nan"), {}
@@ -275,7 +275,7 @@ def _train_arm(
         groups = layer_decay_groups(encoder, head, lr=config.base_lr, weight_decay=config.weight_decay,
                                     layer_decay=config.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=config.base_lr)
-    batches = _Batches(data, inputs, cache, device)
+    batches = TaskBatches(data, inputs, cache, device)
     train_idx, val_idx = data.indices("train"), data.indices("val")
     if len(train_idx) == 0:
         raise FinetuneConfigError("the split left no training clip; add patients or lower the fractions")
@@ -301,7 +301,7 @@ def _train_arm(
             optimizer.step()
             total += loss.item() * len(x)
         trainable.eval()
-        val_loss, val_metrics = _evaluate(forward, batches, val_idx, task, config.batch_size)
+        val_loss, val_metrics = evaluate_split(forward, batches, val_idx, task, config.batch_size)
         record = {"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss,
                   **{f"val_{k}": v for k, v in val_metrics.items()}}
         history.append(record)
@@ -315,7 +315,7 @@ def _train_arm(
     trainable.eval()
     metrics = {}
     for split in ("val", "test"):
-        _, scores = _evaluate(forward, batches, data.indices(split), task, config.batch_size)
+        _, scores = evaluate_split(forward, batches, data.indices(split), task, config.batch_size)
         metrics[split] = scores
     model.requires_grad_(True)
     result = ArmResult(metrics=metrics, history=history, best_epoch=best_epoch,

@@ -16,6 +16,7 @@ ingested SOURCE. Targets per task:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -82,17 +83,22 @@ def _match_source_paths(manifest: pd.DataFrame, labels: pd.DataFrame, column: st
 def join_labels(manifest: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Accepted manifest rows with their labels, one row per labelled clip.
 
-    Joins on `clip_id` when the label table has it, else on source path (see module doc).
-    Label columns that clash with manifest columns keep the manifest's value and get a
-    `label_` prefix (e.g. the synthetic archive's `patient` stays `patient`). Raises LabelError
+    Joins on `clip_id` when the label table's clip ids are manifest clip ids, else on source
+    path (see module doc); the synthetic archive's own `clip_id` names its files, not the
+    manifest's content-derived ids, so it joins by path. Label columns that clash with manifest
+    columns get a `label_` prefix (the manifest's `view` is what ingestion inferred, the label's
+    `label_view` is the ground truth); `task_target_column` reads the label's. Raises LabelError
     when no accepted clip has a label.
     """
     if "status" in manifest.columns:
         manifest = manifest[manifest["status"] == "accepted"]
     manifest = manifest.reset_index(drop=True)
     labels = labels.reset_index(drop=True)
-    clashes = {c: f"label_{c}" for c in labels.columns if c in manifest.columns and c != "clip_id"}
-    if "clip_id" in labels.columns:
+    by_id = "clip_id" in labels.columns and bool(
+        set(labels["clip_id"].astype(str)) & set(manifest["clip_id"].astype(str))
+    )
+    clashes = {c: f"label_{c}" for c in labels.columns if c in manifest.columns and not (by_id and c == "clip_id")}
+    if by_id:
         joined = manifest.merge(
             labels.rename(columns=clashes), on="clip_id", how="inner", validate="one_to_one"
         )
@@ -131,62 +137,69 @@ def task_target_column(joined: pd.DataFrame, task: str) -> pd.Series:
 
 
 def _column(joined: pd.DataFrame, name: str) -> pd.Series:
-    for candidate in (name, f"label_{name}"):
+    for candidate in (f"label_{name}", name):
         if candidate in joined.columns:
             return joined[candidate]
     raise LabelError(f"labels have no {name!r} column")
 
 
-def parse_frame_list(value: object) -> list[int]:
-    """Frame numbers from a label cell: a list, a JSON-ish "[3, 40]" or "3;40" string, or NaN."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return []
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [int(v) for v in value]
-    text = str(value).strip().strip("[]")
-    return [int(float(v)) for v in text.replace(";", ",").split(",") if v.strip()]
+@dataclass(frozen=True)
+class SourceMasks:
+    """LV masks of the labelled frames of one cine, at source resolution.
 
-
-def load_source_masks(mask_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """LV masks at source resolution: `(masks uint8 [T, H, W], labelled bool [T])`.
-
-    The npz holds `masks` (or its single array) `[T, H, W]`; an optional `frames` array lists
-    the labelled frame indices, otherwise a frame counts as labelled when its mask is not empty
-    (the synthetic archive and EchoNet-style tracings label ED and ES frames only).
+    masks: uint8 `[K, H, W]` in {0, 1}; frame_indices: int64 `[K]`, the source frame of each.
     """
+
+    masks: np.ndarray
+    frame_indices: np.ndarray
+
+
+def load_source_masks(mask_path: str | Path) -> SourceMasks:
+    """Read a mask file: `masks` `[K, H, W]` with `frame_indices` `[K]` (the synthetic archive's
+    layout), or dense `masks` `[T, H, W]` without indices, where the non-empty frames are the
+    labelled ones (EchoNet-style ED/ES tracings)."""
     with np.load(mask_path) as data:
-        names = list(data.keys())
-        key = "masks" if "masks" in names else names[0]
-        masks = np.asarray(data[key])
-        labelled_frames = np.asarray(data["frames"]) if "frames" in names else None
+        if "masks" not in data:
+            raise LabelError(f"{mask_path}: no 'masks' array")
+        masks = (np.asarray(data["masks"]) != 0).astype(np.uint8)
+        indices = np.asarray(data["frame_indices"]) if "frame_indices" in data else None
     if masks.ndim != 3:
-        raise LabelError(f"{mask_path}: masks must be [T, H, W], got {masks.shape}")
-    masks = (masks != 0).astype(np.uint8)
-    labelled = np.zeros(masks.shape[0], dtype=bool)
-    if labelled_frames is not None:
-        labelled[labelled_frames.astype(int)] = True
-    else:
-        labelled = masks.reshape(masks.shape[0], -1).any(axis=1)
-    return masks, labelled
+        raise LabelError(f"{mask_path}: masks must be [K, H, W], got {masks.shape}")
+    if indices is None:
+        indices = np.flatnonzero(masks.reshape(masks.shape[0], -1).any(axis=1))
+        masks = masks[indices]
+    if len(indices) != masks.shape[0]:
+        raise LabelError(f"{mask_path}: {len(indices)} frame indices for {masks.shape[0]} masks")
+    return SourceMasks(masks=masks, frame_indices=indices.astype(np.int64))
 
 
 def clip_mask_target(
-    masks: np.ndarray,
-    labelled: np.ndarray,
-    frame_indices: Sequence[int] | np.ndarray,
+    source: SourceMasks,
+    window: Sequence[int] | np.ndarray,
     resize: Callable[[np.ndarray], np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Source masks carried through the clip's frame selection and spatial transform.
+    """Masks carried through a clip's window and spatial transform.
 
-    masks: uint8 `[T_src, H, W]`; labelled: bool `[T_src]`; frame_indices: the source frame of
-    each clip frame `[T]` (indices past the source end are clamped, as a padded window repeats
-    its last frame); resize: the clip's spatial transform applied to `[T, H, W, 1]` uint8 (it
-    must use nearest-neighbour interpolation for masks). Returns `(mask uint8 [T, S, S] in
-    {0, 1}, valid bool [T])`.
+    window: the source frame of each clip frame `[T]` (non-decreasing, as `plan_windows` gives).
+    A labelled source frame goes to the clip frame sampled nearest to it, when that one lies
+    within half the window's frame spacing (a window at 25 Hz over a 50 fps cine samples every
+    2nd frame, so an ED frame at an odd index still lands on its neighbour, 20 ms away).
+    resize: the clip's spatial transform on uint8 `[K, H, W, 1]` (e.g. `resize_pad`).
+    Returns `(mask uint8 [T, S, S] in {0, 1}, valid bool [T])`; frames without a label are
+    zero and not valid.
     """
-    idx = np.clip(np.asarray(frame_indices, dtype=np.int64), 0, masks.shape[0] - 1)
-    selected = masks[idx][..., None] * 255
-    resized = np.asarray(resize(selected))
+    window = np.asarray(window, dtype=np.int64)
+    spacing = float(np.median(np.diff(window))) if len(window) > 1 else 1.0
+    tolerance = max(spacing, 1.0) / 2.0
+    resized = np.asarray(resize(source.masks[..., None] * 255))
     if resized.ndim == 4:
         resized = resized[..., 0]
-    return (resized >= 128).astype(np.uint8), labelled[idx].copy()
+    binary = (resized >= 128).astype(np.uint8)
+    out = np.zeros((len(window), *binary.shape[1:]), dtype=np.uint8)
+    valid = np.zeros(len(window), dtype=bool)
+    for k_src, frame in enumerate(source.frame_indices):
+        distance = np.abs(window - frame)
+        nearest = int(np.argmin(distance))
+        if distance[nearest] <= tolerance and not valid[nearest]:
+            out[nearest], valid[nearest] = binary[k_src], True
+    return out, valid

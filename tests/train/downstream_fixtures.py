@@ -11,13 +11,16 @@ ingestion makes them (timestamp windows, resize_pad), so the masks' alignment ca
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from echofm.data.manifest import MANIFEST_COLUMNS, make_clip_id, read_manifest, write_manifest
 from echofm.preprocess.resample import plan_windows, resize_pad, window_span_ms
 
 VIEWS = ("A2C", "A4C", "PLAX")
@@ -56,6 +59,13 @@ def source_cine(rng: np.random.Generator, n_frames: int, height: int, width: int
     return frames[..., None], masks
 
 
+def _manifest_row(**values: object) -> dict:
+    row = {name: None for name in MANIFEST_COLUMNS}
+    row.update(source_format="avi", ingest_run_id="test-run", ingested_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    row.update(values)
+    return row
+
+
 def make_archive(root: Path, n_patients: int = 12, clips_per_patient: int = 2, seed: int = 0) -> DownstreamArchive:
     import torch
 
@@ -76,24 +86,22 @@ def make_archive(root: Path, n_patients: int = 12, clips_per_patient: int = 2, s
                 rel = f"p{p:02d}/clip{c}.avi"
                 window = plan_windows(n_src, fps, num_frames=SHARD_FRAMES)[0]
                 clip = resize_pad(frames[window], SHARD_SIZE)
-                clip_id = f"c{p:02d}{c}"
+                clip_id = make_clip_id(hashlib.sha256(rel.encode()).hexdigest(), 0)
                 shard, key = writer.write(clip_id, clip, {"clip_id": clip_id})
                 start, end = window_span_ms(window, fps)
                 mask_file = f"labels/masks/{p:02d}_{c}.npz"
-                labelled = np.zeros(n_src, dtype=np.uint8)
-                labelled[[0, 12]] = 1  # ED and ES-like frames only, as tracings label them
-                np.savez_compressed(root / mask_file, masks=masks * labelled[:, None, None])
-                rows.append(dict(clip_id=clip_id, source_path=f"/data/source/{rel}", status="accepted",
-                                 patient_id=f"pt{p:02d}", shard=shard, key=key, window_index=0,
-                                 window_start_ms=start, window_end_ms=end, fps=fps,
-                                 n_frames_source=n_src))
+                labelled = np.array([0, 13])  # ED and ES-like frames only, as tracings label them
+                np.savez_compressed(root / mask_file, masks=masks[labelled], frame_indices=labelled)
+                rows.append(_manifest_row(clip_id=clip_id, source_path=f"source/{rel}", status="accepted",
+                                          patient_id=f"pt{p:02d}", shard=shard, key=key, window_index=0,
+                                          window_start_ms=start, window_end_ms=end, fps=fps,
+                                          n_frames_source=n_src, channels=1))
                 labels.append(dict(file=rel, patient=f"P{p}", view=VIEWS[view_index], ef=ef,
                                    mask_file=mask_file, heart_rate_bpm=60.0))
-    rows.append(dict(clip_id="rejected1", source_path="/data/source/bad.dcm", status="rejected",
-                     patient_id=None, shard=None, key=None))
-    manifest = pd.DataFrame(rows)
-    manifest_path = root / "manifest.parquet"
-    manifest.to_parquet(manifest_path)
+    rows.append(_manifest_row(clip_id=make_clip_id("0" * 64, -1), source_path="source/bad.dcm",
+                              status="rejected", reason="not_dicom", window_index=-1))
+    manifest_path = write_manifest(rows, root / "manifest.parquet")
+    manifest = read_manifest(manifest_path).to_pandas()
     label_frame = pd.DataFrame(labels)
     labels_path = root / "labels.csv"
     label_frame.to_csv(labels_path, index=False)

@@ -1,0 +1,363 @@
+"""MLflow registration of fine-tuned models, alias-based promotion, and the registry view classifier.
+
+Names: `echofm-<task>` (`echofm-ef`, `echofm-view`, `echofm-reduced-ef`, `echofm-segmentation`).
+Every new version gets the alias `challenger`. `promote` moves `champion` to the challenger only
+when it beats the current champion on the same evaluation set by the task's threshold in
+`PROMOTION_RULES` (or when there is no champion). Registry stages are not used (deprecated).
+
+The evaluation a version is judged by is recorded on the version as tags: `eval.set` (a digest
+of manifest, labels, split and task) and `eval.<metric>`. Promotion compares recorded metrics
+only when both versions carry the same `eval.set`; otherwise it re-evaluates both on the
+evaluation set it is given, and refuses to guess when it has none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+EXPERIMENT = "echofm-finetune"
+
+
+@dataclass(frozen=True)
+class PromotionRule:
+    """The challenger must beat the champion's `metric` by at least `min_improvement`
+    (in the metric's own units: EF MAE in percentage points, accuracy/AUROC/Dice as fractions)."""
+
+    metric: str
+    higher_is_better: bool
+    min_improvement: float
+
+
+# Thresholds as code: what counts as a real improvement rather than noise on a test set.
+PROMOTION_RULES: dict[str, PromotionRule] = {
+    "ef": PromotionRule("mae", higher_is_better=False, min_improvement=0.5),
+    "view": PromotionRule("accuracy", higher_is_better=True, min_improvement=0.01),
+    "reduced_ef": PromotionRule("auroc", higher_is_better=True, min_improvement=0.01),
+    "segmentation": PromotionRule("dice", higher_is_better=True, min_improvement=0.01),
+}
+
+
+class RegistryError(RuntimeError):
+    """The registry lacks what a step needs (no challenger, versions not comparable)."""
+
+
+def model_name(task: str) -> str:
+    """Registered model name of a task: `echofm-ef`, `echofm-reduced-ef`, ..."""
+    return f"echofm-{task.replace('_', '-')}"
+
+
+def task_of(name: str) -> str:
+    """Inverse of `model_name`."""
+    match = re.fullmatch(r"echofm-(.+)", name)
+    if not match:
+        raise RegistryError(f"{name!r} is not an echofm-<task> model name")
+    task = match.group(1).replace("-", "_")
+    if task not in PROMOTION_RULES:
+        raise RegistryError(f"{name!r} names no known task")
+    return task
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    model_uri: str  # models:/NAME/VERSION
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Outcome of one promotion step; `promoted` tells whether `champion` moved."""
+
+    name: str
+    challenger_version: str
+    champion_version: str | None  # the champion before this step
+    promoted: bool
+    metric: str
+    challenger_value: float | None
+    champion_value: float | None
+    min_improvement: float
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def default_tracking_uri(encoder: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str] | None) -> str:
+    """Where fine-tuning records go when not told: `MLFLOW_TRACKING_URI`; else the pretraining
+    run's own store (`<RUN_DIR>/mlflow.db` beside the encoder), so the downstream models sit in
+    the same registry as `echofm-encoder`; else `<out_dir>/mlflow.db`."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if encoder is not None and not str(encoder).startswith(("models:/", "runs:/")):
+        path = Path(encoder)
+        for directory in (path, path.parent, path.parent.parent):
+            if (directory / "mlflow.db").is_file():
+                return f"sqlite:///{(directory / 'mlflow.db').resolve()}"
+    if out_dir is None:
+        raise RegistryError("no tracking URI: set MLFLOW_TRACKING_URI or pass one")
+    return f"sqlite:///{(Path(out_dir) / 'mlflow.db').resolve()}"
+
+
+def evaluation_set_digest(manifest_digest: str | None, labels_digest: str | None, split: dict, task: str, split_name: str = "test") -> str:
+    """Identity of an evaluation set: same digest = same clips, labels and split."""
+    payload = json.dumps([manifest_digest, labels_digest, split, task, split_name], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def model_card(result: Any, name: str) -> str:
+    """Markdown description of a fine-tuned version: data, metrics, intended use, limits."""
+    cfg = result.config
+    counts = result.counts
+    test, rand = result.test_metrics, (result.random_init.metrics.get("test", {}) if result.random_init else {})
+    rows = "\n".join(
+        f"| {k} | {v:.4g} | {rand.get(k, float('nan')):.4g} |" for k, v in sorted(test.items())
+    )
+    classes = f" Classes: {', '.join(result.task.classes)}." if result.task.classes else ""
+    return f"""# {name}
+
+EchoFM downstream model for **{cfg.task}** ({cfg.strategy} strategy, {result.model.head.config.kind} head).{classes}
+
+## Data
+Encoder: `{result.encoder_source}` (pretraining run `{result.parent_run_id}`). Manifest digest
+`{result.manifest_digest}`. Clips (patients) per split, split by patient (seed {cfg.split.seed}):
+train {counts['train']['clips']} ({counts['train']['patients']}), val {counts['val']['clips']}
+({counts['val']['patients']}), test {counts['test']['clips']} ({counts['test']['patients']}).
+
+## Metrics (test split)
+| metric | pretrained encoder | random-init encoder (same head, split, epochs) |
+|---|---|---|
+{rows}
+
+## Intended use
+Research on echocardiography representation learning and as a pipeline component (e.g. view
+filtering of ingested clips). Input: raw uint8 clips `[N, T, H, W, C]` (C = 1 or 3), T >= 16,
+about one cardiac cycle; resampling, resize-pad and normalisation happen inside.
+
+## Limits
+Not a medical device; not validated for clinical decisions. Trained on the archive named above
+(possibly synthetic); performance on other scanners, views or populations is unknown. Frames
+are sampled evenly over the whole input clip, which carries no frame rate: pass one cycle.
+"""
+
+
+def log_and_register(
+    result: Any,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = EXPERIMENT,
+    name: str | None = None,
+    labels_digest: str | None = None,
+) -> RegisteredVersion:
+    """Log a `FinetuneResult` as an MLflow run (params, both arms' metrics, per-epoch losses,
+    result.json, the pyfunc) and register it as `name` (default `echofm-<task>`) with alias
+    `challenger`, a model-card description and provenance tags. Needs `result.checkpoint`."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from echofm.train.pyfunc import log_pyfunc
+    from echofm.train.tracking import code_version, default_artifact_location
+
+    if result.checkpoint is None:
+        raise RegistryError("the fine-tuning result has no checkpoint file to register (give out_dir)")
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    uri = mlflow.get_tracking_uri()
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=default_artifact_location(uri))
+    mlflow.set_experiment(experiment)
+    name = name or model_name(result.config.task)
+    cfg = result.config
+    eval_set = evaluation_set_digest(result.manifest_digest, labels_digest, cfg.split.__dict__, cfg.task)
+    with mlflow.start_run(run_name=f"{name}-{cfg.strategy}") as run:
+        params = {k: str(v) for k, v in cfg.to_dict().items() if k != "split"}
+        params.update({f"split_{k}": str(v) for k, v in cfg.split.__dict__.items()})
+        params["encoder"] = result.encoder_source
+        mlflow.log_params(params)
+        for arm_name, arm in (("pretrained", result.pretrained), ("random_init", result.random_init)):
+            if arm is None:
+                continue
+            for split, values in arm.metrics.items():
+                mlflow.log_metrics({f"{arm_name}/{split}_{k}": v for k, v in values.items() if np.isfinite(v)})
+            for record in arm.history:
+                mlflow.log_metrics({f"{arm_name}/{k}": v for k, v in record.items()
+                                    if k != "epoch" and np.isfinite(v)}, step=int(record["epoch"]))
+        mlflow.set_tags({"task": cfg.task, "strategy": cfg.strategy, "manifest_digest": str(result.manifest_digest),
+                         "code_version": code_version(), "parent_run_id": str(result.parent_run_id)})
+        if result.parent_run_id:
+            mlflow.set_tag("mlflow.parentRunId", result.parent_run_id)
+        summary = result.checkpoint.parent / "result.json"
+        if summary.exists():
+            mlflow.log_artifact(str(summary))
+        info = log_pyfunc(result.model, result.checkpoint, registered_model_name=name)
+        run_id = run.info.run_id
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    client.update_model_version(name, version, description=model_card(result, name))
+    tags = {
+        "task": cfg.task,
+        "strategy": cfg.strategy,
+        "manifest_digest": str(result.manifest_digest),
+        "code_version": code_version(),
+        "parent_run_id": str(result.parent_run_id),
+        "encoder_source": result.encoder_source,
+        "eval.set": eval_set,
+        **{f"eval.{k}": repr(float(v)) for k, v in result.test_metrics.items()},
+        **({f"eval.random_init.{k}": repr(float(v)) for k, v in result.random_init.metrics.get("test", {}).items()}
+           if result.random_init else {}),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    log.info("registered %s version %s (alias %s)", name, version, CHALLENGER)
+    return RegisteredVersion(name=name, version=version, run_id=run_id, model_uri=f"models:/{name}/{version}")
+
+
+def _alias_version(client: Any, name: str, alias: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _recorded(version: Any, metric: str) -> tuple[str | None, float | None]:
+    tags = version.tags or {}
+    value = tags.get(f"eval.{metric}")
+    return tags.get("eval.set"), (float(value) if value is not None else None)
+
+
+def promote(
+    name: str,
+    *,
+    tracking_uri: str | None = None,
+    evaluation: dict[str, Any] | None = None,
+    rules: dict[str, PromotionRule] = PROMOTION_RULES,
+) -> PromotionDecision:
+    """Make the `challenger` of `name` its `champion` if it earns it (see module doc).
+
+    evaluation: keyword arguments for `echofm.train.evaluate.evaluate` (shards, labels, manifest,
+    split, ...) naming the evaluation set both versions are scored on; without it the metrics
+    recorded at registration are compared, which requires both to carry the same `eval.set`.
+    Raises RegistryError when there is no challenger or the versions are not comparable.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    rule = rules[task_of(name)]
+    challenger = _alias_version(client, name, CHALLENGER)
+    if challenger is None:
+        raise RegistryError(f"{name} has no '{CHALLENGER}' version to promote")
+    champion = _alias_version(client, name, CHAMPION)
+
+    def decide(promoted: bool, reason: str, new: float | None = None, old: float | None = None) -> PromotionDecision:
+        decision = PromotionDecision(
+            name=name, challenger_version=str(challenger.version),
+            champion_version=str(champion.version) if champion is not None else None,
+            promoted=promoted, metric=rule.metric, challenger_value=new, champion_value=old,
+            min_improvement=rule.min_improvement, reason=reason,
+        )
+        if promoted:
+            client.set_registered_model_alias(name, CHAMPION, str(challenger.version))
+        client.set_model_version_tag(name, str(challenger.version), "promotion", json.dumps(decision.to_dict()))
+        log.info("promotion of %s v%s: %s", name, challenger.version, reason)
+        return decision
+
+    if champion is None:
+        return decide(True, "no champion yet", _recorded(challenger, rule.metric)[1])
+    if str(champion.version) == str(challenger.version):
+        value = _recorded(challenger, rule.metric)[1]
+        return decide(False, "challenger is already the champion", value, value)
+    if evaluation is not None:
+        from echofm.train.evaluate import evaluate
+
+        new = evaluate(f"models:/{name}/{challenger.version}", **evaluation)[rule.metric]
+        old = evaluate(f"models:/{name}/{champion.version}", **evaluation)[rule.metric]
+    else:
+        (new_set, new), (old_set, old) = _recorded(challenger, rule.metric), _recorded(champion, rule.metric)
+        if new is None or old is None or new_set is None or new_set != old_set:
+            raise RegistryError(
+                f"{name} v{challenger.version} and v{champion.version} were not evaluated on the same "
+                "set; pass an evaluation set to score both"
+            )
+    if not (np.isfinite(new) and np.isfinite(old)):
+        return decide(False, f"{rule.metric} is undefined on this evaluation set", new, old)
+    gain = (new - old) if rule.higher_is_better else (old - new)
+    if gain >= rule.min_improvement:
+        return decide(True, f"{rule.metric} {new:.4g} vs {old:.4g}: better by {gain:.4g} >= {rule.min_improvement}", new, old)
+    return decide(False, f"{rule.metric} {new:.4g} vs {old:.4g}: gain {gain:.4g} < {rule.min_improvement}", new, old)
+
+
+class RegistryViewClassifier:
+    """The registered view model as an ingestion `ViewClassifier` (`echofm.ingest.views`).
+
+    `classify(meta, frames)` runs on the masked, resized first window uint8 `[T, H, W, C]`;
+    `classify_frames(frames)` returns `(view, confidence)`. Views the model was not trained on
+    cannot come out; a class name outside the canonical list is reported as OTHER_CARDIAC.
+    Load lazily, so a worker process builds its own copy on first use.
+    """
+
+    needs_pixels = True
+
+    def __init__(self, model_uri: str = "models:/echofm-view@champion", *, tracking_uri: str | None = None) -> None:
+        self.model_uri = model_uri
+        self.tracking_uri = tracking_uri
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        if self._model is None:
+            from echofm.train.evaluate import load_model
+
+            self._model = load_model(self.model_uri, tracking_uri=self.tracking_uri)
+        return self._model
+
+    def classify_frames(self, frames: np.ndarray) -> tuple[str, float]:
+        from echofm.train.pyfunc import predict_clips
+
+        frame = predict_clips(self._load(), np.asarray(frames)[None])
+        return str(frame["view"].iloc[0]), float(frame["confidence"].iloc[0])
+
+    def classify(self, meta: Any, frames: np.ndarray | None = None) -> Any:
+        from echofm.ingest.views import CANONICAL_VIEWS, ViewPrediction
+
+        if frames is None:
+            raise RegistryError("the registry view classifier needs pixels")
+        view, confidence = self.classify_frames(frames)
+        view = view if view in CANONICAL_VIEWS else "OTHER_CARDIAC"
+        return ViewPrediction(view, f"model:{self.model_uri}", min(max(confidence, 0.0), 1.0))
+
+
+def champion_view_classifier() -> RegistryViewClassifier:
+    """Factory for ingestion's "module:callable" spec:
+    `echofm.train.registry:champion_view_classifier` (tracking URI from MLFLOW_TRACKING_URI)."""
+    return RegistryViewClassifier()
+
+
+def registered_versions(name: str, *, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """Versions of `name` with their aliases, newest first (for summaries and the CLI)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
+    versions = client.search_model_versions(f"name = '{name}'")
+    return [
+        {"version": str(v.version), "aliases": list(getattr(v, "aliases", []) or []), "run_id": v.run_id}
+        for v in sorted(versions, key=lambda v: int(v.version), reverse=True)
+    ]
