@@ -1,9 +1,9 @@
 """`echofm bench model`: training-step time, clips/s and peak memory of a model preset.
 
-Measures forward + backward (no optimiser step) on random input of the preset's shape, first
-with timm's fused scaled-dot-product attention, then on the same weights with
-`fused_attn=False` on every attention layer (the hand-written softmax(QK^T)V of the published
-EchoFM code), and prints the ratio measured in the same run.
+Measures forward + backward (no optimiser step) on random input of the preset's shape with
+timm's fused scaled-dot-product attention and, on the same weights, with `fused_attn=False` on
+every attention layer (the hand-written softmax(QK^T)V of the published EchoFM code); the
+measured steps of the two alternate, and the ratio is printed from the same run.
 
     echofm bench model --preset large --batch 2 --warmup 1 --steps 3
     echofm bench model --preset large --batch 8 --device cuda --dtype bf16 --flops
@@ -18,7 +18,6 @@ import gc
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -70,7 +69,8 @@ def _release_freed_memory() -> None:
 
 
 class _RssPeak:
-    """Samples this process's RSS in a background thread; `peak - baseline` in bytes."""
+    """Samples this process's RSS in a background thread and keeps the peak of each labelled
+    window (`begin(label)` ... `end()`), in bytes above the RSS at construction."""
 
     def __init__(self, interval_s: float = 0.005) -> None:
         import psutil
@@ -79,13 +79,26 @@ class _RssPeak:
         self._interval = interval_s
         self._stop = threading.Event()
         self.baseline = self._process.memory_info().rss
-        self.peak = self.baseline
+        self._window_peak = self.baseline
+        self._label: object = None
+        self.peaks: dict[object, int] = {}
         self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _rss(self) -> int:
+        return self._process.memory_info().rss
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss)
+            self._window_peak = max(self._window_peak, self._rss())
             time.sleep(self._interval)
+
+    def begin(self, label: object) -> None:
+        self._label = label
+        self._window_peak = self._rss()
+
+    def end(self) -> None:
+        peak = max(self._window_peak, self._rss()) - self.baseline
+        self.peaks[self._label] = max(self.peaks.get(self._label, 0), peak)
 
     def __enter__(self) -> _RssPeak:
         self._thread.start()
@@ -94,7 +107,6 @@ class _RssPeak:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
 
 
 def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
@@ -108,16 +120,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _steps(model: torch.nn.Module, video: torch.Tensor, dtype: str, n: int) -> Iterator[float]:
-    for _ in range(n):
-        _sync(video.device)
-        start = time.perf_counter()
-        model.zero_grad(set_to_none=True)
-        with _autocast(video.device, dtype):
-            out = model(video)
-        out.loss.backward()
-        _sync(video.device)
-        yield time.perf_counter() - start
+def _step(model: torch.nn.Module, video: torch.Tensor, dtype: str) -> float:
+    """One forward + backward; seconds."""
+    _sync(video.device)
+    start = time.perf_counter()
+    model.zero_grad(set_to_none=True)
+    with _autocast(video.device, dtype):
+        out = model(video)
+    out.loss.backward()
+    _sync(video.device)
+    return time.perf_counter() - start
 
 
 def random_video(model: torch.nn.Module, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -126,6 +138,86 @@ def random_video(model: torch.nn.Module, batch_size: int, device: torch.device) 
     generator = torch.Generator().manual_seed(0)
     shape = (batch_size, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
     return torch.randn(shape, generator=generator).to(device)
+
+
+def _fused_state(model: torch.nn.Module) -> bool:
+    return all(getattr(m, "fused_attn", True) for m in model.modules())
+
+
+def measure_attention_variants(
+    model: torch.nn.Module,
+    batch_size: int,
+    variants: tuple[bool, ...] = (True, False),
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str = "fp32",
+    steps: int = 5,
+    warmup: int = 2,
+) -> dict[bool, StepTiming]:
+    """Time forward+backward steps of `model` in training mode on random input, for each
+    attention variant (True = fused SDPA, False = hand-written), on the same weights.
+
+    Each variant gets `warmup` unmeasured steps; then measured steps alternate between the
+    variants in ABBA order, so a change in machine load during the run (this machine is shared)
+    hits every variant alike and the ratio stays meaningful. Returns one `StepTiming` per
+    variant (median of its `steps` steps). The model's attention setting is restored afterwards.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if steps < 1 or warmup < 0 or not variants:
+        raise ValueError("steps must be >= 1, warmup >= 0, and at least one variant given")
+    device = torch.device(device)
+    model.to(device).train()
+    video = random_video(model, batch_size, device)
+    original = {m: m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")}
+    times: dict[bool, list[float]] = {v: [] for v in variants}
+    peaks: dict[bool, int] = {v: 0 for v in variants}
+    try:
+        # Warm-up first: first calls map library code and fill kernel caches, which would
+        # otherwise count as step time and step memory.
+        for fused in variants:
+            set_fused_attention(model, fused)
+            for _ in range(warmup):
+                _step(model, video, dtype)
+        model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        else:
+            _release_freed_memory()
+        with contextlib.ExitStack() as stack:
+            rss = None if device.type == "cuda" else stack.enter_context(_RssPeak())
+            for i in range(steps):
+                for fused in variants if i % 2 == 0 else variants[::-1]:
+                    set_fused_attention(model, fused)
+                    if rss is None:
+                        torch.cuda.reset_peak_memory_stats(device)
+                    else:
+                        rss.begin(fused)
+                    times[fused].append(_step(model, video, dtype))
+                    if rss is None:
+                        peaks[fused] = max(peaks[fused], torch.cuda.max_memory_allocated(device))
+                    else:
+                        rss.end()
+            if rss is not None:
+                peaks.update(rss.peaks)
+    finally:
+        model.zero_grad(set_to_none=True)
+        for module, fused in original.items():
+            module.fused_attn = fused
+    results = {}
+    for fused in variants:
+        median = statistics.median(times[fused])
+        results[fused] = StepTiming(
+            batch_size=batch_size,
+            device=str(device),
+            dtype=dtype,
+            fused_attention=fused,
+            seconds_per_step=median,
+            step_seconds=tuple(times[fused]),
+            clips_per_second=batch_size / median,
+            peak_memory_bytes=int(peaks[fused]),
+        )
+    return results
 
 
 def measure_step(
@@ -137,43 +229,11 @@ def measure_step(
     steps: int = 5,
     warmup: int = 2,
 ) -> StepTiming:
-    """Time `warmup + steps` forward+backward steps of `model` (moved to `device`) in training
-    mode on random input; report the median of the last `steps`."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if steps < 1 or warmup < 0:
-        raise ValueError("steps must be >= 1 and warmup >= 0")
-    device = torch.device(device)
-    model.to(device).train()
-    video = random_video(model, batch_size, device)
-    fused = all(getattr(m, "fused_attn", True) for m in model.modules())
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        list(_steps(model, video, dtype, warmup))
-        times = list(_steps(model, video, dtype, steps))
-        peak = torch.cuda.max_memory_allocated(device)
-    else:
-        # Warm-up outside the sampled window: first calls map library code and fill kernel
-        # caches, which would otherwise count as step memory.
-        list(_steps(model, video, dtype, warmup))
-        model.zero_grad(set_to_none=True)
-        _release_freed_memory()
-        with _RssPeak() as rss:
-            times = list(_steps(model, video, dtype, steps))
-        peak = rss.peak - rss.baseline
-    model.zero_grad(set_to_none=True)
-    median = statistics.median(times)
-    return StepTiming(
-        batch_size=batch_size,
-        device=str(device),
-        dtype=dtype,
-        fused_attention=fused,
-        seconds_per_step=median,
-        step_seconds=tuple(times),
-        clips_per_second=batch_size / median,
-        peak_memory_bytes=int(peak),
-    )
+    """Time `warmup + steps` forward+backward steps of `model` (moved to `device`) with its
+    current attention setting; the median of the last `steps` (see `StepTiming`)."""
+    fused = _fused_state(model)
+    return measure_attention_variants(model, batch_size, (fused,), device=device, dtype=dtype,
+                                      steps=steps, warmup=warmup)[fused]
 
 
 def count_step_flops(model: torch.nn.Module, batch_size: int, *, device: str | torch.device,
@@ -186,7 +246,7 @@ def count_step_flops(model: torch.nn.Module, batch_size: int, *, device: str | t
     video = random_video(model, batch_size, device)
     counter = FlopCounterMode(display=False)
     with counter:
-        list(_steps(model, video, dtype, 1))
+        _step(model, video, dtype)
     model.zero_grad(set_to_none=True)
     return int(counter.get_total_flops())
 
@@ -241,12 +301,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"input {cfg.in_chans}x{cfg.num_frames}x{cfg.img_size}x{cfg.img_size}, grid {cfg.grid}, "
           f"{cfg.num_patches} tokens ({cfg.mask_mode} mask {cfg.mask_ratio}); parameters "
           f"{total / 1e6:.1f}M (encoder {encoder / 1e6:.1f}M)")
-    kwargs = dict(device=args.device, dtype=args.dtype, steps=args.steps, warmup=args.warmup)
-    set_fused_attention(model, True)
-    fused = measure_step(model, args.batch, **kwargs)
-    set_fused_attention(model, False)
-    unfused = measure_step(model, args.batch, **kwargs)
-    set_fused_attention(model, True)
+    timings = measure_attention_variants(model, args.batch, (True, False), device=args.device,
+                                         dtype=args.dtype, steps=args.steps, warmup=args.warmup)
+    fused, unfused = timings[True], timings[False]
     memory = "peak alloc" if args.device == "cuda" else "peak RSS +"
     print(f"{'attention':<16} {'s/step':>10} {'clips/s':>9} {memory:>12}   (median of steps)")
     print(_row("fused (SDPA)", fused))

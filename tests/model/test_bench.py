@@ -25,6 +25,16 @@ def test_measure_step_reports_consistent_figures(micro_config: ModelConfig) -> N
         bench.measure_step(model, 2, dtype="fp16")
 
 
+def test_variants_are_interleaved_and_the_setting_restored(micro_config: ModelConfig) -> None:
+    model = MaskedAutoencoderViT(micro_config)
+    bench.set_fused_attention(model, True)
+    timings = bench.measure_attention_variants(model, 1, (True, False), steps=2, warmup=1)
+    assert set(timings) == {True, False}
+    assert timings[True].fused_attention and not timings[False].fused_attention
+    assert all(len(t.step_seconds) == 2 for t in timings.values())
+    assert all(m.attn.fused_attn for m in model.blocks)
+
+
 def test_unfused_attention_computes_the_same_function(micro_config: ModelConfig) -> None:
     torch.manual_seed(0)
     model = MaskedAutoencoderViT(micro_config).eval()
