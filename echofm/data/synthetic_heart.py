@@ -238,14 +238,14 @@ def view_shapes(view: str, volume_ml: float, edv_ml: float, phase: float, systol
     if view in ("A4C", "A2C", "A3C"):
         # Apex at the top of the fan, long axis pointing down (slightly to the image right).
         angle = math.pi / 2.0 - 0.10
-        lv_apex = at(1.0 if view == "A4C" else 0.1, 2.2)
+        lv_apex = at(0.6 if view == "A4C" else 0.1, 2.2)
         lv_myo, lv_cav, base, ax = _ventricle(lv_apex, angle, length, diameter, wall)
         la_r = 2.0 * atrial_scale
         la_centre = (base[0] + (la_r + 0.3) * ax[0], base[1] + (la_r + 0.3) * ax[1])
         if view == "A4C":
             # Right heart to the image left; the LV myocardium drawn over it forms the septum.
             rv_d = 0.6 * diameter
-            rv_myo, rv_cav, rv_base, rv_ax = _ventricle(at(-1.6, 3.6), math.pi / 2.0 + 0.22, 0.8 * length, rv_d, 0.5)
+            rv_myo, rv_cav, rv_base, rv_ax = _ventricle(at(-1.9, 3.9), math.pi / 2.0 + 0.2, 0.8 * length, rv_d, 0.5)
             ra_r = 1.7 * atrial_scale
             ra_centre = (rv_base[0] + (ra_r + 0.3) * rv_ax[0], rv_base[1] + (ra_r + 0.3) * rv_ax[1])
             shapes.append(rv_myo)

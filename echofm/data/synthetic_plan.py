@@ -41,7 +41,8 @@ FPS_TAG_SETS: tuple[tuple[str, ...], ...] = (
     ("RecommendedDisplayFrameRate",),
     ("FrameTime", "RecommendedDisplayFrameRate"),
 )
-SIZES: tuple[tuple[int, int], ...] = ((480, 640), (600, 800), (600, 800), (576, 768), (720, 960), (768, 1024))
+# Drawn uniformly from this list: 480x640 and 600x800 (the commonest export sizes) weigh double.
+SIZES: tuple[tuple[int, int], ...] = ((480, 640), (480, 640), (600, 800), (600, 800), (576, 768), (720, 960), (768, 1024))
 # Variants that are slow to encode or large on disk (uncompressed colour is 3 bytes a pixel) get the
 # smallest size, a low frame rate and the shortest duration, so an archive stays quick to write.
 COMPACT_VARIANTS: frozenset[str] = frozenset(
@@ -166,7 +167,7 @@ def plan_clip(config: SynthConfig, index: int, slot: PatientSlot, study: Synthet
     else:
         height, width = config.sizes[int(rng.integers(0, len(config.sizes)))]
         lo, hi = config.fps_range
-        fps = int(round(lo + (hi - lo) * float(rng.random()) ** 2))  # most clips 20-50 fps, a few up to 90
+        fps = int(round(lo + (hi - lo) * float(rng.random()) ** 2.5))  # most clips 20-50 fps, a few up to 90
     hr = float(np.clip(study.heart_rate_bpm + rng.normal(0.0, 2.0), *config.hr_range))
     ef = float(np.clip(slot.ef + rng.normal(0.0, 1.5), config.ef_range[0] - 2.0, config.ef_range[1] + 2.0))
     edv = slot.edv_ml * float(rng.uniform(0.97, 1.03))

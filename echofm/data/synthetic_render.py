@@ -130,7 +130,7 @@ def plan_fan(height: int, width: int, rng: np.random.Generator, depth_cm: float)
     header = int(round(0.09 * height))
     ecg_h = int(round(0.11 * height))
     margin = max(4, height // 80)
-    half = math.radians(float(rng.uniform(30.0, 45.0)))
+    half = math.radians(float(rng.uniform(34.0, 45.0)))
     k = float(rng.uniform(0.02, 0.05))  # r0 / r1: the small arc at the transducer
     r1_h = (height - header - ecg_h - 2 * margin) / (1.0 - k * math.cos(half))
     r1_w = (width * (1.0 - 2 * 0.09)) / (2.0 * math.sin(half))
@@ -329,8 +329,10 @@ def render_clip(
         # A small colour-flow scale bar right of the fan, the usual colour element beside a grey image.
         bw = max(6, width // 90)
         bx0 = min(width - bw - 3, fan_box[2] + max(6, width // 60))
-        by0, by1 = header + 4, header + 4 + max(40, height // 6)
-        if bx0 > fan_box[2] + 1:
+        # Below the side annotations right of the fan, so it never covers text.
+        by0 = max((b[3] for b in text_boxes if b[0] > fan_box[2]), default=header) + 8
+        by1 = by0 + max(40, height // 6)
+        if bx0 > fan_box[2] + 1 and by1 < fan_box[3]:
             ramp = np.linspace(0.0, 1.0, by1 - by0)[:, None]
             bar = np.concatenate([(255 * (1 - ramp)), 40 * np.ones_like(ramp), (255 * ramp)], axis=1)
             static_rgb[by0:by1, bx0 : bx0 + bw] = bar[:, None, :].astype(np.uint8)
