@@ -16,7 +16,7 @@ from echofm.model import (
 from echofm.model.masking import gather_tokens
 from echofm.model.pos_embed import separable_pos_embed
 
-from .helpers import MICRO, make_video, seeded
+from .helpers import make_video, seeded
 
 
 def _restored_patch_tokens(latent: EncoderOutput) -> torch.Tensor:
@@ -237,6 +237,3 @@ def test_helpers_for_optimisers(micro_config: ModelConfig) -> None:
     assert {"pos_embed_spatial", "cls_token", "mask_token"} <= model.no_weight_decay()
     assert sum(1 for _ in model.encoder_parameters()) < len(names)
 
-
-def test_micro_config_is_what_the_tests_assume() -> None:
-    assert MICRO["img_size"] // MICRO["patch_size"] == 4
