@@ -124,6 +124,8 @@ class ClipPlan:
 
 @dataclass
 class PatientSlot:
+    """A patient while the archive is planned: their PHI, studies, heart, and next instance number per study."""
+
     patient: SyntheticPatient
     studies: list[SyntheticStudy]
     ef: float

@@ -242,11 +242,10 @@ def test_faults_are_present_and_labelled(archive: Path, labels: pd.DataFrame) ->
     assert pydicom.dcmread(root / faults.loc["not_ultrasound", "file"]).Modality == "CT"
     single = pydicom.dcmread(root / faults.loc["single_frame", "file"])
     assert single.Modality == "US" and "NumberOfFrames" not in single and single.pixel_array.ndim == 2
-    truncated = pydicom.dcmread(root / faults.loc["truncated", "file"], stop_before_pixels=True)
-    expected = int(truncated.NumberOfFrames) * truncated.Rows * truncated.Columns
-    with pytest.raises(Exception):
-        frames = pydicom.dcmread(root / faults.loc["truncated", "file"]).pixel_array
-        assert frames.size == expected
+    truncated = pydicom.dcmread(root / faults.loc["truncated", "file"])
+    assert len(truncated.PixelData) < int(truncated.NumberOfFrames) * truncated.Rows * truncated.Columns
+    with pytest.raises(ValueError, match="less than expected"):
+        truncated.pixel_array
     dup = faults.loc["duplicate"]
     source = dup["fault_detail"].split("=", 1)[1]
     assert source != dup["file"]
@@ -317,7 +316,7 @@ def test_cli_synth(tmp_path: Path) -> None:
     from echofm.cli import main
 
     out = tmp_path / "cli"
-    assert main(["synth", str(out), "--n-clips", "2", "--seed", "5", "--workers", "1"]) == 0
+    assert main(["synth", str(out), "--n-clips", "1", "--seed", "5", "--workers", "1"]) == 0
     table = pd.read_csv(out / "labels.csv")
-    assert len(table) == 2 and (out / "phi.json").exists()
+    assert len(table) == 1 and (out / "phi.json").exists()
     assert all((out / "archive" / f).is_file() for f in table["file"])
