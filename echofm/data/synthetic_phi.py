@@ -14,11 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Two carry Latin-1 letters, as real names do: the header is ISO_IR 100, the burned-in text ASCII.
 LAST_NAMES: tuple[str, ...] = (
-    "HALVORSRUD", "OKONKWOBI", "VASQUELLO", "BRANDVOLDEN", "ESPELANDER", "KJELSTADLI", "TRAVNICEKOVA",
+    "HALVORSRUD", "OKONKWOBI", "ØSTERGAARDEN", "VASQUELLO", "BRANDVOLDEN", "ESPELANDER", "KJELSTADLI", "TRAVNICEKOVA",
     "LINDQVARN", "ACHTERBERGH", "DUVERNAYE", "FENWICKSON", "GRIMSTVEDT", "IRVANOVSKA", "MOREAUXIER",
-    "OYELARANMI", "PETRAKOPOULI", "QUISENBERRO", "RASMUSSVIK", "SKJOLDBRAND", "THORVALDSEY",
+    "OYELARANMI", "PETRAKOPOULI", "QUISENBERRO", "RASMUSSVIK", "SKJOLDBRAND", "THORVALDSEY", "SÖDERHJELMA",
 )
+# cv2.putText draws ASCII only, so scanners (and we) burn a transliteration into the pixels.
+_ASCII = str.maketrans({"Ø": "O", "Ö": "O", "Å": "A", "Æ": "AE", "É": "E", "Ü": "U"})
 FIRST_NAMES: tuple[str, ...] = (
     "AGNETHEA", "BJORNULF", "CORDELIANE", "DESMONDRA", "EVANDERIK", "FRIDTJOVA", "GWENDOLIRA", "HALLSTEINO",
     "ISOLDETTE", "JOAQUINELLA", "KASIMIRON", "LEOCADIAN", "MAGNHILDUR", "NIKODEMUSZ", "OTTILIENNE",
@@ -59,8 +62,8 @@ class SyntheticPatient:
 
     @property
     def display_name(self) -> str:
-        """How the scanner burns the name into the image."""
-        return f"{self.last_name}, {self.first_name}"
+        """How the scanner burns the name into the image (ASCII)."""
+        return f"{self.last_name}, {self.first_name}".translate(_ASCII)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -226,6 +226,8 @@ def test_phi_is_planted_where_phi_json_says(archive: Path, labels: pd.DataFrame)
             assert value.encode("latin-1") in raw, (row.file, value)
         checked += 1
     assert checked >= 8
+    assert any(not name.isascii() for name in phi["patient_names"]), "a Latin-1 name tests character sets"
+    assert all(s.isascii() for s in phi["burned_in"])
     # The patient's name is burned into the pixels too.
     burned = phi["files"][_first(labels, "explicit_le_mono2")["file"]]["burned_in"]
     assert any(", " in s for s in burned) and any(s.startswith("ID: ") for s in burned)
