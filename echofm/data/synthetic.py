@@ -158,7 +158,9 @@ def _write_faults(out_dir: Path, config: SynthConfig, slots: list[tuple[PatientS
         if kind == "duplicate":
             source = first_by_variant.get("explicit_le_mono2", rows[0])
             synthetic_faults.write_duplicate(path, archive / source["file"])
-            out.append(_fault_row(source, kind, f"duplicate_of={source['file']}", file=plan.rel_path, clip_id=plan.clip_id))
+            out.append(
+                _fault_row(source, kind, f"duplicate_of={source['file']}", file=plan.rel_path, clip_id=plan.clip_id, mask_file=source["mask_file"])
+            )
             phi.files[plan.rel_path] = phi.files[source["file"]]
             continue
         clip = render_plan(config, plan)
