@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from pydicom.uid import generate_uid
 
-from echofm.data.synthetic_containers import VARIANTS, ContainerVariant, RegionSpec, UltrasoundHeader, variant_for_clip
+from echofm.data.synthetic_containers import ContainerVariant, RegionSpec, UltrasoundHeader, variant_for_clip
 from echofm.data.synthetic_heart import VIEWS, HeartParams
 from echofm.data.synthetic_phi import SyntheticPatient, SyntheticStudy, make_patient, make_study
 from echofm.data.synthetic_render import Overlay, RenderedClip, render_clip
@@ -161,7 +161,9 @@ def plan_clip(config: SynthConfig, index: int, slot: PatientSlot, study: Synthet
     """
     rng = np.random.default_rng([config.seed, 2, index])
     variant = variant_for_clip(index)
-    view = config.views[index % len(config.views)]
+    # Every block of len(views) clips shows every view; the shift per block keeps views from
+    # locking onto variants (the weighted variant pattern has period 20).
+    view = config.views[(index + index // len(config.views)) % len(config.views)]
     compact = variant.name in COMPACT_VARIANTS
     if compact:
         height, width = min(config.sizes)
@@ -189,8 +191,9 @@ def plan_clip(config: SynthConfig, index: int, slot: PatientSlot, study: Synthet
     n_frames = max(2, int(math.ceil(duration * fps - 1e-9)))
     depth = float(rng.uniform(15.0, 18.0) if view in ("A4C", "A2C", "A3C") else rng.uniform(13.0, 16.0))
     is_dicom = variant.container == "dicom"
-    has_regions = is_dicom and index % 4 != 3
-    n = len(VARIANTS)
+    # Tag choices cycle with periods coprime with the variant pattern's 20, so every variant meets
+    # every frame-rate tag, view tag and region case over an archive; the first 12 clips cover each.
+    has_regions = is_dicom and index % 3 != 2
     return ClipPlan(
         index=index,
         clip_id="",
@@ -207,12 +210,12 @@ def plan_clip(config: SynthConfig, index: int, slot: PatientSlot, study: Synthet
         width=width,
         depth_cm=depth,
         gain_db=float(rng.uniform(-5.0, 5.0)),
-        fps_tags=FPS_TAG_SETS[(index + 2 * (index // n)) % len(FPS_TAG_SETS)] if is_dicom else (),
-        view_tag=VIEW_TAGS[(index + index // n) % len(VIEW_TAGS)] if is_dicom else "none",
+        fps_tags=FPS_TAG_SETS[(index + index // 7) % len(FPS_TAG_SETS)] if is_dicom else (),
+        view_tag=VIEW_TAGS[(index + index // 9) % len(VIEW_TAGS)] if is_dicom else "none",
         has_regions=has_regions,
-        regions_valid=not (has_regions and index % 10 == 6),
-        ecg_region=has_regions and index % 2 == 0,
-        heart_rate_tag=is_dicom and index % 3 == 0,
+        regions_valid=not (has_regions and index % 7 == 6),
+        ecg_region=has_regions and index % 11 % 2 == 0,
+        heart_rate_tag=is_dicom and index % 13 % 3 == 0,
     )
 
 

@@ -289,6 +289,13 @@ def test_parameter_ranges_over_many_clips() -> None:
     assert all(480 <= p.height <= 768 and 640 <= p.width <= 1024 for p in plans)
     assert {(p.height, p.width) for p in plans} >= {(480, 640), (768, 1024)}
     assert {p.view for p in plans} == {"A4C", "A2C", "A3C", "PLAX", "PSAX"}
+    # No variant is tied to a view or a tag choice (a classifier must not learn views from codecs).
+    for name in {p.variant.name for p in plans}:
+        mine = [p for p in plans if p.variant.name == name]
+        assert len({p.view for p in mine}) == 5, name
+        if mine[0].variant.container == "dicom":
+            assert len({p.fps_tags for p in mine}) >= 3 and len({p.view_tag for p in mine}) >= 3, name
+            assert {p.has_regions for p in mine} == {True, False}, name
 
 
 def test_heart_cycle_gives_the_ejection_fraction() -> None:
