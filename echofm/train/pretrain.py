@@ -199,6 +199,18 @@ def pretrain(
         # Masking noise differs per rank; the data already does.
         _seed_everything(config.seed + 1 + ctx.rank)
 
+    log.info(
+        "rank %d/%d on %s (%s): steps %d..%d, %d training clips, effective batch %d, peak lr %.3g",
+        ctx.rank,
+        ctx.world_size,
+        device,
+        precision,
+        start_step,
+        plan.total_steps,
+        len(train_clips),
+        plan.effective_batch,
+        plan.peak_lr,
+    )
     loader = make_pretrain_loader(
         shards_dir,
         batch_size=config.batch_size,
