@@ -94,7 +94,7 @@ def label_row(plan: ClipPlan, clip: RenderedClip | None, header: UltrasoundHeade
         "fault": "",
         "fault_detail": "",
         "mask_file": mask_file,
-        "sector_box": fmt_box(fan.box()) if fan is not None else "",
+        "sector_box": fmt_box(clip.sector_box) if clip is not None else "",
         "sector_geometry": (
             f"{fan.apex_x:.2f};{fan.apex_y:.2f};{fan.r0:.2f};{fan.r1:.2f};{math.degrees(fan.half_angle_rad):.3f}"
             if fan is not None

@@ -251,9 +251,7 @@ def _regions(plan: ClipPlan, clip: RenderedClip) -> tuple[RegionSpec, ...]:
     if not plan.has_regions:
         return ()
     cm_per_px = 1.0 / clip.fan.px_per_cm
-    x0, y0, x1, y1 = clip.fan.box()
-    x0, y0 = max(0, x0), max(0, y0)
-    x1, y1 = min(plan.width - 1, x1), min(plan.height - 1, y1)
+    x0, y0, x1, y1 = clip.sector_box
     if not plan.regions_valid:
         # Real files do this: a region that runs past the image edge.
         x0, y0, x1, y1 = 0, 0, plan.width + plan.width // 4, plan.height + plan.height // 8

@@ -105,7 +105,7 @@ class RenderedClip:
 
     frames: uint8 `[T, H, W]` (grey) or `[T, H, W, 3]` (RGB, grey image with coloured overlays).
     lv_masks: uint8 `[T, H, W]`, 1 inside the LV cavity (clipped to the fan).
-    lv_volume_ml: float64 `[T]`. sector: uint8 `[H, W]` fan mask.
+    lv_volume_ml: float64 `[T]`. sector: uint8 `[H, W]` fan mask; sector_box: its bounding box.
     text_boxes: boxes of every burned-in text item; ecg_box: the ECG band; burned_in: the strings drawn.
     """
 
@@ -114,6 +114,7 @@ class RenderedClip:
     lv_volume_ml: np.ndarray
     sector: np.ndarray
     fan: FanGeometry
+    sector_box: Box
     text_boxes: list[Box] = field(default_factory=list)
     ecg_box: Box | None = None
     colour_box: Box | None = None
@@ -241,12 +242,12 @@ def _put_lines(
 
 
 def _overlay_layer(
-    height: int, width: int, fan: FanGeometry, header: int, overlay: Overlay
+    height: int, width: int, fan_box: Box, header: int, overlay: Overlay
 ) -> tuple[np.ndarray, list[Box], list[str]]:
     """uint8 `[H, W]` static text layer, the text boxes, and the strings drawn."""
     canvas = np.zeros((height, width), dtype=np.uint8)
     scale = max(0.35, height / 1150.0)
-    fx0, fy0, fx1, fy1 = fan.box()
+    fx0, fy0, fx1, fy1 = fan_box
     pad = max(3, width // 160)
     boxes: list[Box] = []
     drawn: list[str] = []
@@ -289,10 +290,13 @@ def render_clip(
     speckle pool (see `speckle_pool`); everything else comes from `rng`.
     """
     fan, header, ecg_top = plan_fan(height, width, rng, depth_cm)
-    fan_box = fan.box()
+    sector = fan.mask(height, width)
+    # The box of the drawn mask, which cv2's polygonal arcs make a pixel or two wider than the ideal fan.
+    ys, xs = np.nonzero(sector)
+    fan_box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+    ecg_top = max(ecg_top, fan_box[3] + 3)
     scale = min(0.5, WORK_HEIGHT / height)
     wh, ww = int(round(height * scale)), int(round(width * scale))
-    sector = fan.mask(height, width)
     sector255 = sector * np.uint8(255)
     work_fan = cv2.GaussianBlur(fan.mask(wh, ww, scale).astype(np.float32), (0, 0), 0.8)
     static = _static_db(fan, (wh, ww), scale, rng, gain_db)
@@ -309,7 +313,7 @@ def render_clip(
     volumes = lv_volume(times, heart)
     phases = cycle_phase(times, heart)
 
-    text_layer, text_boxes, burned_in = _overlay_layer(height, width, fan, header, overlay)
+    text_layer, text_boxes, burned_in = _overlay_layer(height, width, fan_box, header, overlay)
     ecg_box = (fan_box[0], ecg_top, fan_box[2], height - 1 - max(2, height // 120))
     if ecg_box[3] - ecg_box[1] < 12:
         raise LayoutError(f"no room for the ECG band in a {height}x{width} image")
@@ -383,6 +387,7 @@ def render_clip(
         lv_volume_ml=volumes,
         sector=sector,
         fan=fan,
+        sector_box=fan_box,
         text_boxes=text_boxes,
         ecg_box=ecg_box,
         colour_box=colour_box,

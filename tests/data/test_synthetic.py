@@ -207,6 +207,8 @@ def test_sector_moves_and_overlays_stay_outside_it(archive: Path, labels: pd.Dat
     # Outside the fan and the overlays, pixels are exactly zero.
     with np.load(archive / row.mask_file) as npz:
         outside = npz["sector"] == 0
+    ys, xs = np.nonzero(~outside)
+    assert (xs.min(), ys.min(), xs.max(), ys.max()) == sector_box
     for box in boxes:
         outside[box[1] : box[3] + 1, box[0] : box[2] + 1] = False
     assert frames[:, outside].max() == 0
