@@ -62,6 +62,8 @@ class IngestConfig:
     batch_size: files per Prefect task (hundreds at scale; one task per batch, never per file).
     codec: shard codec name from `echofm.data.codec.CODECS`; None uses that module's default.
     shard_max_clips: clips per shard before the writer starts the next tar.
+    min_sector_frames: distinct frames the sector mask is estimated from; windows holding fewer
+        (short windows of low-frame-rate cines) get frames spread over the cine decoded as well.
     view_classifier: "module:callable" spec of a `ViewClassifier` factory; None uses the header
         classifier. A spec (not an object) so every worker process can build its own.
     """
@@ -74,6 +76,7 @@ class IngestConfig:
     batch_size: int = 64
     codec: str | None = None
     shard_max_clips: int = 1000
+    min_sector_frames: int = 24
     view_classifier: str | None = None
     qc: QCThresholds = field(default_factory=QCThresholds)
 
@@ -91,6 +94,8 @@ class IngestConfig:
             raise ValueError("num_frames must be >= 1 and size >= 8")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if self.min_sector_frames < 2:
+            raise ValueError("min_sector_frames must be >= 2")
         if self.shard_max_clips < 1:
             raise ValueError("shard_max_clips must be >= 1")
         if self.view_classifier is not None and ":" not in self.view_classifier:

@@ -233,3 +233,16 @@ def test_part_file_holds_the_rows(batch: tuple[Path, list[dict[str, Any]]]) -> N
     assert [r["clip_id"] for r in stored] == [r["clip_id"] for r in rows]
     assert json.dumps([r["status"] for r in stored]) == json.dumps([r["status"] for r in rows])
     assert {r["ingest_run_id"] for r in stored} == {"testrun"}
+
+
+def test_short_windows_get_extra_frames_for_the_sector_mask() -> None:
+    from echofm.ingest.batch import frames_to_decode
+
+    window = np.arange(14, dtype=np.int64)
+    # 25-frame cine, one 14-frame window: the mask sees 24 frames spread over the whole cine.
+    decoded = frames_to_decode(window, 25, 24)
+    assert set(window) <= set(decoded.tolist()) and len(decoded) >= 24 and decoded[-1] == 24
+    assert np.all(np.diff(decoded) > 0)
+    typical = np.linspace(0, 62, 32).round().astype(np.int64)
+    assert frames_to_decode(typical, 64, 24) is typical  # nothing extra for a typical window
+    assert frames_to_decode(np.arange(10), 10, 24).tolist() == list(range(10))
