@@ -71,18 +71,18 @@ def _from_registry(uri: str, tracking_uri: str | None) -> LoadedEncoder:
     import mlflow
     from mlflow import MlflowClient
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+    from echofm.train.registry import tracking_uri_scope
+
     target = Path(tempfile.mkdtemp(prefix="echofm-encoder-"))
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
-    except Exception as exc:  # mlflow raises several types for unknown names/aliases/servers
-        raise EncoderSourceError(f"cannot download {uri}: {exc}") from exc
-    parent = None
-    match = re.fullmatch(r"models:/([^@/]+)@(.+)", uri)
-    if match:
-        version = MlflowClient().get_model_version_by_alias(match.group(1), match.group(2))
-        parent = version.run_id
+    with tracking_uri_scope(tracking_uri):
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
+        except Exception as exc:  # mlflow raises several types for unknown names/aliases/servers
+            raise EncoderSourceError(f"cannot download {uri}: {exc}") from exc
+        parent = None
+        match = re.fullmatch(r"models:/([^@/]+)@(.+)", uri)
+        if match:
+            parent = MlflowClient().get_model_version_by_alias(match.group(1), match.group(2)).run_id
     return _from_file(_newest_checkpoint(local if local.is_dir() else local.parent), uri, parent)
 
 

@@ -49,10 +49,11 @@ def _load(model: str | Path, tracking_uri: str | None) -> tuple[DownstreamModel,
     if text.startswith(("models:/", "runs:/")):
         import mlflow
 
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
+        from echofm.train.registry import tracking_uri_scope
+
         target = tempfile.mkdtemp(prefix="echofm-downstream-")
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=target))
+        with tracking_uri_scope(tracking_uri):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=target))
         path = _checkpoint_in(local if local.is_dir() else local.parent)
     else:
         path = Path(text)

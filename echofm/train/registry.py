@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,25 @@ class PromotionDecision:
         return dict(self.__dict__)
 
 
+@contextmanager
+def tracking_uri_scope(uri: str | None) -> Iterator[None]:
+    """Use `uri` (when given) as MLflow's tracking URI inside the block, then restore the
+    previous one. `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the environment,
+    so setting it for good would redirect every later MLflow user in the process."""
+    import mlflow
+    from mlflow.tracking import is_tracking_uri_set
+
+    if not uri:
+        yield
+        return
+    previous = mlflow.get_tracking_uri() if is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 def default_tracking_uri(encoder: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str] | None) -> str:
     """Where fine-tuning records go when not told: `MLFLOW_TRACKING_URI`; else the pretraining
     run's own store (`<RUN_DIR>/mlflow.db` beside the encoder), so the downstream models sit in
@@ -166,16 +187,19 @@ def log_and_register(
     """Log a `FinetuneResult` as an MLflow run (params, both arms' metrics, per-epoch losses,
     result.json, the pyfunc) and register it as `name` (default `echofm-<task>`) with alias
     `challenger`, a model-card description and provenance tags. Needs `result.checkpoint`."""
+    if result.checkpoint is None:
+        raise RegistryError("the fine-tuning result has no checkpoint file to register (give out_dir)")
+    with tracking_uri_scope(tracking_uri):
+        return _log_and_register(result, experiment=experiment, name=name, labels_digest=labels_digest)
+
+
+def _log_and_register(result: Any, *, experiment: str, name: str | None, labels_digest: str | None) -> RegisteredVersion:
     import mlflow
     from mlflow import MlflowClient
 
     from echofm.train.pyfunc import log_pyfunc
     from echofm.train.tracking import code_version, default_artifact_location
 
-    if result.checkpoint is None:
-        raise RegistryError("the fine-tuning result has no checkpoint file to register (give out_dir)")
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     uri = mlflow.get_tracking_uri()
     if mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=default_artifact_location(uri))
@@ -252,15 +276,18 @@ def promote(
     """Make the `challenger` of `name` its `champion` if it earns it (see module doc).
 
     evaluation: keyword arguments for `echofm.train.evaluate.evaluate` (shards, labels, manifest,
-    split, ...) naming the evaluation set both versions are scored on; without it the metrics
+    split, split_config (default `SplitConfig()`), ...) naming the evaluation set both versions
+    are scored on; without it the metrics
     recorded at registration are compared, which requires both to carry the same `eval.set`.
     Raises RegistryError when there is no challenger or the versions are not comparable.
     """
-    import mlflow
+    with tracking_uri_scope(tracking_uri):
+        return _promote(name, evaluation=evaluation, rules=rules)
+
+
+def _promote(name: str, *, evaluation: dict[str, Any] | None, rules: dict[str, PromotionRule]) -> PromotionDecision:
     from mlflow import MlflowClient
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
     rule = rules[task_of(name)]
     challenger = _alias_version(client, name, CHALLENGER)
@@ -288,7 +315,10 @@ def promote(
         return decide(False, "challenger is already the champion", value, value)
     if evaluation is not None:
         from echofm.train.evaluate import evaluate
+        from echofm.train.splits import SplitConfig
 
+        # One split for both, whatever each was trained with: the same clips must score both.
+        evaluation = {"split_config": SplitConfig(), **evaluation}
         new = evaluate(f"models:/{name}/{challenger.version}", **evaluation)[rule.metric]
         old = evaluate(f"models:/{name}/{champion.version}", **evaluation)[rule.metric]
     else:
@@ -326,7 +356,7 @@ class RegistryViewClassifier:
         if self._model is None:
             from echofm.train.evaluate import load_model
 
-            self._model = load_model(self.model_uri, tracking_uri=self.tracking_uri)
+            self._model = load_model(self.model_uri, tracking_uri=self.tracking_uri).eval()
         return self._model
 
     def classify_frames(self, frames: np.ndarray) -> tuple[str, float]:
@@ -355,9 +385,12 @@ def registered_versions(name: str, *, tracking_uri: str | None = None) -> list[d
     """Versions of `name` with their aliases, newest first (for summaries and the CLI)."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
-    versions = client.search_model_versions(f"name = '{name}'")
+    with tracking_uri_scope(tracking_uri):
+        client = MlflowClient()
+        # Search results do not carry aliases on every store; each version is fetched for them.
+        found = client.search_model_versions(f"name = '{name}'")
+        versions = [client.get_model_version(name, str(v.version)) for v in found]
     return [
-        {"version": str(v.version), "aliases": list(getattr(v, "aliases", []) or []), "run_id": v.run_id}
+        {"version": str(v.version), "aliases": sorted(getattr(v, "aliases", []) or []), "run_id": v.run_id}
         for v in sorted(versions, key=lambda v: int(v.version), reverse=True)
     ]

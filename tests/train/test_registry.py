@@ -1,0 +1,190 @@
+"""Registration and promotion through a real `mlflow server` on localhost.
+
+The server is started as a subprocess (SQLite backend, local artifact destination), used through
+HTTP only, and stopped at the end of the module.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from echofm.train.downstream import PRIMARY_METRIC
+from echofm.train.finetune import FinetuneConfig, finetune
+from echofm.train.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PROMOTION_RULES,
+    PromotionRule,
+    RegistryError,
+    RegistryViewClassifier,
+    log_and_register,
+    model_name,
+    promote,
+    registered_versions,
+    task_of,
+    tracking_uri_scope,
+)
+from echofm.train.splits import SplitConfig
+from tests.train.downstream_fixtures import downstream_archive, one_torch_thread  # noqa: F401
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+SPLIT = SplitConfig(seed=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_process(tmp_path_factory: pytest.TempPathFactory):
+    """`mlflow server` starting in the background (SQLite backend, local artifact destination)."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    log_path = root / "server.log"
+    env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    try:
+        yield process, f"http://127.0.0.1:{port}", log_path
+    finally:
+        # The server runs in its own session: stop the whole group it spawned (its workers).
+        # uvicorn's graceful shutdown waits for idle keep-alive clients, so SIGKILL follows soon.
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(mlflow_process, downstream_archive) -> str:
+    """The server's URL once it answers /health (the archive is generated while it boots)."""
+    process, url, log_path = mlflow_process
+    deadline = time.monotonic() + 180
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"mlflow server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return url
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"mlflow server did not answer within 180 s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def _finetune(archive, out: Path, **overrides):
+    config = FinetuneConfig(**{"task": "ef", "strategy": "linear", "epochs": 1, "split": SPLIT, **overrides})
+    return finetune(config, encoder=archive.encoder_path, shards=archive.shards, labels=archive.labels_path,
+                    manifest=archive.manifest_path, out_dir=out)
+
+
+def test_rules_judge_each_task_by_its_primary_metric() -> None:
+    assert {t: (r.metric, r.higher_is_better) for t, r in PROMOTION_RULES.items()} == PRIMARY_METRIC
+    assert model_name("reduced_ef") == "echofm-reduced-ef" and task_of("echofm-reduced-ef") == "reduced_ef"
+
+
+def test_register_promote_and_load_champion(mlflow_server, downstream_archive, tmp_path) -> None:
+    first = _finetune(downstream_archive, tmp_path / "v1")
+    v1 = log_and_register(first, tracking_uri=mlflow_server)
+    decision = promote("echofm-ef", tracking_uri=mlflow_server)
+    assert decision.promoted and decision.reason == "no champion yet"
+
+    # A second version, evaluated on the same set, against a rule it cannot meet: no promotion.
+    second = _finetune(downstream_archive, tmp_path / "v2", strategy="mlp")
+    v2 = log_and_register(second, tracking_uri=mlflow_server)
+    strict = {**PROMOTION_RULES, "ef": replace(PROMOTION_RULES["ef"], min_improvement=1e6)}
+    kept = promote("echofm-ef", tracking_uri=mlflow_server, rules=strict)
+    assert not kept.promoted and kept.champion_version == v1.version
+    assert kept.challenger_value == pytest.approx(second.test_metrics["mae"])
+    assert kept.champion_value == pytest.approx(first.test_metrics["mae"])
+
+    # The code's own threshold decides: promoted exactly when MAE drops by >= 0.5 points.
+    decided = promote("echofm-ef", tracking_uri=mlflow_server)
+    gain = first.test_metrics["mae"] - second.test_metrics["mae"]
+    assert decided.promoted == (gain >= 0.5)
+    lenient = {**PROMOTION_RULES, "ef": PromotionRule("mae", higher_is_better=False, min_improvement=-1e6)}
+    assert promote("echofm-ef", tracking_uri=mlflow_server, rules=lenient).promoted or decided.promoted
+
+    versions = {v["version"]: v["aliases"] for v in registered_versions("echofm-ef", tracking_uri=mlflow_server)}
+    assert CHAMPION in versions[v2.version] and CHALLENGER in versions[v2.version]
+    assert versions[v1.version] == []
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    with tracking_uri_scope(mlflow_server):
+        version = MlflowClient().get_model_version("echofm-ef", v2.version)
+        assert version.tags["manifest_digest"] == second.manifest_digest
+        assert version.tags["code_version"] and "parent_run_id" in version.tags
+        assert "Intended use" in version.description and "random-init" in version.description
+        model = mlflow.pyfunc.load_model("models:/echofm-ef@champion")
+        rng = np.random.default_rng(0)
+        grey = rng.integers(0, 255, size=(2, 19, 45, 61, 1), dtype=np.uint8)
+        colour = rng.integers(0, 255, size=(1, 40, 30, 30, 3), dtype=np.uint8)
+        out_grey, out_colour = model.predict(grey), model.predict(colour)
+    assert list(out_grey.columns) == ["ef"] and len(out_grey) == 2 and np.isfinite(out_grey["ef"]).all()
+    assert len(out_colour) == 1
+    from echofm.train.pyfunc import predict_clips
+
+    np.testing.assert_allclose(out_grey["ef"], predict_clips(second.model, grey)["ef"], rtol=1e-5)
+    # The tracking URI was only borrowed: nothing leaks into the environment.
+    assert os.environ.get("MLFLOW_TRACKING_URI") != mlflow_server
+
+
+def test_promotion_needs_a_challenger_and_comparable_evaluations(mlflow_server, downstream_archive, tmp_path) -> None:
+    with pytest.raises(RegistryError):
+        promote("echofm-segmentation", tracking_uri=mlflow_server)
+    # echofm-ef has a champion from the previous test; this version used another patient split,
+    # so its recorded test metrics are not comparable with the champion's.
+    other_split = _finetune(downstream_archive, tmp_path / "v3", split=SplitConfig(seed=7))
+    v3 = log_and_register(other_split, tracking_uri=mlflow_server)
+    with pytest.raises(RegistryError):
+        promote("echofm-ef", tracking_uri=mlflow_server)
+    # Given the evaluation set, both versions are re-scored on the same clips and a decision taken.
+    decision = promote("echofm-ef", tracking_uri=mlflow_server,
+                       evaluation={"shards": downstream_archive.shards, "labels": downstream_archive.labels_path,
+                                   "manifest": downstream_archive.manifest_path})
+    assert decision.challenger_version == v3.version
+    assert decision.challenger_value is not None and decision.champion_value is not None
+    gain = decision.champion_value - decision.challenger_value
+    assert decision.promoted == (gain >= PROMOTION_RULES["ef"].min_improvement)
+
+
+def test_registry_view_classifier_for_ingestion(mlflow_server, downstream_archive, tmp_path) -> None:
+    from echofm.ingest.views import CANONICAL_VIEWS, ViewClassifier, ViewPrediction
+
+    result = _finetune(downstream_archive, tmp_path / "view", task="view", strategy="attentive")
+    log_and_register(result, tracking_uri=mlflow_server)
+    assert promote("echofm-view", tracking_uri=mlflow_server).promoted
+    classifier = RegistryViewClassifier(tracking_uri=mlflow_server)
+    assert isinstance(classifier, ViewClassifier) and classifier.needs_pixels
+    frames = np.random.default_rng(1).integers(0, 255, size=(32, 64, 64, 1), dtype=np.uint8)
+    view, confidence = classifier.classify_frames(frames)
+    assert view in result.task.classes and 0.0 <= confidence <= 1.0
+    prediction = classifier.classify({}, frames)
+    assert isinstance(prediction, ViewPrediction) and prediction.view in CANONICAL_VIEWS
+    assert prediction.source == "model:models:/echofm-view@champion"
