@@ -265,18 +265,24 @@ def prepare_clip(
     """uint8 `[T0, H0, W0, C]` (C = 1 or 3) -> standardised float `[3, num_frames, img_size, img_size]`.
 
     Order: temporal subsampling, spatial resize (antialiased bilinear, only when the size differs),
-    grey to three channels, augmentation (in [0, 1] units), normalisation.
+    augmentation (in [0, 1] units), normalisation, grey to three channels. A grey clip is worked
+    on as one channel and returned as a broadcast view of three: the loader's per-clip cost is
+    then a third of an RGB clip's (collation copies it into the batch anyway).
     """
     picked = frames[temporal_indices(frames.shape[0], num_frames)]
-    clip = torch.from_numpy(np.ascontiguousarray(picked)).permute(0, 3, 1, 2).float().div_(255.0)  # [T, C, H, W]
+    clip = torch.from_numpy(np.ascontiguousarray(picked)).permute(3, 0, 1, 2).float().div_(255.0)  # [C, T, H, W]
     if clip.shape[-2:] != (img_size, img_size):
-        clip = F.interpolate(clip, size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False)
-    clip = clip.permute(1, 0, 2, 3)  # [C, T, H, W]
+        resized = F.interpolate(
+            clip.transpose(0, 1), size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False
+        )
+        clip = resized.transpose(0, 1)
+    if augment is not None:
+        clip = apply_augment(clip.contiguous(), augment)
+    if clip.shape[0] == 1 and len(set(normalization.mean)) == 1 and len(set(normalization.std)) == 1:
+        clip = clip.sub_(normalization.mean[0]).div_(normalization.std[0])
+        return clip.expand(3, -1, -1, -1)
     if clip.shape[0] == 1:
         clip = clip.expand(3, -1, -1, -1)
-    clip = clip.contiguous()
-    if augment is not None:
-        clip = apply_augment(clip, augment)
     return normalization.apply(clip)
 
 
