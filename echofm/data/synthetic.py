@@ -163,7 +163,7 @@ def _write_faults(out_dir: Path, config: SynthConfig, slots: list[tuple[PatientS
             )
             phi.files[plan.rel_path] = phi.files[source["file"]]
             continue
-        clip = render_plan(config, plan)
+        clip = render_plan(config, plan, ())
         header = build_header(config, plan, clip)
         ed, es = ed_es_frames(plan.n_frames, float(plan.fps), plan.heart)
         row = label_row(plan, clip, header, ed, es, "")

@@ -38,22 +38,15 @@ def fmt_box(box: Box | None) -> str:
     return "" if box is None else ";".join(str(int(v)) for v in box)
 
 
-def save_masks(out_dir: Path, config: SynthConfig, plan: ClipPlan, clip: RenderedClip, ed: list[int], es: list[int]) -> str:
+def save_masks(out_dir: Path, plan: ClipPlan, clip: RenderedClip, ed: list[int]) -> str:
     """Write the clip's mask file (keys `MASK_NPZ_KEYS`); returns its path relative to `out_dir`."""
     rel = f"labels/masks/{plan.clip_id}.npz"
-    if config.mask_frames == "all":
-        idx = np.arange(plan.n_frames, dtype=np.int64)
-        is_ed = np.isin(idx, ed)
-    else:
-        pairs = sorted([(i, True) for i in ed] + [(i, False) for i in es])
-        idx = np.array([i for i, _ in pairs], dtype=np.int64)
-        is_ed = np.array([e for _, e in pairs], dtype=bool)
     np.savez_compressed(
         out_dir / rel,
-        masks=clip.lv_masks[idx],
-        frame_indices=idx,
-        is_ed=is_ed,
-        lv_area_px=np.array([np.count_nonzero(m) for m in clip.lv_masks], dtype=np.float64),
+        masks=clip.lv_masks,
+        frame_indices=clip.mask_frames,
+        is_ed=np.isin(clip.mask_frames, ed),
+        lv_area_px=clip.lv_area_px,
         lv_volume_ml=clip.lv_volume_ml,
         sector=clip.sector,
     )
@@ -112,7 +105,8 @@ def write_clip(out_dir: Path, config: SynthConfig, plan: ClipPlan) -> tuple[dict
 
     A top-level function of picklable arguments, so worker processes can run it.
     """
-    clip = render_plan(config, plan)
+    ed, es = ed_es_frames(plan.n_frames, float(plan.fps), plan.heart)
+    clip = render_plan(config, plan, None if config.mask_frames == "all" else ed + es)
     header = build_header(config, plan, clip) if plan.variant.container == "dicom" else None
     path = out_dir / "archive" / plan.rel_path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,8 +114,7 @@ def write_clip(out_dir: Path, config: SynthConfig, plan: ClipPlan) -> tuple[dict
         write_dicom(path, clip.frames, plan.variant, header)
     else:
         write_video(path, clip.frames, float(plan.fps), plan.variant.container)
-    ed, es = ed_es_frames(plan.n_frames, float(plan.fps), plan.heart)
-    mask_file = save_masks(out_dir, config, plan, clip, ed, es)
+    mask_file = save_masks(out_dir, plan, clip, ed)
     return label_row(plan, clip, header, ed, es, mask_file), header, clip.burned_in
 
 

@@ -7,6 +7,7 @@ parameters depend only on the seed and its index, never on how many clips come a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -304,11 +305,11 @@ def build_header(config: SynthConfig, plan: ClipPlan, clip: RenderedClip) -> Ult
     )
 
 
-def render_plan(config: SynthConfig, plan: ClipPlan) -> RenderedClip:
-    """Render the pixels of a planned clip (frames, LV masks, fan and overlay geometry)."""
+def render_plan(config: SynthConfig, plan: ClipPlan, mask_frames: Sequence[int] | None = None) -> RenderedClip:
+    """Render the pixels of a planned clip (frames, LV masks of `mask_frames` or all, fan and overlays)."""
     rng = np.random.default_rng([config.seed, 3, plan.index])
     return render_clip(
         view=plan.view, heart=plan.heart, height=plan.height, width=plan.width, n_frames=plan.n_frames,
         fps=float(plan.fps), depth_cm=plan.depth_cm, gain_db=plan.gain_db, overlay=_overlay(plan, rng),
-        colour=plan.variant.colour, rng=rng, speckle_seed=config.seed,
+        colour=plan.variant.colour, rng=rng, speckle_seed=config.seed, mask_frames=mask_frames,
     )

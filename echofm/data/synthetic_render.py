@@ -12,6 +12,7 @@ ECG trace with a moving cursor), which lie outside the fan's bounding box by con
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -104,13 +105,16 @@ class RenderedClip:
     """A rendered cine and its ground truth.
 
     frames: uint8 `[T, H, W]` (grey) or `[T, H, W, 3]` (RGB, grey image with coloured overlays).
-    lv_masks: uint8 `[T, H, W]`, 1 inside the LV cavity (clipped to the fan).
+    lv_masks: uint8 `[K, H, W]`, 1 inside the LV cavity (clipped to the fan), for the source frames
+    `mask_frames` (int64 `[K]`). lv_area_px: float64 `[T]`, the cavity's area in every frame.
     lv_volume_ml: float64 `[T]`. sector: uint8 `[H, W]` fan mask; sector_box: its bounding box.
     text_boxes: boxes of every burned-in text item; ecg_box: the ECG band; burned_in: the strings drawn.
     """
 
     frames: np.ndarray
     lv_masks: np.ndarray
+    mask_frames: np.ndarray
+    lv_area_px: np.ndarray
     lv_volume_ml: np.ndarray
     sector: np.ndarray
     fan: FanGeometry
@@ -282,12 +286,14 @@ def render_clip(
     colour: bool,
     rng: np.random.Generator,
     speckle_seed: int = 0,
+    mask_frames: Sequence[int] | None = None,
 ) -> RenderedClip:
     """Render one cine at its native size.
 
     Returns frames uint8 `[T, H, W]` (or `[T, H, W, 3]` RGB when `colour`), LV masks `[T, H, W]`,
     LV volumes (ml) `[T]`, and the fan and overlay geometry. `speckle_seed` picks the archive's
-    speckle pool (see `speckle_pool`); everything else comes from `rng`.
+    speckle pool (see `speckle_pool`); everything else comes from `rng`. LV masks are kept for the
+    frames in `mask_frames` (all frames when None); the LV area is measured in every frame.
     """
     fan, header, ecg_top = plan_fan(height, width, rng, depth_cm)
     sector = fan.mask(height, width)
@@ -347,7 +353,11 @@ def render_clip(
         cv2.polylines(static_grey, [ecg_pts], False, 200, 1, cv2.LINE_AA)
         frames = np.empty((n_frames, height, width), dtype=np.uint8)
 
-    lv_masks = np.zeros((n_frames, height, width), dtype=np.uint8)
+    keep = np.arange(n_frames, dtype=np.int64) if mask_frames is None else np.asarray(sorted(set(mask_frames)), dtype=np.int64)
+    slot_of = {int(f): k for k, f in enumerate(keep)}
+    lv_masks = np.zeros((len(keep), height, width), dtype=np.uint8)
+    lv_area = np.zeros(n_frames, dtype=np.float64)
+    scratch = np.zeros((height, width), dtype=np.uint8)
     work = np.empty((wh, ww), dtype=np.float32)
     grey = np.empty((height, width), dtype=np.uint8)
     shift = 4  # sub-pixel vertices for cv2.fillPoly
@@ -358,11 +368,13 @@ def render_clip(
             cv2.fillPoly(work, [pts], shape.level_db, cv2.LINE_8, shift)
             if shape.is_lv:
                 full = np.round(fan.to_pixels(shape.points) * (1 << shift)).astype(np.int32)
-                cv2.fillPoly(lv_masks[i], [full], 1, cv2.LINE_8, shift)
-                # Clip the mask to the fan, only where the cavity is.
                 x, y, w, h = cv2.boundingRect(full >> shift)
                 roi = (slice(max(0, y - 1), y + h + 2), slice(max(0, x - 1), x + w + 2))
-                lv_masks[i][roi] &= sector[roi]
+                target = lv_masks[slot_of[i]] if i in slot_of else scratch
+                target[roi] = 0
+                cv2.fillPoly(target, [full], 1, cv2.LINE_8, shift)
+                target[roi] &= sector[roi]  # the mask is what the fan shows
+                lv_area[i] = np.count_nonzero(target[roi])
         db = cv2.GaussianBlur(work, (5, 5), 1.0)
         db += offset_db
         cv2.scaleAdd(speckle[pool_order[i]], 0.5, db, dst=db)
@@ -384,6 +396,8 @@ def render_clip(
     return RenderedClip(
         frames=frames,
         lv_masks=lv_masks,
+        mask_frames=keep,
+        lv_area_px=lv_area,
         lv_volume_ml=volumes,
         sector=sector,
         fan=fan,

@@ -182,6 +182,7 @@ def test_lv_masks_follow_the_ejection_fraction(archive: Path, labels: pd.DataFra
         assert ed_area > es_area * 1.1, row.file
         assert (masks & (1 - sector)).sum() == 0, "LV masks lie inside the fan"
         assert len(area) == len(volume) == row.n_frames
+        assert (masks.reshape(len(masks), -1).sum(1) == area[idx]).all()
         assert volume.max() <= row.edv_ml + 1e-3 and volume.min() >= row.esv_ml - 1e-3
         # Area and volume move together over the cycle.
         assert np.corrcoef(area, volume)[0, 1] > 0.9
@@ -327,7 +328,10 @@ def test_cli_synth(tmp_path: Path) -> None:
     from echofm.cli import main
 
     out = tmp_path / "cli"
-    assert main(["synth", str(out), "--n-clips", "1", "--seed", "5", "--workers", "1"]) == 0
+    assert main(["synth", str(out), "--n-clips", "1", "--seed", "5", "--workers", "1", "--mask-frames", "all"]) == 0
     table = pd.read_csv(out / "labels.csv")
     assert len(table) == 1 and (out / "phi.json").exists()
     assert all((out / "archive" / f).is_file() for f in table["file"])
+    with np.load(out / table["mask_file"][0]) as npz:
+        assert npz["masks"].shape == (table["n_frames"][0], table["height"][0], table["width"][0])
+        assert (npz["masks"].reshape(len(npz["masks"]), -1).sum(1) == npz["lv_area_px"]).all()
