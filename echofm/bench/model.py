@@ -15,12 +15,15 @@ import argparse
 import contextlib
 import ctypes
 import gc
+import logging
 import statistics
 import threading
 import time
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger(__name__)
 
 # Dense bf16 tensor-core peaks (TFLOP/s) used for model FLOPs utilisation when not given.
 PEAK_BF16_TFLOPS: dict[str, float] = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -194,6 +197,9 @@ def measure_attention_variants(
                     else:
                         rss.begin(fused)
                     times[fused].append(_step(model, video, dtype))
+                    # Large presets take minutes per step on CPU: show progress as it happens.
+                    log.info("step %d/%d, %s attention: %.3f s", i + 1, steps,
+                             "fused" if fused else "unfused", times[fused][-1])
                     if rss is None:
                         peaks[fused] = max(peaks[fused], torch.cuda.max_memory_allocated(device))
                     else:
