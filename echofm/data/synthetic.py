@@ -101,6 +101,10 @@ class _PhiLedger:
             entry["header"] = values
         self.files[rel_path] = entry
 
+    def alias(self, rel_path: str, source: str) -> None:
+        """`rel_path` holds the same bytes (hence the same PHI) as `source`."""
+        self.files[rel_path] = self.files[source]
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: sorted(v) for k, v in self.kinds.items()}
         # `all`: strings that identify someone; view descriptions such as "Apical 4 chamber" do not.
@@ -128,69 +132,82 @@ def _blank_row(plan: ClipPlan, fault: str, detail: str, container: str) -> dict[
     return row
 
 
-def _write_faults(out_dir: Path, config: SynthConfig, slots: list[tuple[PatientSlot, SyntheticStudy]], rows: list[dict[str, Any]], phi: _PhiLedger) -> list[dict[str, Any]]:
-    """One file of each kind in `synthetic_faults.FAULT_KINDS`, placed among the patients' studies."""
-    archive = out_dir / "archive"
-    rng = np.random.default_rng([config.seed, 4])
-    first_by_variant: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        first_by_variant.setdefault(row["variant"], row)
-    out: list[dict[str, Any]] = []
+def _fault_plan(config: SynthConfig, k: int, kind: str, slots: list[tuple[PatientSlot, SyntheticStudy]]) -> ClipPlan:
+    """A short, small clip (index past the clean clips) as the material of fault `k`, filed among the patients."""
+    slot, study = slots[(3 * k + 1) % len(slots)]
     small = replace(config, sizes=(min(config.sizes),))
+    plan = plan_clip(small, config.n_clips + k, slot, study)
+    plan = replace(
+        plan,
+        variant=VARIANT_BY_NAME["mp4" if kind == "corrupt_video" else "explicit_le_mono2"],
+        n_frames=min(plan.n_frames, 2 * plan.fps, 40),
+        fps_tags=("FrameTime",),
+        has_regions=False,
+        regions_valid=True,
+        ecg_region=False,
+    )
+    return assign_path(plan, slot, ".mp4" if kind == "corrupt_video" else ".dcm")
+
+
+def _write_byte_fault(kind: str, path: Path, plan: ClipPlan, rows: list[dict[str, Any]], phi: _PhiLedger) -> dict[str, Any]:
+    """Faults made of bytes alone: an empty file, a text file named .dcm, an exact duplicate."""
+    if kind == "empty":
+        synthetic_faults.write_empty(path)
+    elif kind == "not_dicom":
+        synthetic_faults.write_not_dicom(path)
+    else:
+        source = next((r for r in rows if r["variant"] == "explicit_le_mono2"), rows[0])
+        synthetic_faults.write_duplicate(path, path.parents[2] / source["file"])
+        phi.alias(plan.rel_path, source["file"])
+        return _fault_row(source, kind, f"duplicate_of={source['file']}", file=plan.rel_path, clip_id=plan.clip_id, mask_file=source["mask_file"])
+    return _blank_row(plan, kind, "", "dicom")
+
+
+def _write_clip_fault(kind: str, path: Path, plan: ClipPlan, config: SynthConfig, phi: _PhiLedger, rng: np.random.Generator) -> dict[str, Any]:
+    """Faults made from a rendered clip: truncated, CT, single frame, corrupt MP4, frozen, blank."""
+    clip = render_plan(config, plan, ())
+    header = build_header(config, plan, clip)
+    ed, es = ed_es_frames(plan.n_frames, float(plan.fps), plan.heart)
+    row = label_row(plan, clip, header, ed, es, "")
+    no_ef = {"ef": float("nan"), "edv_ml": float("nan"), "esv_ml": float("nan"), "ed_frames": "", "es_frames": ""}
+    if kind == "not_ultrasound":
+        synthetic_faults.write_ct(path, header, rng)
+        phi.add(plan.rel_path, header, [])
+        return _blank_row(plan, kind, "CT image storage", "dicom")
+    phi.add(plan.rel_path, header, clip.burned_in)
+    if kind == "truncated":
+        write_dicom(path, clip.frames, plan.variant, header)
+        return _fault_row(row, kind, f"cut_to_bytes={synthetic_faults.truncate_file(path, 0.6)}")
+    if kind == "single_frame":
+        write_dicom(path, clip.frames[:1], plan.variant, header, sop_class=US_IMAGE_STORAGE)
+        return _fault_row(row, kind, "US Image Storage", n_frames=1, duration_s=float("nan"), fps_tag="default", **no_ef)
+    if kind == "corrupt_video":
+        source = path.with_name(path.stem + "_src.mp4")
+        write_video(source, clip.frames, float(plan.fps), "mp4")
+        synthetic_faults.write_corrupt_video(path, source, rng)
+        source.unlink()
+        return _fault_row(row, kind, "valid header then random bytes", fps_tag="container")
+    if kind == "frozen":
+        write_dicom(path, np.repeat(clip.frames[:1], plan.n_frames, axis=0), plan.variant, header)
+        return _fault_row(row, kind, "all frames identical", **no_ef)
+    if kind == "blank":
+        write_dicom(path, np.zeros_like(clip.frames), plan.variant, header)
+        return _fault_row(row, kind, "all pixels zero", **no_ef)
+    raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def _write_faults(out_dir: Path, config: SynthConfig, slots: list[tuple[PatientSlot, SyntheticStudy]], rows: list[dict[str, Any]], phi: _PhiLedger) -> list[dict[str, Any]]:
+    """One file of each kind in `synthetic_faults.FAULT_KINDS`, filed in the patients' study folders."""
+    rng = np.random.default_rng([config.seed, 4])
+    out: list[dict[str, Any]] = []
     for k, kind in enumerate(synthetic_faults.FAULT_KINDS):
-        slot, study = slots[(3 * k + 1) % len(slots)]
-        # A short, small clean clip as the material of the fault (index past the clean clips).
-        base_plan = plan_clip(small, config.n_clips + k, slot, study)
-        variant = VARIANT_BY_NAME["mp4" if kind == "corrupt_video" else "explicit_le_mono2"]
-        base_plan = replace(base_plan, variant=variant, n_frames=min(base_plan.n_frames, 2 * base_plan.fps, 40),
-                            fps_tags=("FrameTime",), has_regions=False, regions_valid=True, ecg_region=False)
-        suffix = {"corrupt_video": ".mp4"}.get(kind, ".dcm")
-        plan = assign_path(base_plan, slot, suffix)
-        path = archive / plan.rel_path
+        plan = _fault_plan(config, k, kind, slots)
+        path = out_dir / "archive" / plan.rel_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if kind in ("empty", "not_dicom"):
-            if kind == "empty":
-                synthetic_faults.write_empty(path)
-            else:
-                synthetic_faults.write_not_dicom(path)
-            out.append(_blank_row(plan, kind, "", "dicom"))
-            continue
-        if kind == "duplicate":
-            source = first_by_variant.get("explicit_le_mono2", rows[0])
-            synthetic_faults.write_duplicate(path, archive / source["file"])
-            out.append(
-                _fault_row(source, kind, f"duplicate_of={source['file']}", file=plan.rel_path, clip_id=plan.clip_id, mask_file=source["mask_file"])
-            )
-            phi.files[plan.rel_path] = phi.files[source["file"]]
-            continue
-        clip = render_plan(config, plan, ())
-        header = build_header(config, plan, clip)
-        ed, es = ed_es_frames(plan.n_frames, float(plan.fps), plan.heart)
-        row = label_row(plan, clip, header, ed, es, "")
-        if kind == "not_ultrasound":
-            synthetic_faults.write_ct(path, header, rng)
-            phi.add(plan.rel_path, header, [])
-            out.append(_blank_row(plan, kind, "CT image storage", "dicom"))
-            continue
-        phi.add(plan.rel_path, header, clip.burned_in)
-        if kind == "truncated":
-            write_dicom(path, clip.frames, variant, header)
-            size = synthetic_faults.truncate_file(path, 0.6)
-            out.append(_fault_row(row, kind, f"cut_to_bytes={size}"))
-        elif kind == "single_frame":
-            write_dicom(path, clip.frames[:1], variant, header, sop_class=US_IMAGE_STORAGE)
-            out.append(_fault_row(row, kind, "US Image Storage", n_frames=1, ed_frames="", es_frames="", duration_s=float("nan"), fps_tag="default"))
-        elif kind == "corrupt_video":
-            tmp = path.with_name(path.stem + "_src.mp4")
-            write_video(tmp, clip.frames, float(plan.fps), "mp4")
-            synthetic_faults.write_corrupt_video(path, tmp, rng)
-            tmp.unlink()
-            out.append(_fault_row(row, kind, "valid header then random bytes", fps_tag="container"))
-        elif kind in ("frozen", "blank"):
-            frames = np.repeat(clip.frames[:1], plan.n_frames, axis=0) if kind == "frozen" else np.zeros_like(clip.frames)
-            write_dicom(path, frames, variant, header)
-            out.append(_fault_row(row, kind, "all frames identical" if kind == "frozen" else "all pixels zero",
-                                  ef=float("nan"), edv_ml=float("nan"), esv_ml=float("nan"), ed_frames="", es_frames=""))
+        if kind in ("empty", "not_dicom", "duplicate"):
+            out.append(_write_byte_fault(kind, path, plan, rows, phi))
+        else:
+            out.append(_write_clip_fault(kind, path, plan, config, phi, rng))
     return out
 
 
