@@ -1,0 +1,168 @@
+"""Prefect flow `ingest_archive`: archive -> QC -> view filter -> 32-frame clips in shards + manifest.
+
+Thin orchestration over `echofm.ingest`: one task plans (discover, resume), one task per *batch*
+of files ingests (never one per file: Prefect cannot carry 290K task runs), one task merges the
+manifest and validates its contract. Batches run on a process pool over the local cores by
+default, or on a Dask cluster when `dask_address` is given (prefect-dask). The run ends with a
+summary artifact and an `echofm.ingest.completed` event that can trigger pretraining.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.events import emit_event
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+from pydantic import BaseModel, ConfigDict, Field
+
+from echofm.ingest.batch import BatchResult
+from echofm.ingest.config import IngestConfig
+from echofm.ingest.run import BatchSpec, IngestOutcome, IngestPlan, finalize_ingest, plan_ingest, run_batch
+from echofm.ingest.summary import IngestSummary, summarize, summary_markdown
+from echofm.ingest.views import DEFAULT_VIEWS
+
+COMPLETED_EVENT = "echofm.ingest.completed"
+
+
+class IngestOptions(BaseModel):
+    """Run options (rendered as a form in the Prefect UI)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    views: list[str] = Field(default=list(DEFAULT_VIEWS), min_length=1, description="canonical views to keep")
+    batch_size: int = Field(default=64, ge=1, le=10_000, description="files per batch task")
+    workers: int | None = Field(default=None, ge=1, description="local worker processes (default: all cores)")
+    dask_address: str | None = Field(default=None, description="run batches on this Dask scheduler (tcp://host:port)")
+    window_ms: float | None = Field(default=None, gt=0, description="clip window in ms (default: one cardiac cycle, else 1280 ms)")
+    max_windows: int = Field(default=1, ge=1, le=64, description="most clips cut from one cine")
+    codec: str | None = Field(default=None, description="shard codec (default: echofm.data.codec.DEFAULT_CODEC)")
+    view_classifier: str | None = Field(default=None, description="'module:callable' of a ViewClassifier factory")
+
+    def to_config(self) -> IngestConfig:
+        return IngestConfig(
+            views=tuple(self.views),
+            batch_size=self.batch_size,
+            window_ms=self.window_ms,
+            max_windows=self.max_windows,
+            codec=self.codec,
+            view_classifier=self.view_classifier,
+        )
+
+
+def batch_task_runner(*, workers: int | None, dask_address: str | None) -> TaskRunner[Any]:
+    """Where batches run: the Dask cluster at `dask_address`, else a local process pool."""
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=dask_address)
+    return ProcessPoolTaskRunner(max_workers=workers or os.cpu_count() or 1)
+
+
+@contextmanager
+def api_shared_with_workers() -> Iterator[None]:
+    """Make batch workers in other processes report to this run's API.
+
+    With the ephemeral API (no PREFECT_API_URL), each worker process would otherwise start its own
+    temporary server (tens of seconds each on a busy machine) and its task runs would not appear
+    under this flow run. The URL travels in the settings that the process pool and prefect-dask
+    hand to their workers.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    with temporary_settings(updates={PREFECT_API_URL: str(get_client(sync_client=True).api_url)}):
+        yield
+
+
+@task(name="plan-ingest", cache_policy=NO_CACHE)
+def plan_task(source: str, output: str, config: IngestConfig) -> IngestPlan:
+    return plan_ingest(source, output, config)
+
+
+# No retries: a batch fails as a task only for systemic reasons (OUTPUT unwritable); a file's own
+# problems are rows, not exceptions.
+@task(name="ingest-batch", cache_policy=NO_CACHE, task_run_name="ingest-batch-{batch.batch_id}")
+def batch_task(source: str, output: str, config: IngestConfig, batch: BatchSpec) -> BatchResult:
+    result = run_batch(source, output, config, batch)
+    # The rows are in the batch's Parquet part already; return counts, not the rows, so the
+    # process pool / Dask moves a few hundred bytes per batch.
+    result.rows = []
+    return result
+
+
+@task(name="finalize-ingest", cache_policy=NO_CACHE)
+def finalize_task(plan: IngestPlan, results: list[BatchResult]) -> IngestOutcome:
+    return finalize_ingest(plan, results)
+
+
+def _publish(summary: IngestSummary, outcome: IngestOutcome, output: Path) -> None:
+    create_markdown_artifact(
+        markdown=summary_markdown(summary, title=f"Ingestion into {output.name}"),
+        key="echofm-ingest-summary",
+        description="counts by status, reason and view; throughput",
+    )
+    create_table_artifact(
+        table=[{"status": status, "files": count} for status, count in summary.by_status.items()]
+        + [{"status": f"reason: {reason}", "files": count} for reason, count in summary.by_reason.items()],
+        key="echofm-ingest-counts",
+        description="files by status and reason in this run",
+    )
+    emit_event(
+        event=COMPLETED_EVENT,
+        resource={"prefect.resource.id": f"echofm.archive.{output.name}", "prefect.resource.name": output.name},
+        payload={
+            "new_accepted": summary.clips,
+            "new_files": summary.files,
+            "manifest_rows": outcome.n_manifest_rows,
+            "manifest": str(outcome.manifest_path),
+        },
+    )
+
+
+@flow(name="ingest-archive")
+def ingest_archive(source: str, output: str, options: IngestOptions | None = None) -> dict[str, Any]:
+    """Ingest the archive at `source` into `output` (shards/, manifest.parquet, qc/).
+
+    Re-running adds only files not yet recorded; a killed run resumes. Raises `SourceError`,
+    `OutputError` or `ContractViolation` for systemic failures; a file's problems are rows.
+    Returns the run summary (counts, throughput).
+    """
+    options = options or IngestOptions()
+    logger = get_run_logger()
+    plan = plan_task(source, output, options.to_config())
+    logger.info(
+        "%d files discovered, %d already recorded, %d batches to run",
+        plan.n_discovered, plan.n_already_recorded, len(plan.batches),
+    )
+    results: list[BatchResult] = []
+    if plan.batches:
+        workers = min(options.workers or os.cpu_count() or 1, len(plan.batches))
+        with api_shared_with_workers(), batch_task_runner(workers=workers, dask_address=options.dask_address) as runner:
+            futures = [
+                runner.submit(
+                    batch_task,
+                    {"source": str(plan.source), "output": str(plan.output), "config": plan.config, "batch": batch},
+                )
+                for batch in plan.batches
+            ]
+            results = [future.result() for future in futures]
+    outcome = finalize_task(plan, results)
+    summary = summarize(
+        outcome.new_rows,
+        seconds=outcome.seconds,
+        manifest_rows=outcome.n_manifest_rows,
+        workers=options.workers or os.cpu_count() or 1,
+        stage_seconds=outcome.stage_seconds,
+    )
+    _publish(summary, outcome, plan.output)
+    return summary.as_dict()
