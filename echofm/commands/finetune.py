@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
               "pretrained": result.pretrained.metrics, "random_init": result.random_init.metrics if result.random_init else None,
               "checkpoint": str(result.checkpoint)}
     if args.register:
-        registered = log_and_register(result, tracking_uri=tracking_uri, labels_digest=file_digest(args.labels))
+        registered = log_and_register(result.checkpoint, tracking_uri=tracking_uri, labels_digest=file_digest(args.labels))
         report["registered"] = {"model_uri": registered.model_uri, "alias": "challenger", "run_id": registered.run_id,
                                 "tracking_uri": tracking_uri}
     print(json.dumps(report, indent=2, default=float))

@@ -61,6 +61,14 @@ def model_name(task: str) -> str:
     return f"echofm-{task.replace('_', '-')}"
 
 
+def parse_model_uri(uri: str) -> tuple[str, str]:
+    """`models:/NAME/VERSION` -> (NAME, VERSION); RegistryError for other forms."""
+    match = re.fullmatch(r"models:/([^/@]+)/(\d+)", uri)
+    if not match:
+        raise RegistryError(f"{uri!r} is not a models:/NAME/VERSION URI")
+    return match.group(1), match.group(2)
+
+
 def task_of(name: str) -> str:
     """Inverse of `model_name`."""
     match = re.fullmatch(r"echofm-(.+)", name)
@@ -140,22 +148,28 @@ def evaluation_set_digest(manifest_digest: str | None, labels_digest: str | None
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def model_card(result: Any, name: str) -> str:
-    """Markdown description of a fine-tuned version: data, metrics, intended use, limits."""
-    cfg = result.config
-    counts = result.counts
-    test, rand = result.test_metrics, (result.random_init.metrics.get("test", {}) if result.random_init else {})
+def _arm_test(summary: dict[str, Any], arm: str) -> dict[str, float]:
+    record = summary.get(arm) or {}
+    return dict((record.get("metrics") or {}).get("test") or {})
+
+
+def model_card(summary: dict[str, Any], name: str, head_kind: str) -> str:
+    """Markdown description of a fine-tuned version (data, metrics, intended use, limits), from
+    the run summary a fine-tuned checkpoint carries (`FinetuneResult.summary()`)."""
+    cfg, counts = summary["config"], summary["counts"]
+    test, rand = _arm_test(summary, "pretrained"), _arm_test(summary, "random_init")
     rows = "\n".join(
         f"| {k} | {v:.4g} | {rand.get(k, float('nan')):.4g} |" for k, v in sorted(test.items())
     )
-    classes = f" Classes: {', '.join(result.task.classes)}." if result.task.classes else ""
+    classes = summary["task"].get("classes") or []
+    class_text = f" Classes: {', '.join(classes)}." if classes else ""
     return f"""# {name}
 
-EchoFM downstream model for **{cfg.task}** ({cfg.strategy} strategy, {result.model.head.config.kind} head).{classes}
+EchoFM downstream model for **{cfg['task']}** ({cfg['strategy']} strategy, {head_kind} head).{class_text}
 
 ## Data
-Encoder: `{result.encoder_source}` (pretraining run `{result.parent_run_id}`). Manifest digest
-`{result.manifest_digest}`. Clips (patients) per split, split by patient (seed {cfg.split.seed}):
+Encoder: `{summary['encoder_source']}` (pretraining run `{summary['parent_run_id']}`). Manifest digest
+`{summary['manifest_digest']}`. Clips (patients) per split, split by patient (seed {cfg['split']['seed']}):
 train {counts['train']['clips']} ({counts['train']['patients']}), val {counts['val']['clips']}
 ({counts['val']['patients']}), test {counts['test']['clips']} ({counts['test']['patients']}).
 
@@ -177,23 +191,30 @@ are sampled evenly over the whole input clip, which carries no frame rate: pass 
 
 
 def log_and_register(
-    result: Any,
+    checkpoint: str | os.PathLike[str] | Any,
     *,
     tracking_uri: str | None = None,
     experiment: str = EXPERIMENT,
     name: str | None = None,
     labels_digest: str | None = None,
 ) -> RegisteredVersion:
-    """Log a `FinetuneResult` as an MLflow run (params, both arms' metrics, per-epoch losses,
-    result.json, the pyfunc) and register it as `name` (default `echofm-<task>`) with alias
-    `challenger`, a model-card description and provenance tags. Needs `result.checkpoint`."""
-    if result.checkpoint is None:
-        raise RegistryError("the fine-tuning result has no checkpoint file to register (give out_dir)")
+    """Log a fine-tuned checkpoint (`model.pt`, or a `FinetuneResult` that saved one) as an MLflow
+    run (params, both arms' metrics, per-epoch losses, the pyfunc) and register it as `name`
+    (default `echofm-<task>`) with alias `challenger`, a model-card description and provenance
+    tags. Everything comes from the checkpoint file, so this step runs on its own."""
+    from echofm.train.downstream import load_downstream
+
+    path = getattr(checkpoint, "checkpoint", checkpoint)
+    if path is None or not Path(path).is_file():
+        raise RegistryError(f"no fine-tuned checkpoint to register at {path}")
+    loaded = load_downstream(path)
     with tracking_uri_scope(tracking_uri):
-        return _log_and_register(result, experiment=experiment, name=name, labels_digest=labels_digest)
+        return _log_and_register(Path(path), loaded.model, loaded.meta, experiment=experiment, name=name,
+                                 labels_digest=labels_digest)
 
 
-def _log_and_register(result: Any, *, experiment: str, name: str | None, labels_digest: str | None) -> RegisteredVersion:
+def _log_and_register(path: Path, model: Any, summary: dict[str, Any], *, experiment: str, name: str | None,
+                      labels_digest: str | None) -> RegisteredVersion:
     import mlflow
     from mlflow import MlflowClient
 
@@ -204,46 +225,43 @@ def _log_and_register(result: Any, *, experiment: str, name: str | None, labels_
     if mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=default_artifact_location(uri))
     mlflow.set_experiment(experiment)
-    name = name or model_name(result.config.task)
-    cfg = result.config
-    eval_set = evaluation_set_digest(result.manifest_digest, labels_digest, cfg.split.__dict__, cfg.task)
-    with mlflow.start_run(run_name=f"{name}-{cfg.strategy}") as run:
-        params = {k: str(v) for k, v in cfg.to_dict().items() if k != "split"}
-        params.update({f"split_{k}": str(v) for k, v in cfg.split.__dict__.items()})
-        params["encoder"] = result.encoder_source
+    cfg = summary["config"]
+    name = name or model_name(cfg["task"])
+    eval_set = evaluation_set_digest(summary["manifest_digest"], labels_digest, cfg["split"], cfg["task"])
+    provenance = {
+        "task": cfg["task"],
+        "strategy": cfg["strategy"],
+        "manifest_digest": str(summary["manifest_digest"]),
+        "code_version": code_version(),
+        "parent_run_id": str(summary["parent_run_id"]),
+        "encoder_source": str(summary["encoder_source"]),
+    }
+    with mlflow.start_run(run_name=f"{name}-{cfg['strategy']}") as run:
+        params = {k: str(v) for k, v in cfg.items() if k != "split"}
+        params.update({f"split_{k}": str(v) for k, v in cfg["split"].items()})
         mlflow.log_params(params)
-        for arm_name, arm in (("pretrained", result.pretrained), ("random_init", result.random_init)):
-            if arm is None:
+        for arm in ("pretrained", "random_init"):
+            record = summary.get(arm)
+            if not record:
                 continue
-            for split, values in arm.metrics.items():
-                mlflow.log_metrics({f"{arm_name}/{split}_{k}": v for k, v in values.items() if np.isfinite(v)})
-            for record in arm.history:
-                mlflow.log_metrics({f"{arm_name}/{k}": v for k, v in record.items()
-                                    if k != "epoch" and np.isfinite(v)}, step=int(record["epoch"]))
-        mlflow.set_tags({"task": cfg.task, "strategy": cfg.strategy, "manifest_digest": str(result.manifest_digest),
-                         "code_version": code_version(), "parent_run_id": str(result.parent_run_id)})
-        if result.parent_run_id:
-            mlflow.set_tag("mlflow.parentRunId", result.parent_run_id)
-        summary = result.checkpoint.parent / "result.json"
-        if summary.exists():
-            mlflow.log_artifact(str(summary))
-        info = log_pyfunc(result.model, result.checkpoint, registered_model_name=name)
+            for split, values in record["metrics"].items():
+                mlflow.log_metrics({f"{arm}/{split}_{k}": v for k, v in values.items() if np.isfinite(v)})
+            for epoch in record["history"]:
+                mlflow.log_metrics({f"{arm}/{k}": v for k, v in epoch.items() if k != "epoch" and np.isfinite(v)},
+                                   step=int(epoch["epoch"]))
+        mlflow.set_tags(provenance)
+        mlflow.log_dict(summary, "result.json")
+        info = log_pyfunc(model, path, registered_model_name=name)
         run_id = run.info.run_id
     client = MlflowClient()
     version = str(info.registered_model_version)
     client.set_registered_model_alias(name, CHALLENGER, version)
-    client.update_model_version(name, version, description=model_card(result, name))
+    client.update_model_version(name, version, description=model_card(summary, name, model.head.config.kind))
     tags = {
-        "task": cfg.task,
-        "strategy": cfg.strategy,
-        "manifest_digest": str(result.manifest_digest),
-        "code_version": code_version(),
-        "parent_run_id": str(result.parent_run_id),
-        "encoder_source": result.encoder_source,
+        **provenance,
         "eval.set": eval_set,
-        **{f"eval.{k}": repr(float(v)) for k, v in result.test_metrics.items()},
-        **({f"eval.random_init.{k}": repr(float(v)) for k, v in result.random_init.metrics.get("test", {}).items()}
-           if result.random_init else {}),
+        **{f"eval.{k}": repr(float(v)) for k, v in _arm_test(summary, "pretrained").items()},
+        **{f"eval.random_init.{k}": repr(float(v)) for k, v in _arm_test(summary, "random_init").items()},
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
@@ -272,6 +290,7 @@ def promote(
     tracking_uri: str | None = None,
     evaluation: dict[str, Any] | None = None,
     rules: dict[str, PromotionRule] = PROMOTION_RULES,
+    expected_challenger: str | None = None,
 ) -> PromotionDecision:
     """Make the `challenger` of `name` its `champion` if it earns it (see module doc).
 
@@ -279,13 +298,16 @@ def promote(
     split, split_config (default `SplitConfig()`), ...) naming the evaluation set both versions
     are scored on; without it the metrics
     recorded at registration are compared, which requires both to carry the same `eval.set`.
+    expected_challenger: the version a pipeline just registered; when the alias has moved to
+    another version since, nothing is promoted (RegistryError).
     Raises RegistryError when there is no challenger or the versions are not comparable.
     """
     with tracking_uri_scope(tracking_uri):
-        return _promote(name, evaluation=evaluation, rules=rules)
+        return _promote(name, evaluation=evaluation, rules=rules, expected_challenger=expected_challenger)
 
 
-def _promote(name: str, *, evaluation: dict[str, Any] | None, rules: dict[str, PromotionRule]) -> PromotionDecision:
+def _promote(name: str, *, evaluation: dict[str, Any] | None, rules: dict[str, PromotionRule],
+             expected_challenger: str | None) -> PromotionDecision:
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -293,6 +315,8 @@ def _promote(name: str, *, evaluation: dict[str, Any] | None, rules: dict[str, P
     challenger = _alias_version(client, name, CHALLENGER)
     if challenger is None:
         raise RegistryError(f"{name} has no '{CHALLENGER}' version to promote")
+    if expected_challenger is not None and str(challenger.version) != str(expected_challenger):
+        raise RegistryError(f"{name}@{CHALLENGER} is version {challenger.version}, not {expected_challenger}")
     champion = _alias_version(client, name, CHAMPION)
 
     def decide(promoted: bool, reason: str, new: float | None = None, old: float | None = None) -> PromotionDecision:
