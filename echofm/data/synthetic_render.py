@@ -272,6 +272,87 @@ def _overlay_layer(
     return canvas, boxes, drawn
 
 
+@dataclass(frozen=True)
+class _SectorTexture:
+    """What stays fixed over a clip on the work grid: background tissue, gain/attenuation, speckle.
+
+    Speckle has a static part (tissue keeps its texture) plus a part that changes every frame
+    (blood and decorrelation), so the sector moves over time while text and ECG stay still.
+    """
+
+    scale: float
+    background: np.ndarray  # float32 [h, w] dB
+    offset_db: np.ndarray  # float32 [h, w] dB: gain, attenuation, static speckle, display offset
+    dynamic: np.ndarray  # float32 [n, h, w] dB speckle fields
+    order: np.ndarray  # int [T]: dynamic field of each frame
+    soft_fan: np.ndarray  # float32 [h, w], the fan with a soft edge
+
+    def to_grey(self, work_db: np.ndarray, frame: int) -> np.ndarray:
+        """uint8 `[h, w]` display values from the chamber map (dB) of one frame."""
+        db = cv2.GaussianBlur(work_db, (5, 5), 1.0)
+        db += self.offset_db
+        cv2.scaleAdd(self.dynamic[self.order[frame]], 0.5, db, dst=db)
+        cv2.multiply(db, self.soft_fan, dst=db, scale=255.0 / DISPLAY_RANGE_DB)
+        cv2.max(db, 0.0, dst=db)
+        return cv2.convertScaleAbs(db)
+
+
+def _sector_texture(
+    fan: FanGeometry, height: int, width: int, n_frames: int, gain_db: float, rng: np.random.Generator, speckle_seed: int
+) -> _SectorTexture:
+    scale = min(0.5, WORK_HEIGHT / height)
+    shape = (int(round(height * scale)), int(round(width * scale)))
+    soft_fan = cv2.GaussianBlur(fan.mask(shape[0], shape[1], scale).astype(np.float32), (0, 0), 0.8)
+    static = _static_db(fan, shape, scale, rng, gain_db)
+    background = _background_db(fan, shape, scale, rng)
+    n_dynamic = 5
+    speckle = _clip_speckle(shape, speckle_seed, rng, n_dynamic + 1)
+    order = rng.integers(0, n_dynamic, size=n_frames) + 1
+    return _SectorTexture(
+        scale=scale, background=background, offset_db=static + 0.7 * speckle[0] + DISPLAY_RANGE_DB,
+        dynamic=speckle, order=order, soft_fan=soft_fan,
+    )
+
+
+def _ecg_trace(ecg_box: Box, heart: HeartParams, n_frames: int, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ECG polyline (int32 `[N, 2]`) sweeping the whole clip across the band, and the cursor x of each frame."""
+    n_pts = max(2, ecg_box[2] - ecg_box[0])
+    ecg = _ecg_waveform(cycle_phase(np.linspace(0.0, n_frames / fps, n_pts), heart))
+    mid = (ecg_box[1] + ecg_box[3]) / 2.0 + 0.2 * (ecg_box[3] - ecg_box[1])
+    amp = 0.55 * (ecg_box[3] - ecg_box[1])
+    pts = np.stack([ecg_box[0] + np.arange(n_pts), mid - amp * ecg], axis=1).round().astype(np.int32)
+    cursor_x = (ecg_box[0] + np.arange(n_frames) / max(n_frames, 1) * (n_pts - 1)).round().astype(int)
+    return pts, cursor_x
+
+
+def _colour_layer(text_layer: np.ndarray, ecg_pts: np.ndarray, fan_box: Box, text_boxes: list[Box], header: int) -> tuple[np.ndarray, Box | None]:
+    """uint8 `[H, W, 3]` static overlays of a colour file: text, a green ECG, a red-blue scale bar right of the fan."""
+    height, width = text_layer.shape
+    layer = cv2.cvtColor(text_layer, cv2.COLOR_GRAY2RGB)
+    cv2.polylines(layer, [ecg_pts], False, ECG_RGB, 1, cv2.LINE_AA)
+    bw = max(6, width // 90)
+    bx0 = min(width - bw - 3, fan_box[2] + max(6, width // 60))
+    # Below the side annotations right of the fan, so it never covers text.
+    by0 = max((b[3] for b in text_boxes if b[0] > fan_box[2]), default=header) + 8
+    by1 = by0 + max(40, height // 6)
+    if bx0 <= fan_box[2] + 1 or by1 >= fan_box[3]:
+        return layer, None
+    ramp = np.linspace(0.0, 1.0, by1 - by0)[:, None]
+    bar = np.concatenate([255 * (1 - ramp), 40 * np.ones_like(ramp), 255 * ramp], axis=1)
+    layer[by0:by1, bx0 : bx0 + bw] = bar[:, None, :].astype(np.uint8)
+    return layer, (bx0, by0, bx0 + bw - 1, by1 - 1)
+
+
+def _draw_lv(target: np.ndarray, pts: np.ndarray, shift: int, sector: np.ndarray) -> int:
+    """Fill the LV polygon (fixed-point `pts`) into `target`, clipped to the fan; returns its area in pixels."""
+    x, y, w, h = cv2.boundingRect(pts >> shift)
+    roi = (slice(max(0, y - 1), y + h + 2), slice(max(0, x - 1), x + w + 2))
+    target[roi] = 0
+    cv2.fillPoly(target, [pts], 1, cv2.LINE_8, shift)
+    target[roi] &= sector[roi]  # the mask is what the fan shows
+    return int(np.count_nonzero(target[roi]))
+
+
 def render_clip(
     *,
     view: str,
@@ -290,109 +371,62 @@ def render_clip(
 ) -> RenderedClip:
     """Render one cine at its native size.
 
-    Returns frames uint8 `[T, H, W]` (or `[T, H, W, 3]` RGB when `colour`), LV masks `[T, H, W]`,
-    LV volumes (ml) `[T]`, and the fan and overlay geometry. `speckle_seed` picks the archive's
-    speckle pool (see `speckle_pool`); everything else comes from `rng`. LV masks are kept for the
-    frames in `mask_frames` (all frames when None); the LV area is measured in every frame.
+    Returns frames uint8 `[T, H, W]` (or `[T, H, W, 3]` RGB when `colour`), LV masks `[K, H, W]` of
+    the frames in `mask_frames` (all frames when None), the LV area (pixels) and volume (ml) of
+    every frame, and the fan and overlay geometry. `speckle_seed` picks the archive's speckle pool
+    (see `speckle_pool`); everything else comes from `rng`.
     """
     fan, header, ecg_top = plan_fan(height, width, rng, depth_cm)
     sector = fan.mask(height, width)
     # The box of the drawn mask, which cv2's polygonal arcs make a pixel or two wider than the ideal fan.
     ys, xs = np.nonzero(sector)
     fan_box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
-    ecg_top = max(ecg_top, fan_box[3] + 3)
-    scale = min(0.5, WORK_HEIGHT / height)
-    wh, ww = int(round(height * scale)), int(round(width * scale))
-    sector255 = sector * np.uint8(255)
-    work_fan = cv2.GaussianBlur(fan.mask(wh, ww, scale).astype(np.float32), (0, 0), 0.8)
-    static = _static_db(fan, (wh, ww), scale, rng, gain_db)
-    background = _background_db(fan, (wh, ww), scale, rng)
-    # Speckle: a static part (tissue keeps its texture) plus a part that changes every frame
-    # (blood and decorrelation), so the sector moves over time while text and ECG stay still.
-    n_dynamic = 5
-    speckle = _clip_speckle((wh, ww), speckle_seed, rng, n_dynamic + 1)
-    pool_order = rng.integers(0, n_dynamic, size=n_frames) + 1
-    offset_db = static + 0.7 * speckle[0] + DISPLAY_RANGE_DB
-    to_byte = 255.0 / DISPLAY_RANGE_DB
-
+    texture = _sector_texture(fan, height, width, n_frames, gain_db, rng, speckle_seed)
     times = np.arange(n_frames) / fps
-    volumes = lv_volume(times, heart)
-    phases = cycle_phase(times, heart)
+    volumes, phases = lv_volume(times, heart), cycle_phase(times, heart)
 
     text_layer, text_boxes, burned_in = _overlay_layer(height, width, fan_box, header, overlay)
-    ecg_box = (fan_box[0], ecg_top, fan_box[2], height - 1 - max(2, height // 120))
+    ecg_box = (fan_box[0], max(ecg_top, fan_box[3] + 3), fan_box[2], height - 1 - max(2, height // 120))
     if ecg_box[3] - ecg_box[1] < 12:
         raise LayoutError(f"no room for the ECG band in a {height}x{width} image")
-    # The ECG sweeps the whole clip across the band; the cursor marks the current frame.
-    n_pts = max(2, ecg_box[2] - ecg_box[0])
-    t_pts = np.linspace(0.0, n_frames / fps, n_pts)
-    ecg = _ecg_waveform(cycle_phase(t_pts, heart))
-    mid = (ecg_box[1] + ecg_box[3]) / 2.0 + 0.2 * (ecg_box[3] - ecg_box[1])
-    amp = 0.55 * (ecg_box[3] - ecg_box[1])
-    ecg_pts = np.stack([ecg_box[0] + np.arange(n_pts), mid - amp * ecg], axis=1).round().astype(np.int32)
-    cursor_x = (ecg_box[0] + (times * fps / max(n_frames, 1)) * (n_pts - 1)).round().astype(int)
-
+    ecg_pts, cursor_x = _ecg_trace(ecg_box, heart, n_frames, fps)
     colour_box: Box | None = None
     if colour:
-        static_rgb = cv2.cvtColor(text_layer, cv2.COLOR_GRAY2RGB)
-        cv2.polylines(static_rgb, [ecg_pts], False, ECG_RGB, 1, cv2.LINE_AA)
-        # A small colour-flow scale bar right of the fan, the usual colour element beside a grey image.
-        bw = max(6, width // 90)
-        bx0 = min(width - bw - 3, fan_box[2] + max(6, width // 60))
-        # Below the side annotations right of the fan, so it never covers text.
-        by0 = max((b[3] for b in text_boxes if b[0] > fan_box[2]), default=header) + 8
-        by1 = by0 + max(40, height // 6)
-        if bx0 > fan_box[2] + 1 and by1 < fan_box[3]:
-            ramp = np.linspace(0.0, 1.0, by1 - by0)[:, None]
-            bar = np.concatenate([(255 * (1 - ramp)), 40 * np.ones_like(ramp), (255 * ramp)], axis=1)
-            static_rgb[by0:by1, bx0 : bx0 + bw] = bar[:, None, :].astype(np.uint8)
-            colour_box = (bx0, by0, bx0 + bw - 1, by1 - 1)
+        static, colour_box = _colour_layer(text_layer, ecg_pts, fan_box, text_boxes, header)
         frames = np.empty((n_frames, height, width, 3), dtype=np.uint8)
+        cursor: int | tuple[int, int, int] = CURSOR_RGB
     else:
-        static_grey = text_layer.copy()
-        cv2.polylines(static_grey, [ecg_pts], False, 200, 1, cv2.LINE_AA)
+        static = text_layer.copy()
+        cv2.polylines(static, [ecg_pts], False, 200, 1, cv2.LINE_AA)
         frames = np.empty((n_frames, height, width), dtype=np.uint8)
+        cursor = 255
 
     keep = np.arange(n_frames, dtype=np.int64) if mask_frames is None else np.asarray(sorted(set(mask_frames)), dtype=np.int64)
     slot_of = {int(f): k for k, f in enumerate(keep)}
     lv_masks = np.zeros((len(keep), height, width), dtype=np.uint8)
     lv_area = np.zeros(n_frames, dtype=np.float64)
     scratch = np.zeros((height, width), dtype=np.uint8)
-    work = np.empty((wh, ww), dtype=np.float32)
+    work = np.empty(texture.background.shape, dtype=np.float32)
     grey = np.empty((height, width), dtype=np.uint8)
+    sector255 = sector * np.uint8(255)
     shift = 4  # sub-pixel vertices for cv2.fillPoly
     for i in range(n_frames):
-        work[...] = background
+        work[...] = texture.background
         for shape in view_shapes(view, float(volumes[i]), heart.edv_ml, float(phases[i]), heart.systole_fraction):
-            pts = np.round(fan.to_pixels(shape.points, scale) * (1 << shift)).astype(np.int32)
+            pts = np.round(fan.to_pixels(shape.points, texture.scale) * (1 << shift)).astype(np.int32)
             cv2.fillPoly(work, [pts], shape.level_db, cv2.LINE_8, shift)
             if shape.is_lv:
                 full = np.round(fan.to_pixels(shape.points) * (1 << shift)).astype(np.int32)
-                x, y, w, h = cv2.boundingRect(full >> shift)
-                roi = (slice(max(0, y - 1), y + h + 2), slice(max(0, x - 1), x + w + 2))
-                target = lv_masks[slot_of[i]] if i in slot_of else scratch
-                target[roi] = 0
-                cv2.fillPoly(target, [full], 1, cv2.LINE_8, shift)
-                target[roi] &= sector[roi]  # the mask is what the fan shows
-                lv_area[i] = np.count_nonzero(target[roi])
-        db = cv2.GaussianBlur(work, (5, 5), 1.0)
-        db += offset_db
-        cv2.scaleAdd(speckle[pool_order[i]], 0.5, db, dst=db)
-        cv2.multiply(db, work_fan, dst=db, scale=to_byte)
-        cv2.max(db, 0.0, dst=db)
-        small = cv2.convertScaleAbs(db)
-        cv2.resize(small, (width, height), dst=grey, interpolation=cv2.INTER_LINEAR)
+                lv_area[i] = _draw_lv(lv_masks[slot_of[i]] if i in slot_of else scratch, full, shift, sector)
+        cv2.resize(texture.to_grey(work, i), (width, height), dst=grey, interpolation=cv2.INTER_LINEAR)
         cv2.bitwise_and(grey, sector255, dst=grey)
-        x = int(cursor_x[i])
+        out = frames[i]
         if colour:
-            out = frames[i]
             cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB, dst=out)
-            cv2.max(out, static_rgb, dst=out)
-            cv2.line(out, (x, ecg_box[1]), (x, ecg_box[3]), CURSOR_RGB, 1)
+            cv2.max(out, static, dst=out)
         else:
-            out = frames[i]
-            cv2.max(grey, static_grey, dst=out)
-            cv2.line(out, (x, ecg_box[1]), (x, ecg_box[3]), 255, 1)
+            cv2.max(grey, static, dst=out)
+        cv2.line(out, (int(cursor_x[i]), ecg_box[1]), (int(cursor_x[i]), ecg_box[3]), cursor, 1)
     return RenderedClip(
         frames=frames,
         lv_masks=lv_masks,
@@ -407,4 +441,3 @@ def render_clip(
         colour_box=colour_box,
         burned_in=burned_in,
     )
-
