@@ -212,6 +212,25 @@ def _valve(base: tuple[float, float], axis: tuple[float, float], half_width: flo
     return shapes
 
 
+@dataclass(frozen=True)
+class _Beat:
+    """The heart at one instant: LV axes (cm), wall thickness, valve openings, whole-heart sway."""
+
+    length: float
+    diameter: float
+    rel: float  # V / EDV: 1 at ED, smallest at ES
+    wall: float
+    atrial_scale: float
+    mitral_open: float
+    aortic_open: float
+    sway_u: float
+    sway_d: float
+
+    def at(self, u: float, d: float) -> tuple[float, float]:
+        """A point of the heart, moved by the sway."""
+        return (u + self.sway_u, d + self.sway_d)
+
+
 def view_shapes(view: str, volume_ml: float, edv_ml: float, phase: float, systole_fraction: float) -> list[Shape]:
     """Shapes to draw for one frame, in drawing order (later shapes cover earlier ones).
 
@@ -221,89 +240,114 @@ def view_shapes(view: str, volume_ml: float, edv_ml: float, phase: float, systol
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
     length, diameter = lv_axes(volume_ml, edv_ml)
-    rel = volume_ml / edv_ml  # 1 at ED, smallest at ES
-    wall = 0.9 + 0.5 * (1.0 - rel)  # the wall thickens as the cavity empties
-    atrial_scale = 1.0 + 0.18 * (1.0 - rel)
+    rel = volume_ml / edv_ml
     in_systole = phase < systole_fraction
-    mitral_open = 0.0 if in_systole else float(min(1.0, (phase - systole_fraction) / 0.08))
-    aortic_open = float(math.sin(math.pi * phase / systole_fraction)) if in_systole else 0.0
-    # Whole-heart sway with the beat: the heart moves a few mm, as it does on real cines.
-    sway_u = 0.25 * math.sin(2.0 * math.pi * phase)
-    sway_d = 0.2 * math.cos(2.0 * math.pi * phase)
+    beat = _Beat(
+        length=length,
+        diameter=diameter,
+        rel=rel,
+        wall=0.9 + 0.5 * (1.0 - rel),  # the wall thickens as the cavity empties
+        atrial_scale=1.0 + 0.18 * (1.0 - rel),
+        mitral_open=0.0 if in_systole else float(min(1.0, (phase - systole_fraction) / 0.08)),
+        aortic_open=float(math.sin(math.pi * phase / systole_fraction)) if in_systole else 0.0,
+        # Whole-heart sway with the beat: the heart moves a few mm, as it does on real cines.
+        sway_u=0.25 * math.sin(2.0 * math.pi * phase),
+        sway_d=0.2 * math.cos(2.0 * math.pi * phase),
+    )
+    if view == "PLAX":
+        return _plax_shapes(beat)
+    if view == "PSAX":
+        return _psax_shapes(beat)
+    return _apical_shapes(view, beat)
 
-    def at(u: float, d: float) -> tuple[float, float]:
-        return (u + sway_u, d + sway_d)
 
+def _apical_shapes(view: str, b: _Beat) -> list[Shape]:
+    """Apical views: apex at the top of the fan, A4C with the right heart, A3C with the outflow tract."""
+    length, diameter, wall = b.length, b.diameter, b.wall
+    at = b.at
     shapes: list[Shape] = []
-    if view in ("A4C", "A2C", "A3C"):
-        # Apex at the top of the fan, long axis pointing down (slightly to the image right).
-        angle = math.pi / 2.0 - 0.10
-        lv_apex = at(0.6 if view == "A4C" else 0.1, 2.2)
-        lv_myo, lv_cav, base, ax = _ventricle(lv_apex, angle, length, diameter, wall)
-        la_r = 2.0 * atrial_scale
-        la_centre = (base[0] + (la_r + 0.3) * ax[0], base[1] + (la_r + 0.3) * ax[1])
-        if view == "A4C":
-            # Right heart to the image left; the LV myocardium drawn over it forms the septum.
-            rv_d = 0.6 * diameter
-            rv_myo, rv_cav, rv_base, rv_ax = _ventricle(at(-1.9, 3.9), math.pi / 2.0 + 0.2, 0.8 * length, rv_d, 0.5)
-            ra_r = 1.7 * atrial_scale
-            ra_centre = (rv_base[0] + (ra_r + 0.3) * rv_ax[0], rv_base[1] + (ra_r + 0.3) * rv_ax[1])
-            shapes.append(rv_myo)
-            shapes.append(Shape(ellipse_points(ra_centre, ra_r + 0.3, ra_r * 0.9 + 0.3, angle), MYOCARDIUM - 3.0))
-            shapes.append(rv_cav)
-            shapes.append(Shape(ellipse_points(ra_centre, ra_r, ra_r * 0.9, angle), BLOOD))
-            shapes += _valve(rv_base, rv_ax, rv_d / 2.0, mitral_open)
-        shapes.append(lv_myo)
-        shapes.append(Shape(ellipse_points(la_centre, la_r + 0.3, la_r * 0.9 + 0.3, angle), MYOCARDIUM - 3.0))
-        if view == "A3C":
-            # Outflow tract and aortic root leave the base towards the image right.
-            ao_dir = -0.35
-            ao_start = (base[0] + 0.6, base[1] - 0.3)
-            ao_c = (ao_start[0] + 2.2 * math.cos(ao_dir), ao_start[1] + 2.2 * math.sin(ao_dir))
-            shapes.append(Shape(ellipse_points(ao_c, 2.6, 1.55, ao_dir), MYOCARDIUM - 1.5))
-            shapes.append(Shape(ellipse_points(ao_c, 2.4, 1.2, ao_dir), BLOOD))
-            shapes += _valve(ao_start, (math.cos(ao_dir), math.sin(ao_dir)), 1.1, aortic_open)
-        shapes.append(Shape(ellipse_points(la_centre, la_r, la_r * 0.9, angle), BLOOD))
-        shapes.append(Shape(lv_cav.points, BLOOD, is_lv=True))
-        shapes += _valve(base, ax, diameter * 0.42, mitral_open)
-    elif view == "PLAX":
-        # Long axis across the image: apex to the image left and deeper, base and aorta right.
-        angle = math.pi - 0.22
-        ax = (math.cos(angle), math.sin(angle))
-        base_centre = at(2.2, 7.2)
-        # The base stays at the annulus and the apex moves: long-axis shortening.
-        lv_apex = (base_centre[0] + 0.9 * length * ax[0], base_centre[1] + 0.9 * length * ax[1])
-        rv_c = at(-0.6, 2.6)
-        rv_half = 1.0 * (0.85 + 0.15 * rel)
-        shapes.append(Shape(ellipse_points(rv_c, 4.4, rv_half + 0.5, angle), MYOCARDIUM))
-        shapes.append(Shape(ellipse_points(rv_c, 4.2, rv_half, angle), BLOOD))
-        lv_myo, lv_cav, base, bax = _ventricle(lv_apex, angle + math.pi, length, diameter, wall)
-        shapes.append(lv_myo)
-        ao_c = at(4.0, 4.6)
-        shapes.append(Shape(ellipse_points(ao_c, 2.6, 1.5, -0.25), MYOCARDIUM - 1.5))
-        la_r = 1.8 * atrial_scale
-        la_c = at(4.4, 8.6)
-        shapes.append(Shape(ellipse_points(la_c, la_r + 0.3, la_r * 0.85 + 0.3, 0.0), MYOCARDIUM - 3.0))
-        shapes.append(Shape(ellipse_points(ao_c, 2.4, 1.15, -0.25), BLOOD))
-        shapes.append(Shape(ellipse_points(la_c, la_r, la_r * 0.85, 0.0), BLOOD))
-        shapes.append(Shape(lv_cav.points, BLOOD, is_lv=True))
-        shapes += _valve(base, bax, diameter * 0.4, mitral_open)
-        shapes += _valve((ao_c[0] - 1.9, ao_c[1] + 0.5), (math.cos(-0.25), math.sin(-0.25)), 1.1, aortic_open)
-        # Posterior pericardium: the brightest line of a PLAX, behind the LV and LA.
-        peri_d = 7.2 + diameter / 2.0 + wall + 0.5 + sway_d
-        shapes.append(Shape(ellipse_points((0.5 + sway_u, peri_d), 6.5, 0.22, 0.06), PERICARDIUM))
-    else:  # PSAX: the LV is a circle of diameter D, the RV a crescent wrapping it.
-        centre = at(0.4, 8.0)
-        r = diameter / 2.0
-        rv_c = (centre[0] - 1.4, centre[1] - r - 0.2)
-        shapes.append(Shape(ellipse_points(rv_c, 3.6, 1.9 * (0.85 + 0.15 * rel), -0.35), MYOCARDIUM))
-        shapes.append(Shape(ellipse_points(rv_c, 3.3, 1.5 * (0.85 + 0.15 * rel), -0.35), BLOOD))
-        shapes.append(Shape(ellipse_points(centre, r + wall, r + wall, 0.0, n=64), MYOCARDIUM))
-        shapes.append(Shape(ellipse_points(centre, r, r, 0.0, n=64), BLOOD, is_lv=True))
-        # Papillary muscles at about 4 and 8 o'clock, inside the cavity (part of the traced LV).
-        for ang in (math.radians(40.0), math.radians(140.0)):
-            pc = (centre[0] + 0.6 * r * math.cos(ang), centre[1] + 0.6 * r * math.sin(ang))
-            shapes.append(Shape(ellipse_points(pc, 0.28 * r, 0.22 * r, ang, n=16), MYOCARDIUM))
-        peri_d = centre[1] + r + wall + 0.35
-        shapes.append(Shape(ellipse_points((centre[0], peri_d), 4.5, 0.2, 0.0), PERICARDIUM))
+    # Apex at the top of the fan, long axis pointing down (slightly to the image right).
+    angle = math.pi / 2.0 - 0.10
+    lv_apex = at(0.6 if view == "A4C" else 0.1, 2.2)
+    lv_myo, lv_cav, base, ax = _ventricle(lv_apex, angle, length, diameter, wall)
+    la_r = 2.0 * b.atrial_scale
+    la_centre = (base[0] + (la_r + 0.3) * ax[0], base[1] + (la_r + 0.3) * ax[1])
+    if view == "A4C":
+        # Right heart to the image left; the LV myocardium drawn over it forms the septum.
+        rv_d = 0.6 * diameter
+        rv_myo, rv_cav, rv_base, rv_ax = _ventricle(at(-1.9, 3.9), math.pi / 2.0 + 0.2, 0.8 * length, rv_d, 0.5)
+        ra_r = 1.7 * b.atrial_scale
+        ra_centre = (rv_base[0] + (ra_r + 0.3) * rv_ax[0], rv_base[1] + (ra_r + 0.3) * rv_ax[1])
+        shapes.append(rv_myo)
+        shapes.append(Shape(ellipse_points(ra_centre, ra_r + 0.3, ra_r * 0.9 + 0.3, angle), MYOCARDIUM - 3.0))
+        shapes.append(rv_cav)
+        shapes.append(Shape(ellipse_points(ra_centre, ra_r, ra_r * 0.9, angle), BLOOD))
+        shapes += _valve(rv_base, rv_ax, rv_d / 2.0, b.mitral_open)
+    shapes.append(lv_myo)
+    shapes.append(Shape(ellipse_points(la_centre, la_r + 0.3, la_r * 0.9 + 0.3, angle), MYOCARDIUM - 3.0))
+    if view == "A3C":
+        # Outflow tract and aortic root leave the base towards the image right.
+        ao_dir = -0.35
+        ao_start = (base[0] + 0.6, base[1] - 0.3)
+        ao_c = (ao_start[0] + 2.2 * math.cos(ao_dir), ao_start[1] + 2.2 * math.sin(ao_dir))
+        shapes.append(Shape(ellipse_points(ao_c, 2.6, 1.55, ao_dir), MYOCARDIUM - 1.5))
+        shapes.append(Shape(ellipse_points(ao_c, 2.4, 1.2, ao_dir), BLOOD))
+        shapes += _valve(ao_start, (math.cos(ao_dir), math.sin(ao_dir)), 1.1, b.aortic_open)
+    shapes.append(Shape(ellipse_points(la_centre, la_r, la_r * 0.9, angle), BLOOD))
+    shapes.append(Shape(lv_cav.points, BLOOD, is_lv=True))
+    shapes += _valve(base, ax, diameter * 0.42, b.mitral_open)
+    return shapes
+
+
+def _plax_shapes(b: _Beat) -> list[Shape]:
+    """Parasternal long axis: RV in front, LV across the image, aortic root and LA to the right."""
+    length, diameter, rel, wall = b.length, b.diameter, b.rel, b.wall
+    at = b.at
+    shapes: list[Shape] = []
+    # Long axis across the image: apex to the image left and deeper, base and aorta right.
+    angle = math.pi - 0.22
+    ax = (math.cos(angle), math.sin(angle))
+    base_centre = at(2.2, 7.2)
+    # The base stays at the annulus and the apex moves: long-axis shortening.
+    lv_apex = (base_centre[0] + 0.9 * length * ax[0], base_centre[1] + 0.9 * length * ax[1])
+    rv_c = at(-0.6, 2.6)
+    rv_half = 1.0 * (0.85 + 0.15 * rel)
+    shapes.append(Shape(ellipse_points(rv_c, 4.4, rv_half + 0.5, angle), MYOCARDIUM))
+    shapes.append(Shape(ellipse_points(rv_c, 4.2, rv_half, angle), BLOOD))
+    lv_myo, lv_cav, base, bax = _ventricle(lv_apex, angle + math.pi, length, diameter, wall)
+    shapes.append(lv_myo)
+    ao_c = at(4.0, 4.6)
+    shapes.append(Shape(ellipse_points(ao_c, 2.6, 1.5, -0.25), MYOCARDIUM - 1.5))
+    la_r = 1.8 * b.atrial_scale
+    la_c = at(4.4, 8.6)
+    shapes.append(Shape(ellipse_points(la_c, la_r + 0.3, la_r * 0.85 + 0.3, 0.0), MYOCARDIUM - 3.0))
+    shapes.append(Shape(ellipse_points(ao_c, 2.4, 1.15, -0.25), BLOOD))
+    shapes.append(Shape(ellipse_points(la_c, la_r, la_r * 0.85, 0.0), BLOOD))
+    shapes.append(Shape(lv_cav.points, BLOOD, is_lv=True))
+    shapes += _valve(base, bax, diameter * 0.4, b.mitral_open)
+    shapes += _valve((ao_c[0] - 1.9, ao_c[1] + 0.5), (math.cos(-0.25), math.sin(-0.25)), 1.1, b.aortic_open)
+    # Posterior pericardium: the brightest line of a PLAX, behind the LV and LA.
+    peri_d = 7.2 + diameter / 2.0 + wall + 0.5 + b.sway_d
+    shapes.append(Shape(ellipse_points((0.5 + b.sway_u, peri_d), 6.5, 0.22, 0.06), PERICARDIUM))
+    return shapes
+
+
+def _psax_shapes(b: _Beat) -> list[Shape]:
+    """Parasternal short axis: the LV a ring of diameter D with papillary muscles, the RV a crescent."""
+    diameter, rel, wall = b.diameter, b.rel, b.wall
+    at = b.at
+    shapes: list[Shape] = []
+    centre = at(0.4, 8.0)
+    r = diameter / 2.0
+    rv_c = (centre[0] - 1.4, centre[1] - r - 0.2)
+    shapes.append(Shape(ellipse_points(rv_c, 3.6, 1.9 * (0.85 + 0.15 * rel), -0.35), MYOCARDIUM))
+    shapes.append(Shape(ellipse_points(rv_c, 3.3, 1.5 * (0.85 + 0.15 * rel), -0.35), BLOOD))
+    shapes.append(Shape(ellipse_points(centre, r + wall, r + wall, 0.0, n=64), MYOCARDIUM))
+    shapes.append(Shape(ellipse_points(centre, r, r, 0.0, n=64), BLOOD, is_lv=True))
+    # Papillary muscles at about 4 and 8 o'clock, inside the cavity (part of the traced LV).
+    for ang in (math.radians(40.0), math.radians(140.0)):
+        pc = (centre[0] + 0.6 * r * math.cos(ang), centre[1] + 0.6 * r * math.sin(ang))
+        shapes.append(Shape(ellipse_points(pc, 0.28 * r, 0.22 * r, ang, n=16), MYOCARDIUM))
+    peri_d = centre[1] + r + wall + 0.35
+    shapes.append(Shape(ellipse_points((centre[0], peri_d), 4.5, 0.2, 0.0), PERICARDIUM))
     return shapes
