@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--n-clips", type=int, default=24, help="clean clips to write (12 or more cover every container variant)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     parser.add_argument("--faults", action="store_true", help="add broken and off-target files (truncated, empty, CT, ...)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes writing clips (output does not depend on it)")
+    parser.add_argument(
+        "--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes writing clips (output does not depend on it)"
+    )
     parser.add_argument("--mask-frames", choices=("ed_es", "all"), default="ed_es", help="LV masks for ED/ES frames only or every frame")
     return parser
 

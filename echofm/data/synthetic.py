@@ -159,11 +159,14 @@ def _write_byte_fault(kind: str, path: Path, plan: ClipPlan, rows: list[dict[str
         source = next((r for r in rows if r["variant"] == "explicit_le_mono2"), rows[0])
         synthetic_faults.write_duplicate(path, path.parents[2] / source["file"])
         phi.alias(plan.rel_path, source["file"])
-        return _fault_row(source, kind, f"duplicate_of={source['file']}", file=plan.rel_path, clip_id=plan.clip_id, mask_file=source["mask_file"])
+        detail = f"duplicate_of={source['file']}"
+        return _fault_row(source, kind, detail, file=plan.rel_path, clip_id=plan.clip_id, mask_file=source["mask_file"])
     return _blank_row(plan, kind, "", "dicom")
 
 
-def _write_clip_fault(kind: str, path: Path, plan: ClipPlan, config: SynthConfig, phi: _PhiLedger, rng: np.random.Generator) -> dict[str, Any]:
+def _write_clip_fault(
+    kind: str, path: Path, plan: ClipPlan, config: SynthConfig, phi: _PhiLedger, rng: np.random.Generator
+) -> dict[str, Any]:
     """Faults made from a rendered clip: truncated, CT, single frame, corrupt MP4, frozen, blank."""
     clip = render_plan(config, plan, ())
     header = build_header(config, plan, clip)
@@ -196,7 +199,13 @@ def _write_clip_fault(kind: str, path: Path, plan: ClipPlan, config: SynthConfig
     raise ValueError(f"unknown fault kind {kind!r}")
 
 
-def _write_faults(out_dir: Path, config: SynthConfig, slots: list[tuple[PatientSlot, SyntheticStudy]], rows: list[dict[str, Any]], phi: _PhiLedger) -> list[dict[str, Any]]:
+def _write_faults(
+    out_dir: Path,
+    config: SynthConfig,
+    slots: list[tuple[PatientSlot, SyntheticStudy]],
+    rows: list[dict[str, Any]],
+    phi: _PhiLedger,
+) -> list[dict[str, Any]]:
     """One file of each kind in `synthetic_faults.FAULT_KINDS`, filed in the patients' study folders."""
     rng = np.random.default_rng([config.seed, 4])
     out: list[dict[str, Any]] = []

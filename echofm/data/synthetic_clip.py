@@ -53,7 +53,9 @@ def save_masks(out_dir: Path, plan: ClipPlan, clip: RenderedClip, ed: list[int])
     return rel
 
 
-def label_row(plan: ClipPlan, clip: RenderedClip | None, header: UltrasoundHeader | None, ed: list[int], es: list[int], mask_file: str) -> dict[str, Any]:
+def label_row(
+    plan: ClipPlan, clip: RenderedClip | None, header: UltrasoundHeader | None, ed: list[int], es: list[int], mask_file: str
+) -> dict[str, Any]:
     """The labels.csv row of a clip (keys `LABEL_COLUMNS`)."""
     heart, variant = plan.heart, plan.variant
     fan = clip.fan if clip is not None else None

@@ -72,18 +72,75 @@ class ContainerVariant:
 
 # The order is the coverage order: the first len(VARIANTS) clips of an archive use each once.
 VARIANTS: tuple[ContainerVariant, ...] = (
-    ContainerVariant(name="explicit_le_mono2", container="dicom", transfer_syntax=dcm_uid.ExplicitVRLittleEndian, photometric="MONOCHROME2"),
-    ContainerVariant(name="jpeg_baseline_ybr422", container="dicom", transfer_syntax=dcm_uid.JPEGBaseline8Bit, photometric="YBR_FULL_422"),
-    ContainerVariant(name="mp4", container="mp4"),
-    ContainerVariant(name="implicit_le_mono1", container="dicom", transfer_syntax=dcm_uid.ImplicitVRLittleEndian, photometric="MONOCHROME1"),
-    ContainerVariant(name="rle_rgb", container="dicom", transfer_syntax=dcm_uid.RLELossless, photometric="RGB"),
-    ContainerVariant(name="avi", container="avi"),
-    ContainerVariant(name="explicit_le_rgb_planar0", container="dicom", transfer_syntax=dcm_uid.ExplicitVRLittleEndian, photometric="RGB"),
-    ContainerVariant(name="jpegls_mono2", container="dicom", transfer_syntax=dcm_uid.JPEGLSLossless, photometric="MONOCHROME2"),
-    ContainerVariant(name="explicit_be_rgb_planar1", container="dicom", transfer_syntax=dcm_uid.ExplicitVRBigEndian, photometric="RGB", planar=1),
-    ContainerVariant(name="explicit_le_ybr_full", container="dicom", transfer_syntax=dcm_uid.ExplicitVRLittleEndian, photometric="YBR_FULL"),
-    ContainerVariant(name="j2k_mono2", container="dicom", transfer_syntax=dcm_uid.JPEG2000Lossless, photometric="MONOCHROME2"),
-    ContainerVariant(name="explicit_le_palette", container="dicom", transfer_syntax=dcm_uid.ExplicitVRLittleEndian, photometric="PALETTE COLOR"),
+    ContainerVariant(
+        name="explicit_le_mono2",
+        container="dicom",
+        transfer_syntax=dcm_uid.ExplicitVRLittleEndian,
+        photometric="MONOCHROME2",
+    ),
+    ContainerVariant(
+        name="jpeg_baseline_ybr422",
+        container="dicom",
+        transfer_syntax=dcm_uid.JPEGBaseline8Bit,
+        photometric="YBR_FULL_422",
+    ),
+    ContainerVariant(
+        name="mp4",
+        container="mp4",
+    ),
+    ContainerVariant(
+        name="implicit_le_mono1",
+        container="dicom",
+        transfer_syntax=dcm_uid.ImplicitVRLittleEndian,
+        photometric="MONOCHROME1",
+    ),
+    ContainerVariant(
+        name="rle_rgb",
+        container="dicom",
+        transfer_syntax=dcm_uid.RLELossless,
+        photometric="RGB",
+    ),
+    ContainerVariant(
+        name="avi",
+        container="avi",
+    ),
+    ContainerVariant(
+        name="explicit_le_rgb_planar0",
+        container="dicom",
+        transfer_syntax=dcm_uid.ExplicitVRLittleEndian,
+        photometric="RGB",
+    ),
+    ContainerVariant(
+        name="jpegls_mono2",
+        container="dicom",
+        transfer_syntax=dcm_uid.JPEGLSLossless,
+        photometric="MONOCHROME2",
+    ),
+    ContainerVariant(
+        name="explicit_be_rgb_planar1",
+        container="dicom",
+        transfer_syntax=dcm_uid.ExplicitVRBigEndian,
+        photometric="RGB",
+        planar=1,
+    ),
+    ContainerVariant(
+        name="explicit_le_ybr_full",
+        container="dicom",
+        transfer_syntax=dcm_uid.ExplicitVRLittleEndian,
+        photometric="YBR_FULL",
+    ),
+    ContainerVariant(
+        name="j2k_mono2",
+        container="dicom",
+        transfer_syntax=dcm_uid.JPEG2000Lossless,
+        photometric="MONOCHROME2",
+    ),
+    ContainerVariant(
+        name="explicit_le_palette",
+        container="dicom",
+        transfer_syntax=dcm_uid.ExplicitVRLittleEndian,
+        photometric="PALETTE COLOR",
+    ),
 )
 VARIANT_BY_NAME: dict[str, ContainerVariant] = {v.name: v for v in VARIANTS}
 
