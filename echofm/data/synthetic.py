@@ -49,7 +49,19 @@ from echofm.data.synthetic_plan import (
 log = logging.getLogger(__name__)
 
 MIN_CLIPS_FULL_COVERAGE = len(VARIANTS)
-__all__ = ["LABEL_COLUMNS", "MASK_NPZ_KEYS", "MIN_CLIPS_FULL_COVERAGE", "ArchiveSummary", "SynthConfig", "generate_archive"]
+# Options for a quick archive in tests: the smallest realistic size, low frame rates, 1 s clips.
+# `generate_archive(tmp, MIN_CLIPS_FULL_COVERAGE, 0, faults=True, **SMALL_ARCHIVE_OPTIONS)` takes a
+# few seconds and still covers every container variant and fault.
+SMALL_ARCHIVE_OPTIONS: dict[str, Any] = {"sizes": ((480, 640),), "fps_range": (20, 30), "max_frames": 30}
+__all__ = [
+    "LABEL_COLUMNS",
+    "MASK_NPZ_KEYS",
+    "MIN_CLIPS_FULL_COVERAGE",
+    "SMALL_ARCHIVE_OPTIONS",
+    "ArchiveSummary",
+    "SynthConfig",
+    "generate_archive",
+]
 
 
 @dataclass(frozen=True)

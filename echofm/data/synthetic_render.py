@@ -325,7 +325,9 @@ def _ecg_trace(ecg_box: Box, heart: HeartParams, n_frames: int, fps: float) -> t
     return pts, cursor_x
 
 
-def _colour_layer(text_layer: np.ndarray, ecg_pts: np.ndarray, fan_box: Box, text_boxes: list[Box], header: int) -> tuple[np.ndarray, Box | None]:
+def _colour_layer(
+    text_layer: np.ndarray, ecg_pts: np.ndarray, fan_box: Box, text_boxes: list[Box], header: int
+) -> tuple[np.ndarray, Box | None]:
     """uint8 `[H, W, 3]` static overlays of a colour file: text, a green ECG, a red-blue scale bar right of the fan."""
     height, width = text_layer.shape
     layer = cv2.cvtColor(text_layer, cv2.COLOR_GRAY2RGB)
