@@ -8,7 +8,11 @@
   and burned into the pixels;
 - `OUT/labels.csv` and `OUT/labels.parquet`: one row per file (columns `LABEL_COLUMNS`);
 - `OUT/labels/masks/<clip_id>.npz`: LV masks at source resolution (keys `MASK_NPZ_KEYS`);
-- `OUT/phi.json`: every PHI string planted, by kind, plus per file.
+- `OUT/phi.json`: every PHI string planted: one sorted list per kind (`patient_names`,
+  `patient_name_parts`, `patient_ids`, `birth_dates`, `accession_numbers`, `institutions`,
+  `operators`, `referring_physicians`, `study_descriptions`, `series_descriptions`, `study_dates`,
+  `burned_in`), `all` (every identifying string, i.e. all kinds but the view-naming series
+  descriptions), and `files`: {file: {"header": {kind: value}, "burned_in": [strings drawn]}}.
 
 The same seed gives the same files byte for byte (DICOM; MP4/AVI too with one OpenCV build), and a
 clip depends only on the seed and its index, so an archive of N clips is the first N clips of a

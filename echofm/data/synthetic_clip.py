@@ -18,6 +18,14 @@ from echofm.data.synthetic_heart import ed_es_frames
 from echofm.data.synthetic_plan import ClipPlan, SynthConfig, build_header, render_plan
 from echofm.data.synthetic_render import Box, RenderedClip
 
+# labels.csv / labels.parquet, one row per file. Beyond the obvious: `file` is relative to OUT/archive
+# and `mask_file` to OUT; `patient` is a label key (SYNnnnn), never PHI; `ef` = (EDV - ESV) / EDV * 100
+# from the LV volume curve; `ed_frames` / `es_frames` are ";"-joined source frame indices; `fps_tag`
+# is the frame-rate source a reader should report (FrameTime > FrameTimeVector > CineRate >
+# RecommendedDisplayFrameRate, "container" for video, "default" when none); `view_tag` says where
+# the header names the view (series_description | view_code | both | none); boxes are "x0;y0;x1;y1"
+# inclusive pixels (`text_boxes` joined by "|"); `sector_geometry` is "apex_x;apex_y;r0;r1;half_angle_deg";
+# `fault` is "" for a clean clip, else a kind of `synthetic_faults.FAULT_KINDS`, with `fault_detail`.
 LABEL_COLUMNS: tuple[str, ...] = (
     "file", "clip_id", "patient", "study", "view", "ef", "edv_ml", "esv_ml", "ed_frames", "es_frames",
     "heart_rate_bpm", "fps", "n_frames", "duration_s", "height", "width", "container", "variant",
