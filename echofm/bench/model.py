@@ -180,8 +180,10 @@ def measure_attention_variants(
         # otherwise count as step time and step memory.
         for fused in variants:
             set_fused_attention(model, fused)
-            for _ in range(warmup):
-                _step(model, video, dtype)
+            for i in range(warmup):
+                seconds = _step(model, video, dtype)
+                log.info("warm-up %d/%d, %s attention: %.3f s", i + 1, warmup,
+                         "fused" if fused else "unfused", seconds)
         model.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
