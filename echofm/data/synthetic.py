@@ -199,7 +199,7 @@ def _write_clip_fault(
         return _fault_row(row, kind, f"cut_to_bytes={synthetic_faults.truncate_file(path, 0.6)}")
     if kind == "single_frame":
         write_dicom(path, clip.frames[:1], plan.variant, header, sop_class=US_IMAGE_STORAGE)
-        return _fault_row(row, kind, "US Image Storage", n_frames=1, duration_s=float("nan"), fps_tag="default", **no_ef)
+        return _fault_row(row, kind, "US Image Storage", n_frames=1, fps=float("nan"), duration_s=float("nan"), fps_tag="default", **no_ef)
     if kind == "corrupt_video":
         source = path.with_name(path.stem + "_src.mp4")
         write_video(source, clip.frames, float(plan.fps), "mp4")
