@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.events import emit_event
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from echofm.ingest.batch import BatchResult
@@ -58,12 +58,16 @@ class IngestOptions(BaseModel):
 
 
 def batch_task_runner(*, workers: int | None, dask_address: str | None) -> TaskRunner[Any]:
-    """Where batches run: the Dask cluster at `dask_address`, else a local process pool."""
+    """Where batches run: the Dask cluster at `dask_address`, else a local process pool; one
+    worker runs in this process (a pool of one would only add a process start, ~10 s of imports)."""
     if dask_address:
         from prefect_dask import DaskTaskRunner
 
         return DaskTaskRunner(address=dask_address)
-    return ProcessPoolTaskRunner(max_workers=workers or os.cpu_count() or 1)
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        return ThreadPoolTaskRunner(max_workers=1)
+    return ProcessPoolTaskRunner(max_workers=workers)
 
 
 @contextmanager

@@ -48,7 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from echofm.data.manifest import ManifestError
     from echofm.ingest.batch import ShardWriteError
+    from echofm.ingest.contract import ContractInputError
     from echofm.ingest.discover import SourceError
     from echofm.ingest.run import ContractViolation, OutputError
     from echofm.ingest.views import ViewClassifierError
@@ -79,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_SYSTEMIC
     except ContractViolation as exc:
         sys.stderr.write(f"echofm ingest: the manifest fails its data contract: {exc}\n")
+        return EXIT_SYSTEMIC
+    except (ManifestError, ContractInputError) as exc:
+        sys.stderr.write(f"echofm ingest: the manifest in OUTPUT cannot be read or does not match its schema: {exc}\n")
         return EXIT_SYSTEMIC
     except ViewClassifierError as exc:
         sys.stderr.write(f"echofm ingest: {exc}\n")

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 # Reader errors that describe the file's content, not a fault in it: the file is fine but is not
 # what the run ingests, so it is rejected (a reason) rather than failed (an error).
 _REJECTING_ERRORS: tuple[type[EchoIOError], ...] = (NotUltrasound, TooFewFrames)
+# Largest channel difference (grey levels) of a clip stored as grey: JPEG chroma subsampling of
+# grey content leaves a few levels; colour Doppler and coloured annotations differ by tens.
+GREY_TOLERANCE = 6
 
 
 class ShardWriteError(OSError):
@@ -116,6 +119,40 @@ def decode_frames(item: DiscoveredFile, indices: np.ndarray, pseudonymizer: Any)
     from echofm.io.video import read_video
 
     return read_video(item.path, indices.tolist())
+
+
+def inside_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """The sector mask `[H, W]` at the output size `[size, size]` (as `resize_pad` maps frames):
+    True only where an output pixel's whole footprint lies inside the sector.
+
+    Masking after resizing is cheaper than masking the full-size frames, and this strict mask
+    guarantees that no output pixel outside it, nor any inside it, mixes in burned-in text.
+    """
+    from echofm.preprocess.resample import resize_pad
+
+    coverage = resize_pad((mask.astype(np.uint8) * 255)[None, :, :, None], size=size)
+    return coverage[0, :, :, 0] == 255
+
+
+def grey_if_balanced(frames: np.ndarray) -> np.ndarray:
+    """Colour frames `[T, H, W, 3]` whose channels agree within `GREY_TOLERANCE` as one channel
+    `[T, H, W, 1]` (their mean): grey echo stored as YBR JPEG (most archives) stays grey."""
+    if frames.shape[-1] != 3:
+        return frames
+    import cv2
+
+    # Element-wise on channel planes: numpy reductions over a length-3 last axis are ~20x slower.
+    # 2-D [T * H, W] views (no copy), which OpenCV takes as single-channel images of any size.
+    red, green, blue = (frames[..., c].reshape(-1, frames.shape[2]) for c in range(3))
+    spread = max(int(cv2.absdiff(red, green).max()), int(cv2.absdiff(green, blue).max()))
+    if spread > GREY_TOLERANCE:
+        return frames
+    total = red.astype(np.uint16)
+    total += green
+    total += blue
+    total += 1
+    total //= 3  # the rounded channel mean
+    return total.astype(np.uint8).reshape(*frames.shape[:3], 1)
 
 
 class StageTimer:
@@ -269,7 +306,7 @@ def _process_file_safely(item: DiscoveredFile, context: _BatchContext) -> list[d
 
 def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchContext) -> list[dict[str, Any]]:
     from echofm.preprocess.resample import plan_windows, resize_pad, union_indices, window_span_ms
-    from echofm.preprocess.sector import apply_sector_mask, estimate_sector
+    from echofm.preprocess.sector import estimate_sector
 
     config, timer = context.config, context.timer
 
@@ -304,8 +341,14 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
         return reject("too_short", prediction=prediction)
     with timer.stage("decode"):
         clip = decode_frames(item, wanted, context.pseudonymizer)
+    with timer.stage("resize"):
+        # Every decoded frame once, at the output size: windows then index these small frames
+        # (a frame repeated in an up-sampled window is resized once, nothing big is copied).
+        small = resize_pad(clip.frames, size=config.size)
     with timer.stage("hash"):
-        content_hash = pixel_sha256(clip.frames)
+        # The decoded pixels at the output size: identical pixels give identical hashes, and
+        # hashing 224 x 224 frames costs a tenth of hashing 600 x 800 ones.
+        content_hash = pixel_sha256(small)
     if content_hash in context.seen_pixels:
         return reject("duplicate", prediction=prediction, pixel_hash=content_hash)
     with timer.stage("sector"):
@@ -315,14 +358,9 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
     if not qc.passed:
         return reject(qc.reason or "qc", prediction=prediction, qc=qc, sector=sector, pixel_hash=content_hash)
     with timer.stage("mask"):
-        masked = apply_sector_mask(clip.frames, sector.mask)
-
-    outputs: list[tuple[tuple[float, float], np.ndarray]] = []
-    with timer.stage("resize"):
-        for window in windows:
-            # Rows of the decoded stack (which follows `wanted`, sorted) holding this window.
-            take = np.searchsorted(wanted, window)
-            outputs.append((window_span_ms(window, header.fps), resize_pad(masked[take], size=config.size)))
+        masked = grey_if_balanced(small * inside_mask(sector.mask, config.size)[None, :, :, None])
+        # Rows of the decoded stack (which follows `wanted`, sorted) holding each window.
+        outputs = [(window_span_ms(w, header.fps), masked[np.searchsorted(wanted, w)]) for w in windows]
     if prediction is None:
         with timer.stage("view"):
             prediction = context.classifier.classify(header.meta, outputs[0][1])

@@ -246,3 +246,29 @@ def test_short_windows_get_extra_frames_for_the_sector_mask() -> None:
     typical = np.linspace(0, 62, 32).round().astype(np.int64)
     assert frames_to_decode(typical, 64, 24) is typical  # nothing extra for a typical window
     assert frames_to_decode(np.arange(10), 10, 24).tolist() == list(range(10))
+
+
+def test_output_mask_excludes_every_pixel_touching_the_exterior() -> None:
+    from echofm.ingest.batch import inside_mask
+    from echofm.preprocess.resample import resize_pad
+
+    mask = np.zeros((300, 400), bool)
+    mask[50:250, 100:300] = True
+    inside = inside_mask(mask, 224)
+    # A bright exterior next to a dark sector: after resize and masking nothing bright survives.
+    frames = np.where(mask, 10, 255).astype(np.uint8)[None, :, :, None]
+    stored = resize_pad(frames, 224) * inside[None, :, :, None]
+    assert stored.max() == 10
+    assert 0.9 * (mask.mean() * (224 * 168) / 224**2) < inside.mean() <= mask.mean() * 168 / 224
+
+
+def test_grey_stored_as_colour_becomes_one_channel() -> None:
+    from echofm.ingest.batch import grey_if_balanced
+
+    grey = np.random.default_rng(1).integers(0, 250, (4, 30, 40, 1), dtype=np.uint8)
+    ybr_like = np.concatenate([grey, grey + 2, grey + 4], axis=3)
+    collapsed = grey_if_balanced(ybr_like)
+    assert collapsed.shape == (4, 30, 40, 1) and np.array_equal(collapsed, grey + 2)
+    doppler = ybr_like.copy()
+    doppler[0, 10:12, 10:12] = (200, 30, 30)
+    assert grey_if_balanced(doppler).shape == (4, 30, 40, 3)
