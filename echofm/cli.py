@@ -49,10 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Libraries (GX, MLflow, urllib3...) speak only when something is wrong; our own modules
+    # report progress at INFO.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("echofm", "flows"):
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     return int(args._run(args) or 0)
 
 

@@ -1,0 +1,115 @@
+"""The end-of-pipeline summary: what a data team reads after `echofm pipeline` or `make demo`.
+
+Pure functions over the dictionaries the stage flows return (ingest summary, pretraining
+`result.json`, fine-tuning results) plus read-only look-ups in the MLflow store (loss history,
+registered versions and aliases). Nothing here writes anywhere, and nothing here can carry a
+patient-identifying value: the inputs are counts, metrics, pseudonymous ids and model URIs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def loss_history(tracking_uri: str, run_id: str, keys: Sequence[str] = ("loss", "recon_loss", "triplet_loss")) -> dict[str, list[tuple[int, float]]]:
+    """`{metric: [(step, value), ...]}` of a pretraining run, read from the MLflow store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    history: dict[str, list[tuple[int, float]]] = {}
+    for key in keys:
+        points = client.get_metric_history(run_id, key)
+        history[key] = sorted((int(p.step), float(p.value)) for p in points)
+    return history
+
+
+def registered_models(tracking_uri: str, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """`{name: [{version, aliases, run_id}, ...]}` newest first; names not registered are omitted."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        try:
+            versions = [client.get_model_version(name, str(v.version))
+                        for v in client.search_model_versions(f"name = '{name}'")]
+        except MlflowException:
+            continue
+        if versions:
+            found[name] = [
+                {"version": str(v.version), "aliases": sorted(v.aliases or []), "run_id": v.run_id}
+                for v in sorted(versions, key=lambda v: int(v.version), reverse=True)
+            ]
+    return found
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _counts_line(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
+
+
+def _loss_lines(history: Mapping[str, Sequence[tuple[int, float]]]) -> list[str]:
+    lines = []
+    for key, points in history.items():
+        if points:
+            (first_step, first), (last_step, last) = points[0], points[-1]
+            lines.append(f"  {key:<13} step {first_step}: {first:.4f}  ->  step {last_step}: {last:.4f}")
+    return lines
+
+
+def _downstream_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    from echofm.train.downstream import PRIMARY_METRIC
+
+    lines = [f"  {'task':<13}{'metric':<10}{'pretrained':>12}{'random init':>13}  promotion"]
+    for task, result in results.items():
+        metric, _ = PRIMARY_METRIC[task]
+        pretrained = (result.get("pretrained") or {}).get("test", {})
+        random_init = (result.get("random_init") or {}).get("test", {})
+        promotion = result.get("promotion") or {}
+        decision = "promoted to champion" if promotion.get("promoted") else promotion.get("reason", "-")
+        lines.append(
+            f"  {task:<13}{metric:<10}{_fmt(pretrained.get(metric)):>12}{_fmt(random_init.get(metric)):>13}  {decision}"
+        )
+    return lines
+
+
+def pipeline_report(
+    *,
+    ingest: Mapping[str, Any],
+    pretrain: Mapping[str, Any],
+    downstream: Mapping[str, Mapping[str, Any]],
+    losses: Mapping[str, Sequence[tuple[int, float]]],
+    registry: Mapping[str, Sequence[Mapping[str, Any]]],
+    ui_commands: Sequence[str] = (),
+) -> str:
+    """Plain-text summary of one pipeline run (the demo prints it)."""
+    lines = ["", "EchoFM pipeline summary", "=" * 23, ""]
+    lines.append(f"Ingestion: {ingest.get('files', 0)} new files -> {ingest.get('clips', 0)} clips "
+                 f"({_fmt(ingest.get('clips_per_second'))} clips/s)")
+    lines.append(f"  files by status: {_counts_line(ingest.get('by_status', {}))}")
+    if ingest.get("by_reason"):
+        lines.append(f"  reasons:         {_counts_line(ingest['by_reason'])}")
+    if ingest.get("by_view"):
+        lines.append(f"  views:           {_counts_line(ingest['by_view'])}")
+    lines += ["", f"Pretraining: {pretrain.get('step', '-')} steps, final loss {_fmt(pretrain.get('final_loss'))}, "
+              f"{_fmt(pretrain.get('clips_per_s'))} clips/s"]
+    lines += _loss_lines(losses)
+    lines += ["", "Downstream (test split, same patient split for both encoders):"]
+    lines += _downstream_lines(downstream)
+    lines += ["", "Registered models:"]
+    for name, versions in registry.items():
+        shown = ", ".join(
+            f"v{v['version']}" + (f" @{'/@'.join(v['aliases'])}" if v["aliases"] else "") for v in versions
+        )
+        lines.append(f"  {name}: {shown}")
+    if ui_commands:
+        lines += ["", "Browse what this run produced:"]
+        lines += [f"  {command}" for command in ui_commands]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,81 @@
+"""Prefect flow `echofm-pipeline`: ingest -> pretrain -> fine-tune -> evaluate -> register/promote.
+
+Reuses the stage flows as subflows, so each stage shows up in the UI as its own flow run with its
+own logs, artifacts and events, exactly as when a stage is deployed on its own. Everything passed
+between stages is a path or a model URI. MLflow records go to `MLFLOW_TRACKING_URI` when it is
+set (a server at scale), else to the pretraining run's SQLite store, which fine-tuning then
+shares, so the encoder and the downstream models sit in one registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from pydantic import Field
+
+from echofm.report import loss_history, pipeline_report, registered_models
+from echofm.train.registry import model_name
+from echofm.train.tracking import resolve_tracking_uri
+from flows.finetune import FinetuneOptions, finetune_and_register
+from flows.ingest import IngestOptions, ingest_archive
+from flows.pretrain import PretrainOptions, pretrain
+
+ENCODER_MODEL = "echofm-encoder"
+Task = Literal["ef", "view", "reduced_ef", "segmentation"]
+
+
+@flow(name="echofm-pipeline")
+def echo_pipeline(
+    source: Annotated[str, Field(description="archive to ingest (DICOM / MP4 / AVI, searched recursively)")],
+    output: Annotated[str, Field(description="ingestion output: shards/, manifest.parquet, qc/")],
+    runs: Annotated[str, Field(description="where the pretraining and fine-tuning runs are written")],
+    labels: Annotated[str | None, Field(description="labels CSV/Parquet for fine-tuning; none: stop after pretraining")] = None,
+    tasks: Annotated[list[Task], Field(min_length=0, description="downstream tasks to fine-tune")] = ("ef", "view"),
+    ingest: IngestOptions | None = None,
+    pretraining: PretrainOptions | None = None,
+    finetuning: FinetuneOptions | None = None,
+) -> dict[str, Any]:
+    """Run every stage on `source`; returns each stage's result and the text summary."""
+    logger = get_run_logger()
+    runs_dir = Path(runs)
+    ingest_summary = ingest_archive(source, output, ingest)
+    logger.info("ingestion: %s", ingest_summary.get("by_status"))
+
+    pretrain_dir = runs_dir / "pretrain"
+    pretrained = pretrain(str(Path(output) / "shards"), str(pretrain_dir), pretraining)
+    tracking_uri = resolve_tracking_uri(pretrain_dir)
+    registered = pretrained.get("registered") or {}
+    encoder = registered.get("model_uri") or str(pretrain_dir)
+
+    downstream: dict[str, dict[str, Any]] = {}
+    if labels:
+        for task in tasks:
+            downstream[task] = finetune_and_register(
+                task=task,
+                encoder=encoder,
+                shards=str(Path(output) / "shards"),
+                labels=labels,
+                out=str(runs_dir / f"finetune-{task}"),
+                tracking_uri=tracking_uri,
+                options=finetuning,
+            )
+
+    losses = loss_history(tracking_uri, pretrained["run_id"]) if pretrained.get("run_id") else {}
+    registry = registered_models(tracking_uri, [ENCODER_MODEL, *(model_name(task) for task in downstream)])
+    summary = pipeline_report(
+        ingest=ingest_summary, pretrain=pretrained, downstream=downstream, losses=losses, registry=registry
+    )
+    create_markdown_artifact(markdown=f"```\n{summary}\n```", key="echofm-pipeline-summary",
+                             description="clips by status, pretraining losses, downstream metrics, registry")
+    return {
+        "ingest": ingest_summary,
+        "pretrain": pretrained,
+        "downstream": downstream,
+        "losses": losses,
+        "registry": registry,
+        "tracking_uri": tracking_uri,
+        "summary": summary,
+    }
