@@ -153,7 +153,7 @@ def _decode_seconds(files: list, frames: dict[str, np.ndarray]) -> float:
     started = time.perf_counter()
     for item in files:
         if item.rel_path in frames:
-            decode_frames(item, frames[item.rel_path], None)
+            decode_frames(item, frames[item.rel_path])
     return time.perf_counter() - started
 
 

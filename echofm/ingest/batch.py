@@ -1,8 +1,9 @@
 """One batch of files -> clips in shards and manifest rows; the unit of work of one Prefect task.
 
-Per file: header -> header QC -> view (from the header, before any decoding) -> time windows ->
-decode only the frames those windows use -> exact-duplicate check -> sector mask -> pixel QC ->
-resize/pad each window -> shard. Every file ends as at least one row: accepted (one per window),
+Per file: header (with pseudonyms) -> header QC -> view (from the header, before any decoding)
+-> time windows -> decode only the frames those windows use -> resize/pad each decoded frame once
+-> exact-duplicate check -> sector mask (full resolution) -> pixel QC -> mask at the output size
+-> windows -> shard. Every file ends as at least one row: accepted (one per window),
 rejected (a named reason) or failed (error class and a message written by this project, never
 text taken from the file, which may carry patient details).
 """
@@ -110,12 +111,13 @@ def frames_to_decode(window_frames: np.ndarray, n_frames_source: int, min_sector
     return np.union1d(window_frames, spread)
 
 
-def decode_frames(item: DiscoveredFile, indices: np.ndarray, pseudonymizer: Any) -> Clip:
-    """Decode only the source frames `indices` (sorted, unique) of a media file."""
+def decode_frames(item: DiscoveredFile, indices: np.ndarray) -> Clip:
+    """Decode only the source frames `indices` (sorted, unique) of a media file (pseudonyms come
+    from `read_header`, not from here)."""
     if item.source_format == "dicom":
         from echofm.io.dicom import read_dicom
 
-        return read_dicom(item.path, indices.tolist(), pseudonymizer=pseudonymizer)
+        return read_dicom(item.path, indices.tolist())
     from echofm.io.video import read_video
 
     return read_video(item.path, indices.tolist())
@@ -288,8 +290,9 @@ def process_batch(
 def _process_file_safely(item: DiscoveredFile, context: _BatchContext) -> list[dict[str, Any]]:
     """Rows for one file; any exception except a systemic shard-write failure becomes a row."""
     context.timer.current = None
+    ids = {"batch_id": context.batch_id, "run_id": context.run_id}
     if not item.is_media:
-        return [file_row(item, status="rejected", reason=item.reject_reason, batch_id=context.batch_id, run_id=context.run_id)]
+        return [file_row(item, status="rejected", reason=item.reject_reason, **ids)]
     header: FileHeader | None = None
     try:
         with context.timer.stage("scan"):
@@ -298,10 +301,10 @@ def _process_file_safely(item: DiscoveredFile, context: _BatchContext) -> list[d
     except ShardWriteError:
         raise
     except _REJECTING_ERRORS as exc:
-        return [file_row(item, header=header, status="rejected", reason=exc.reason, batch_id=context.batch_id, run_id=context.run_id)]
+        return [file_row(item, header=header, status="rejected", reason=exc.reason, **ids)]
     except Exception as exc:  # noqa: BLE001 - bad input must never stop a run
         logger.warning("file %s failed in stage %s with %s", item.rel_path, context.timer.current, type(exc).__name__)
-        return [failed_row(item, exc, stage=context.timer.current or "scan", header=header, batch_id=context.batch_id, run_id=context.run_id)]
+        return [failed_row(item, exc, stage=context.timer.current or "scan", header=header, **ids)]
 
 
 def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchContext) -> list[dict[str, Any]]:
@@ -311,7 +314,8 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
     config, timer = context.config, context.timer
 
     def reject(reason: str, **extra: Any) -> list[dict[str, Any]]:
-        return [file_row(item, header=header, status="rejected", reason=reason, batch_id=context.batch_id, run_id=context.run_id, **extra)]
+        ids = {"batch_id": context.batch_id, "run_id": context.run_id}
+        return [file_row(item, header=header, status="rejected", reason=reason, **ids, **extra)]
 
     reasons = header_qc(
         n_frames=header.n_frames, fps=header.fps, height=header.height, width=header.width, thresholds=config.qc
@@ -340,7 +344,7 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
         # The cine covers too little of one window to stretch into a clip.
         return reject("too_short", prediction=prediction)
     with timer.stage("decode"):
-        clip = decode_frames(item, wanted, context.pseudonymizer)
+        clip = decode_frames(item, wanted)
     with timer.stage("resize"):
         # Every decoded frame once, at the output size: windows then index these small frames
         # (a frame repeated in an up-sampled window is resized once, nothing big is copied).
