@@ -59,6 +59,7 @@ class PretrainOptions(BaseModel):
     rdzv_endpoint: str | None = Field(default=None, description="HOST:PORT of the c10d rendezvous (multi-node)")
     rdzv_id: str = Field(default="echofm-pretrain", description="job id shared by every node")
     retries: int = Field(default=2, ge=0, le=10, description="resumed retries after an infrastructure failure")
+    retry_delay_seconds: int = Field(default=30, ge=0, description="pause before a retry (lets a node come back)")
     resume: bool = Field(default=False, description="continue the run directory's last checkpoint")
 
     def to_config(self) -> PretrainConfig:
@@ -118,7 +119,9 @@ def pretrain(shards: str, out: str, options: PretrainOptions | None = None) -> d
     (`result.json`: final step, loss, clips/s, checkpoint, registered model)."""
     options = options or PretrainOptions(steps=100)
     options.to_config()  # invalid options fail here, before any process starts
-    result = torchrun_task.with_options(retries=options.retries, retry_delay_seconds=5)(options, shards, out)
+    result = torchrun_task.with_options(
+        retries=options.retries, retry_delay_seconds=options.retry_delay_seconds
+    )(options, shards, out)
     registered = result.get("registered")
     if registered:
         emit_event(

@@ -13,6 +13,7 @@ only after the new one is complete, so the last good checkpoint is never lost or
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
@@ -57,6 +58,15 @@ class TrainingState:
     step: int
     config: dict[str, Any]
     path: Path
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 over the state dict's tensor bytes, in key order: equal iff the weights are bitwise equal."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(unwrap_model(model).state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def checkpoint_path(ckpt_dir: Path, step: int) -> Path:

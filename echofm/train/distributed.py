@@ -40,11 +40,6 @@ class DistContext:
         return self.backend is not None
 
 
-def env_world_size() -> int:
-    """WORLD_SIZE set by torchrun, 1 outside it."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def init_distributed(timeout: timedelta = DEFAULT_TIMEOUT) -> DistContext:
     """Join the process group torchrun describes (idempotent); a world of one without torchrun.
 

@@ -11,7 +11,6 @@ config and normalisation, what downstream loads), `normalization.json`, `figures
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -28,10 +27,8 @@ from torch import nn
 
 from echofm.data.loader import (
     ClipNormalization,
-    file_digest,
     load_clips,
     make_pretrain_loader,
-    manifest_path_for,
     select_holdout,
     training_clips,
 )
@@ -40,6 +37,7 @@ from echofm.train.checkpointing import (
     ResumeMismatch,
     checkpoint_path,
     gather_rng_states,
+    weights_digest,
     latest_checkpoint,
     load_training_checkpoint,
     save_training_checkpoint,
@@ -51,16 +49,16 @@ from echofm.train.distributed import (
     any_rank,
     barrier,
     init_distributed,
-    unwrap_model,
     wrap_model,
 )
 from echofm.train.optim import build_optimizer, build_scheduler, scaled_lr
 from echofm.train.tracking import (
-    DatasetRecord,
     PretrainTracker,
     RegisteredEncoder,
     code_version,
     collapse_warning,
+    dataset_digest,
+    dataset_record,
     mean_pairwise_cosine,
     reconstruction_figure,
 )
@@ -136,15 +134,6 @@ def plan_run(config: PretrainConfig, n_clips: int, world_size: int) -> RunPlan:
         effective_batch=effective_batch,
         peak_lr=scaled_lr(config.base_lr, effective_batch),
     )
-
-
-def weights_digest(model: nn.Module) -> str:
-    """sha256 over the state dict's tensor bytes, in key order: equal iff the weights are bitwise equal."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(unwrap_model(model).state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def pretrain(
@@ -237,7 +226,7 @@ def pretrain(
         tracker = PretrainTracker(out_dir, experiment_name=config.experiment_name)
         tracker.start(
             params=_run_params(config, plan, mcfg, ctx, precision, len(train_clips)),
-            dataset=_dataset_record(shards_dir, train_clips),
+            dataset=dataset_record(shards_dir, train_clips),
             resume=resume,
         )
 
@@ -293,7 +282,7 @@ def pretrain(
                 checkpoint=encoder_file,
                 name=config.registered_model_name,
                 tags={
-                    "manifest_digest": _dataset_digest(shards_dir),
+                    "manifest_digest": dataset_digest(shards_dir),
                     "preset": config.preset,
                     "code_version": code_version(),
                     "checkpoint": str(final_ckpt),
@@ -516,28 +505,6 @@ def _normalization(config: PretrainConfig, shards_dir: Path, out_dir: Path, ctx:
         tmp.replace(path)
     barrier(ctx)
     return ClipNormalization.from_dict(json.loads(path.read_text()))
-
-
-def _dataset_digest(shards_dir: Path) -> str:
-    """sha256 of the manifest, or of the shards' names and sizes when there is none."""
-    manifest = manifest_path_for(shards_dir)
-    if manifest.exists():
-        return file_digest(manifest)
-    digest = hashlib.sha256()
-    for shard in sorted(shards_dir.glob("*.tar")):
-        digest.update(f"{shard.name}:{shard.stat().st_size}\n".encode())
-    return digest.hexdigest()
-
-
-def _dataset_record(shards_dir: Path, clips: dict[str, Path]) -> DatasetRecord:
-    manifest = manifest_path_for(shards_dir)
-    ids = sorted(clips)
-    return DatasetRecord(
-        source=(manifest if manifest.exists() else shards_dir).resolve().as_uri(),
-        digest=_dataset_digest(shards_dir),
-        clip_ids=ids,
-        shards=[clips[k].name for k in ids],
-    )
 
 
 def _run_params(

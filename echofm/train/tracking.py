@@ -15,6 +15,7 @@ registered as `echofm-encoder` with alias `challenger`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -29,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import echofm
-from echofm.data.loader import ClipNormalization
+from echofm.data.loader import ClipNormalization, file_digest, manifest_path_for
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,19 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+def package_version() -> str:
+    """The installed `echofm-pipeline` distribution's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("echofm-pipeline")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def code_version() -> str:
     """`git describe` of the source tree when it is a checkout, else the package version."""
-    root = Path(echofm.__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         described = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--tags"],
@@ -68,7 +78,29 @@ def code_version() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         described = ""
-    return described or echofm.__version__
+    return described or package_version()
+
+
+def dataset_digest(shards_dir: Path) -> str:
+    """sha256 of the manifest, or of the shards' names and sizes when there is none."""
+    manifest = manifest_path_for(shards_dir)
+    if manifest.exists():
+        return file_digest(manifest)
+    digest = hashlib.sha256()
+    for shard in sorted(shards_dir.glob("*.tar")):
+        digest.update(f"{shard.name}:{shard.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def dataset_record(shards_dir: Path, clips: dict[str, Path]) -> DatasetRecord:
+    manifest = manifest_path_for(shards_dir)
+    ids = sorted(clips)
+    return DatasetRecord(
+        source=(manifest if manifest.exists() else shards_dir).resolve().as_uri(),
+        digest=dataset_digest(shards_dir),
+        clip_ids=ids,
+        shards=[clips[k].name for k in ids],
+    )
 
 
 # ---------------------------------------------------------------- evaluation helpers (pure)
@@ -293,7 +325,7 @@ class PretrainTracker:
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, config.embed_dim))]),
         )
         # Explicit requirements: inferring them would load the model again in a subprocess.
-        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"echofm-pipeline=={echofm.__version__}"]
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"echofm-pipeline=={package_version()}"]
         info = mlflow.pytorch.log_model(
             encoder,
             name="encoder",

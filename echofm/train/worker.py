@@ -41,10 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     config = PretrainConfig.from_dict(json.loads(args.config.read_text()))
     ctx = init_distributed()
+    log = logging.getLogger("echofm.train.worker")
     try:
-        pretrain(config, args.shards, args.out, resume=args.resume)
+        result = pretrain(config, args.shards, args.out, resume=args.resume)
+        log.info("finished at step %d, checkpoint %s", result.step, result.checkpoint)
     except NonFiniteLoss as err:
-        logging.getLogger("echofm.train.worker").error("%s", err)
+        log.error("%s", err)
         if ctx.is_main:
             (args.out / FAILURE_FILE).write_text(
                 json.dumps({"kind": "non_finite_loss", "step": err.step, "message": str(err)})

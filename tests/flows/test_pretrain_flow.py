@@ -56,6 +56,7 @@ def test_flow_survives_a_killed_worker_registers_the_encoder_and_emits_the_event
         precision="fp32",
         nproc_per_node=1,
         retries=1,
+        retry_delay_seconds=0,
         experiment_name="flow-test",
     )
 
