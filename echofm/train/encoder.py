@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -38,9 +38,9 @@ class EncoderSourceError(ValueError):
 
 @dataclass(frozen=True)
 class LoadedEncoder:
-    """An encoder and where it came from: `source` as given, `checkpoint` the file loaded,
-    `parent_run_id` the MLflow run that produced it when known, `extra` the checkpoint's
-    extra entries (e.g. the pretraining normalisation)."""
+    """An encoder and where it came from: `source` as given, `checkpoint` the file loaded (None
+    when downloaded from the registry), `parent_run_id` the MLflow run that produced it when
+    known, `extra` the checkpoint's extra entries (e.g. the pretraining normalisation)."""
 
     model: MaskedAutoencoderViT
     source: str
@@ -73,17 +73,18 @@ def _from_registry(uri: str, tracking_uri: str | None) -> LoadedEncoder:
 
     from echofm.train.registry import tracking_uri_scope
 
-    target = Path(tempfile.mkdtemp(prefix="echofm-encoder-"))
-    with tracking_uri_scope(tracking_uri):
+    # The checkpoint is read into memory, so the downloaded copy can go right away.
+    with tempfile.TemporaryDirectory(prefix="echofm-encoder-") as target, tracking_uri_scope(tracking_uri):
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=target))
         except Exception as exc:  # mlflow raises several types for unknown names/aliases/servers
             raise EncoderSourceError(f"cannot download {uri}: {exc}") from exc
         parent = None
         match = re.fullmatch(r"models:/([^@/]+)@(.+)", uri)
         if match:
             parent = MlflowClient().get_model_version_by_alias(match.group(1), match.group(2)).run_id
-    return _from_file(_newest_checkpoint(local if local.is_dir() else local.parent), uri, parent)
+        loaded = _from_file(_newest_checkpoint(local if local.is_dir() else local.parent), uri, parent)
+    return replace(loaded, checkpoint=None)
 
 
 def load_encoder(source: str | Path, *, tracking_uri: str | None = None) -> LoadedEncoder:

@@ -51,14 +51,14 @@ def _load(model: str | Path, tracking_uri: str | None) -> tuple[DownstreamModel,
 
         from echofm.train.registry import tracking_uri_scope
 
-        target = tempfile.mkdtemp(prefix="echofm-downstream-")
-        with tracking_uri_scope(tracking_uri):
+        # The checkpoint is read into memory, so the downloaded copy can go right away.
+        with tempfile.TemporaryDirectory(prefix="echofm-downstream-") as target, tracking_uri_scope(tracking_uri):
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=target))
-        path = _checkpoint_in(local if local.is_dir() else local.parent)
-    else:
-        path = Path(text)
-        if path.is_dir():
-            path = _checkpoint_in(path)
+            loaded = load_downstream(_checkpoint_in(local if local.is_dir() else local.parent))
+        return loaded.model, loaded.meta
+    path = Path(text)
+    if path.is_dir():
+        path = _checkpoint_in(path)
     loaded = load_downstream(path)
     return loaded.model, loaded.meta
 

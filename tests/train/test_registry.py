@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from echofm.train.downstream import PRIMARY_METRIC
 from echofm.train.finetune import FinetuneConfig, finetune
@@ -188,3 +189,30 @@ def test_registry_view_classifier_for_ingestion(mlflow_server, downstream_archiv
     prediction = classifier.classify({}, frames)
     assert isinstance(prediction, ViewPrediction) and prediction.view in CANONICAL_VIEWS
     assert prediction.source == "model:models:/echofm-view@champion"
+
+
+def test_finetune_from_the_registered_encoder(mlflow_server, downstream_archive, tmp_path, monkeypatch) -> None:
+    """`--encoder models:/echofm-encoder@challenger`: the encoder as pretraining registers it."""
+    from echofm.train.encoder import load_encoder
+    from echofm.train.tracking import DatasetRecord, PretrainTracker
+
+    encoder = load_encoder(downstream_archive.encoder_path)
+    # Pretraining picks its store from MLFLOW_TRACKING_URI; monkeypatch restores it afterwards.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    tracker = PretrainTracker(tmp_path / "run", experiment_name="pretrain-for-finetune-test")
+    (tmp_path / "run").mkdir(exist_ok=True)
+    run_id = tracker.start(params={"preset": "tiny"}, resume=False,
+                           dataset=DatasetRecord(source="test", digest="0" * 64, clip_ids=[], shards=[]))
+    tracker.register_encoder(encoder.model, checkpoint=downstream_archive.encoder_path, name="echofm-encoder", tags={})
+    tracker.end()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+    result = finetune(FinetuneConfig(task="ef", epochs=1, split=SPLIT, compare_random_init=False),
+                      encoder="models:/echofm-encoder@challenger", shards=downstream_archive.shards,
+                      labels=downstream_archive.labels_path, manifest=downstream_archive.manifest_path,
+                      tracking_uri=mlflow_server)
+    assert result.parent_run_id == run_id
+    assert result.encoder_source == "models:/echofm-encoder@challenger"
+    # The frozen encoder is exactly the checkpoint the pretraining run registered.
+    tuned = result.model.encoder.state_dict()
+    assert all(torch.equal(value, tuned[name]) for name, value in encoder.model.state_dict().items())
