@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from echofm.model import ModelConfigError, UnknownPreset
     from echofm.train.checkpointing import NoCheckpoint, ResumeMismatch
     from echofm.train.config import PretrainConfigError
+    from echofm.train.distributed import cleanup_distributed
     from echofm.train.launch import LaunchSpec, TrainingDiverged, TrainingJobFailed, launch_pretraining
     from echofm.train.pretrain import NonFiniteLoss, pretrain
 
@@ -136,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLoss as exc:
         sys.stderr.write(f"echofm pretrain: {exc}\n")
         return EXIT_DIVERGED
+    finally:
+        cleanup_distributed()  # only does something under an outside torchrun
     _report(result.to_dict())
     return 0
 

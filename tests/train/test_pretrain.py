@@ -123,3 +123,24 @@ def test_plan_follows_the_scaling_rule_and_epochs():
         PretrainConfig(steps=2, precision="fp8")
     assert resolve_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
     assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
+
+
+def test_cli_options_become_the_config_and_bad_ones_exit_2(tmp_path, capsys):
+    import argparse
+
+    from echofm.commands import pretrain as command
+
+    parser = argparse.ArgumentParser()
+    command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["pretrain", "--shards", str(tmp_path), "--epochs", "3", "--preset", "base", "--batch-size", "4",
+         "--precision", "bf16", "--no-augment", "--img-size", "112"]
+    )
+    config = command.config_from_args(args)
+    assert (config.epochs, config.steps, config.preset, config.batch_size) == (3, None, "base", 4)
+    assert config.precision == "bf16" and config.augment is None and config.model_kwargs() == {"img_size": 112}
+    bad = parser.parse_args(["pretrain", "--shards", str(tmp_path), "--steps", "0"])
+    assert command.run(bad) == 2
+    assert "invalid options" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["pretrain", "--shards", str(tmp_path), "--steps", "1", "--epochs", "1"])
