@@ -1,7 +1,9 @@
 """`echofm bench NAME ...`: benchmarks that live beside the code they measure.
 
 Each benchmark is a module `echofm.bench.NAME` exposing `add_arguments(parser)` and
-`run(args) -> int`; it prints ratios measured in one run and medians over repeats.
+`run(args) -> int`; it prints ratios measured in one run and medians over repeats. Only the
+chosen benchmark's module is imported (they import torch, cv2 or pydicom, which every other
+`echofm` command would otherwise pay for at start-up).
 """
 
 from __future__ import annotations
@@ -18,15 +20,23 @@ BENCHMARKS: dict[str, str] = {
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = sub.add_parser("bench", help="run a benchmark and print its figures")
-    benches = parser.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    for name, help_text in BENCHMARKS.items():
-        bench_parser = benches.add_parser(name, help=help_text)
-        bench_parser.set_defaults(_bench_module=f"echofm.bench.{name}")
-        # Imported only to declare arguments; heavy imports stay inside each `run`.
-        importlib.import_module(f"echofm.bench.{name}").add_arguments(bench_parser)
+    parser = sub.add_parser(
+        "bench",
+        help="run a benchmark and print its figures",
+        description="\n".join(f"{name}: {text}" for name, text in BENCHMARKS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("bench", choices=tuple(BENCHMARKS), metavar="BENCHMARK", help=", ".join(BENCHMARKS))
+    parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's options (see its --help)")
+    return parser
+
+
+def benchmark_parser(name: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"echofm bench {name}", description=BENCHMARKS[name])
+    importlib.import_module(f"echofm.bench.{name}").add_arguments(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    return int(importlib.import_module(args._bench_module).run(args) or 0)
+    bench_args = benchmark_parser(args.bench).parse_args(args.bench_args)
+    return int(importlib.import_module(f"echofm.bench.{args.bench}").run(bench_args) or 0)
