@@ -20,6 +20,9 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # The first migration of an empty Prefect database can be slow on a busy 2-core machine.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", "120")
+# Test tensors are tiny: one intra-op thread per process avoids oversubscribing the 2 cores
+# when torchrun workers, loader processes and pytest run side by side.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
