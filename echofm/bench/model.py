@@ -275,6 +275,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="count FLOPs of one step and report TFLOP/s (and MFU on known GPUs)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="device peak for MFU (default: known dense bf16 peak of the GPU)")
+    parser.add_argument("--shards", default=None,
+                        help="also measure the data path: training clips/s end to end (loader + "
+                             "step) on these shards and the fraction of step time spent waiting for data")
+    parser.add_argument("--loader-workers", type=int, default=1,
+                        help="data-loader processes for --shards (default: 1)")
 
 
 def _mib(n: int) -> str:
@@ -329,4 +334,11 @@ def run(args: argparse.Namespace) -> int:
         if peak:
             line += f", MFU {achieved / peak:.1%} of {peak:.0f} TFLOP/s"
         print(line)
+    if args.shards:
+        from echofm.bench.train_path import measure_data_path
+
+        report = measure_data_path(args.shards, args.preset, batch_size=args.batch, steps=args.steps,
+                                   warmup=args.warmup, num_workers=args.loader_workers,
+                                   img_size=args.img_size, num_frames=args.num_frames)
+        print(report.summary())
     return 0
