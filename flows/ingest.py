@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,17 @@ def batch_task(source: str, output: str, config: IngestConfig, batch: BatchSpec)
 
 
 @task(name="finalize-ingest", cache_policy=NO_CACHE)
-def finalize_task(plan: IngestPlan, results: list[BatchResult]) -> IngestOutcome:
-    return finalize_ingest(plan, results)
+def finalize_task(plan: IngestPlan, results: list[BatchResult], workers: int) -> tuple[IngestSummary, IngestOutcome]:
+    outcome = finalize_ingest(plan, results)
+    summary = summarize(
+        outcome.new_rows,
+        seconds=outcome.seconds,
+        manifest_rows=outcome.n_manifest_rows,
+        workers=workers,
+        stage_seconds=outcome.stage_seconds,
+    )
+    # The flow needs counts, not the rows (hundreds of thousands on a first run).
+    return summary, replace(outcome, new_rows=[])
 
 
 def _publish(summary: IngestSummary, outcome: IngestOutcome, output: Path) -> None:
@@ -160,13 +170,7 @@ def ingest_archive(source: str, output: str, options: IngestOptions | None = Non
                 for batch in plan.batches
             ]
             results = [future.result() for future in futures]
-    outcome = finalize_task(plan, results)
-    summary = summarize(
-        outcome.new_rows,
-        seconds=outcome.seconds,
-        manifest_rows=outcome.n_manifest_rows,
-        workers=options.workers or os.cpu_count() or 1,
-        stage_seconds=outcome.stage_seconds,
-    )
+    # The batches (every file of the run) are done with: the merge needs the output and the clock.
+    summary, outcome = finalize_task(replace(plan, batches=()), results, options.workers or os.cpu_count() or 1)
     _publish(summary, outcome, plan.output)
     return summary.as_dict()

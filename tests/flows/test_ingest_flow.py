@@ -248,3 +248,28 @@ def test_corrupted_manifest_fails_the_contract(world: dict[str, Any], tmp_path: 
     code = main(["ingest", str(world["source"]), str(output), "--workers", "1"])
     assert code != 0
     assert "contract" in capsys.readouterr().err
+
+
+def test_completed_event_reaches_the_api(world: dict[str, Any]) -> None:
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    from flows.ingest import COMPLETED_EVENT
+
+    manifest = _manifest(world["output"])
+    first_run = manifest.loc[manifest["source_path"] == "real/examples_ybr_color.dcm", "ingest_run_id"].iloc[0]
+    accepted = int(((manifest["status"] == "accepted") & (manifest["ingest_run_id"] == first_run)).sum())
+    resource = f"echofm.archive.{world['output'].name}"
+    events: list[Any] = []
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            page = client.read_events(filter=EventFilter(event=EventNameFilter(name=[COMPLETED_EVENT])), limit=50)
+            events = [e for e in page.events if e.resource.id == resource]
+            if any(e.payload.get("new_accepted") == accepted for e in events):
+                break
+            time.sleep(0.5)
+    # The first run's event announces the clips it accepted (later runs announce their own).
+    assert any(e.payload.get("new_accepted") == accepted for e in events), [e.payload for e in events]
