@@ -102,9 +102,19 @@ def resize_square(frames: np.ndarray, size: int, *, nearest: bool = False) -> np
 
 
 def fit_clip(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """A shard clip `[T, S, S, C]` to the encoder's frames and size: uint8 `[T', s, s, C]`."""
+    """A shard clip `[T, S, S, C]` to the encoder's frames, size and channels: uint8 `[T', s, s, in_chans]`.
+
+    An archive mixes grey (C = 1) and colour (C = 3) clips; fitting the channels here lets clips
+    of both kinds share one batch. Grey is repeated over colour channels, colour averaged for a
+    1-channel encoder (the same rule as `to_model_input`).
+    """
     frames = as_thwc(frames)
-    return resize_square(frames[even_indices(frames.shape[0], spec.num_frames)], spec.img_size)
+    fitted = resize_square(frames[even_indices(frames.shape[0], spec.num_frames)], spec.img_size)
+    if fitted.shape[-1] == spec.in_chans:
+        return fitted
+    if fitted.shape[-1] == 1:
+        return np.repeat(fitted, spec.in_chans, axis=-1)
+    return fitted.mean(axis=-1, keepdims=True).round().astype(np.uint8)
 
 
 def fit_mask(mask: np.ndarray, valid: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
