@@ -46,6 +46,11 @@ class IngestOptions(BaseModel):
     max_windows: int = Field(default=1, ge=1, le=64, description="most clips cut from one cine")
     codec: str | None = Field(default=None, description="shard codec (default: echofm.data.codec.DEFAULT_CODEC)")
     view_classifier: str | None = Field(default=None, description="'module:callable' of a ViewClassifier factory")
+    min_new_clips_for_pretraining: int = Field(
+        default=1000, ge=0,
+        description="the completed event is labelled echofm.enough-new-clips=true (which triggers the "
+                    "pretraining deployment) when the run accepted at least this many new clips",
+    )
 
     def to_config(self) -> IngestConfig:
         return IngestConfig(
@@ -119,7 +124,7 @@ def finalize_task(plan: IngestPlan, results: list[BatchResult], workers: int) ->
     return summary, replace(outcome, new_rows=[])
 
 
-def _publish(summary: IngestSummary, outcome: IngestOutcome, output: Path) -> None:
+def _publish(summary: IngestSummary, outcome: IngestOutcome, output: Path, min_new_clips: int) -> None:
     create_markdown_artifact(
         markdown=summary_markdown(summary, title=f"Ingestion into {output.name}"),
         key="echofm-ingest-summary",
@@ -133,12 +138,19 @@ def _publish(summary: IngestSummary, outcome: IngestOutcome, output: Path) -> No
     )
     emit_event(
         event=COMPLETED_EVENT,
-        resource={"prefect.resource.id": f"echofm.archive.{output.name}", "prefect.resource.name": output.name},
+        # Automations match resource labels, not payload values: the threshold decision travels
+        # as a label so a deployment trigger can fire on "enough new clips" alone.
+        resource={
+            "prefect.resource.id": f"echofm.archive.{output.name}",
+            "prefect.resource.name": output.name,
+            "echofm.enough-new-clips": str(summary.clips >= min_new_clips).lower(),
+        },
         payload={
             "new_accepted": summary.clips,
             "new_files": summary.files,
             "manifest_rows": outcome.n_manifest_rows,
             "manifest": str(outcome.manifest_path),
+            "shards": str(output / "shards"),
         },
     )
 
@@ -172,5 +184,5 @@ def ingest_archive(source: str, output: str, options: IngestOptions | None = Non
             results = [future.result() for future in futures]
     # The batches (every file of the run) are done with: the merge needs the output and the clock.
     summary, outcome = finalize_task(replace(plan, batches=()), results, options.workers or os.cpu_count() or 1)
-    _publish(summary, outcome, plan.output)
+    _publish(summary, outcome, plan.output, options.min_new_clips_for_pretraining)
     return summary.as_dict()
