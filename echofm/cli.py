@@ -35,12 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"echofm.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"echofm.commands.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"echofm.commands.{name}")
         sub_parser = module.add_parser(sub)
         sub_parser.set_defaults(_run=module.run)
     return parser
