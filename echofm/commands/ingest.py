@@ -9,13 +9,12 @@ manifest contract failing.
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 
 from echofm.ingest.views import CANONICAL_VIEWS, DEFAULT_VIEWS
 
 EXIT_SYSTEMIC = 2
-logger = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The first start of an ephemeral API migrates an empty SQLite database, which takes longer
+    # than Prefect's default wait on a busy machine. Set before Prefect is imported.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from pydantic import ValidationError
 
     from echofm.data.manifest import ManifestError

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from echofm.ingest.records import failed_row, file_row, write_part
 from echofm.ingest.views import ViewClassifier, load_view_classifier, view_rejection
 from echofm.io.clip import Clip, UltrasoundRegion
 from echofm.io.errors import EchoIOError, NotUltrasound, TooFewFrames
+
+if TYPE_CHECKING:
+    from echofm.io.deid import Pseudonymizer
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class FileHeader:
     regions: tuple[UltrasoundRegion, ...] = ()
 
 
-def read_header(item: DiscoveredFile, pseudonymizer: Any) -> FileHeader:
+def read_header(item: DiscoveredFile, pseudonymizer: Pseudonymizer | None) -> FileHeader:
     """Header of a discovered media file without decoding pixels (raises the readers' errors)."""
     if item.source_format == "dicom":
         from echofm.io.dicom import scan_dicom
@@ -203,7 +206,7 @@ class _BatchContext:
 
     config: IngestConfig
     classifier: ViewClassifier
-    pseudonymizer: Any
+    pseudonymizer: Pseudonymizer
     batch_id: str
     run_id: str
     shards: _LazyShardWriter
