@@ -23,7 +23,7 @@ from typing import Any
 
 from echofm.ingest.batch import BatchResult, process_batch
 from echofm.ingest.config import IngestConfig
-from echofm.ingest.discover import DiscoveredFile, discover
+from echofm.ingest.discover import DiscoveredFile, SourceError, discover
 from echofm.ingest.records import PARTS_DIRNAME, discovery_row, write_part
 
 logger = logging.getLogger(__name__)
@@ -149,6 +149,9 @@ def plan_ingest(
     source_dir, output_dir = Path(source).resolve(), Path(output).resolve()
     run_id = run_id or new_run_id()
     started = time.time()
+    if not source_dir.is_dir():
+        # Before OUTPUT is touched: a mistyped SOURCE leaves nothing behind.
+        raise SourceError(f"SOURCE {source_dir} is not a readable directory")
     ensure_output(output_dir)
     # Create the pseudonym secret once here, before parallel batches could race to create it.
     Pseudonymizer.from_output(output_dir)

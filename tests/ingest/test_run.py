@@ -101,6 +101,7 @@ def test_identical_pixels_in_parallel_batches_are_settled_at_merge(tmp_path: Pat
 def test_systemic_errors(tmp_path: Path, source: Path) -> None:
     with pytest.raises(SourceError):
         plan_ingest(tmp_path / "missing", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(OutputError):
