@@ -167,7 +167,7 @@ def test_set_trainable_layers_counts_from_the_top() -> None:
 def test_raw_clip_preparation_handles_any_length_and_size() -> None:
     spec = InputSpec(num_frames=8, img_size=32)
     clip, idx = fit_raw_clip(np.zeros((17, 30, 90), dtype=np.uint8), spec)
-    assert clip.shape == (8, 32, 32, 1) and idx.shape == (8,) and idx.max() < 17
+    assert clip.shape == (8, 32, 32, 3) and idx.shape == (8,) and idx.max() < 17
     with pytest.raises(ValueError):
         fit_raw_clip(np.zeros((10, 30, 30), dtype=np.uint8), spec)
 
