@@ -16,6 +16,7 @@ name unless `overwrite=True`, so a prefix collision fails loudly instead of losi
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -26,7 +27,6 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 import numpy as np
-import webdataset as wds
 
 from echofm.data.codec import DEFAULT_CODEC, decode_clip, encode_clip, get_codec
 
@@ -116,7 +116,7 @@ class ShardWriter:
         self.completed: list[str] = []
         self._index = 0
         self._file: BinaryIO | None = None
-        self._tar: wds.TarWriter | None = None
+        self._tar: tarfile.TarFile | None = None
         self._count = 0
         self._bytes = 0
         self._keys: set[str] = set()
@@ -156,7 +156,8 @@ class ShardWriter:
         if self._tar is None:
             self._open()
         assert self._tar is not None
-        self._tar.write({"__key__": key, extension: data, META_MEMBER: meta_bytes})
+        _add_member(self._tar, f"{key}.{extension}", data)
+        _add_member(self._tar, f"{key}.{META_MEMBER}", meta_bytes)
         self._keys.add(key)
         self._count += 1
         self._bytes += size
@@ -188,8 +189,9 @@ class ShardWriter:
             raise ShardExists(f"{final} exists; choose another prefix or pass overwrite=True")
         self.shards_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(final.with_name(final.name[: -len(SHARD_SUFFIX)] + PARTIAL_SUFFIX), "wb")
-        # encoder=False: members are bytes already; mtime fixed so equal content gives equal bytes.
-        self._tar = wds.TarWriter(self._file, encoder=False, mtime=0.0)
+        # The plain tarfile module, not webdataset's writer: webdataset imports torch, which would
+        # cost every ingestion worker ~600 MB and ~10 s of start-up for nothing.
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
         self._count = 0
         self._bytes = 0
 
@@ -207,6 +209,15 @@ class ShardWriter:
         self._tar = None
         self._file = None
         self._index += 1
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """One WebDataset member (`key.ext`); fixed mtime and mode, so equal content gives equal bytes."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o444
+    tar.addfile(info, io.BytesIO(data))
 
 
 def remove_partial_shards(shards_dir: str | Path) -> list[Path]:

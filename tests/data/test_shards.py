@@ -107,3 +107,13 @@ def test_prefix_collision_fails_loudly_and_empty_writer_writes_nothing(tmp_path)
     with ShardWriter(tmp_path, prefix="empty") as writer:
         assert writer.close() == []
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["b-000000.tar"]
+
+
+def test_ingestion_side_of_the_shards_does_not_import_torch() -> None:
+    # Ingestion workers write shards; torch (pulled in by webdataset) would cost each ~600 MB.
+    import subprocess
+    import sys
+
+    code = "import sys, echofm.data.shards, echofm.ingest.batch; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
