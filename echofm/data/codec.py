@@ -1,7 +1,7 @@
 """How a clip is stored inside a shard: one sample member `frames.<ext>`, the extension naming the codec.
 
 Readers never need to know which codec a writer chose: `decode_clip` picks it from the member's
-extension. Codecs (measured in docs/benchmarks/codec.md, `echofm bench codec`):
+extension. Codecs (measured in docs/benchmarks.md, shard codec, `echofm bench codec`):
 
 - `npy`: raw uint8 `.npy` bytes. No decode cost beyond a copy; the largest.
 - `zlib`: the same `.npy` bytes deflated at level 1 (lossless). The zeroed exterior of the sector
@@ -153,7 +153,7 @@ def _build_registry() -> dict[str, Codec]:
 CODECS: Mapping[str, Codec] = _build_registry()
 _BY_EXTENSION: Mapping[str, Codec] = {c.extension: c for c in CODECS.values()}
 
-# Chosen by `echofm bench codec` (docs/benchmarks/codec.md; figures per core, 32x224x224 clips):
+# Chosen by `echofm bench codec` (docs/benchmarks.md, shard codec; figures per core, 32x224x224 clips):
 # zlib is exact and stores a masked grey clip in 0.19 of the raw bytes on synthetic echo (0.59 on
 # uncorrelated speckle, the worst case): 88 GB instead of 466 GB for 290K grey clips, and as much
 # less disk and network read per epoch. It decodes 136-232 grey clips/s (91 colour), so a few

@@ -35,7 +35,7 @@ SHARD_SUFFIX = ".tar"
 PARTIAL_SUFFIX = ".tar.tmp"
 META_MEMBER = "meta.json"
 # Shards of a few hundred MB to 1 GB stream efficiently from object stores and local disks alike:
-# 1000 zlib clips are 0.3-0.95 GB grey (docs/benchmarks/codec.md), so the byte limit bites only
+# 1000 zlib clips are 0.3-0.95 GB grey (docs/benchmarks.md, shard codec), so the byte limit bites only
 # for raw npy or colour clips.
 DEFAULT_MAX_COUNT = 1000
 DEFAULT_MAX_BYTES = 1 << 30
