@@ -17,6 +17,7 @@ from functools import partial
 
 import torch
 import torch.nn as nn
+from einops import rearrange
 from timm.models.vision_transformer import Block
 
 from echofm.model.config import ModelConfig
@@ -182,22 +183,15 @@ class MaskedAutoencoderViT(nn.Module):
     def patchify(self, video: torch.Tensor) -> torch.Tensor:
         """`[B, C, T, H, W]` -> `[B, L, patch_dim]`, slot order, pixels ordered (pt, py, px, C)."""
         cfg = self.config
-        t, h, w = self.grid
-        b = video.shape[0]
-        pt, p, c = cfg.t_patch_size, cfg.patch_size, cfg.in_chans
-        x = video.reshape(b, c, t, pt, h, p, w, p)
-        x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)
-        return x.reshape(b, t * h * w, pt * p * p * c)
+        return rearrange(video, "b c (t pt) (h ph) (w pw) -> b (t h w) (pt ph pw c)",
+                         pt=cfg.t_patch_size, ph=cfg.patch_size, pw=cfg.patch_size)
 
     def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
         """Inverse of `patchify`: `[B, L, patch_dim]` -> `[B, C, T, H, W]`."""
         cfg = self.config
         t, h, w = self.grid
-        b = patches.shape[0]
-        pt, p, c = cfg.t_patch_size, cfg.patch_size, cfg.in_chans
-        x = patches.reshape(b, t, h, w, pt, p, p, c)
-        x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return x.reshape(b, c, t * pt, h * p, w * p)
+        return rearrange(patches, "b (t h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)",
+                         t=t, h=h, w=w, pt=cfg.t_patch_size, ph=cfg.patch_size, pw=cfg.patch_size)
 
     # ----------------------------------------------------------------- encoder
     def _embed(self, video: torch.Tensor) -> torch.Tensor:
