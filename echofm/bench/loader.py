@@ -34,8 +34,9 @@ FRAMES = 32
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", type=int, default=24, help="clips per side per round (default 24)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds (default 3)")
-    parser.add_argument("--source-size", default="640x480", help="WxH of the MP4 source videos (default 640x480)")
-    parser.add_argument("--source-frames", type=int, default=64, help="frames per MP4 source video (default 64)")
+    # Default: the typical echo cine of the ingestion benchmark (800 x 600, ~1.6-2 s at 50-60 fps).
+    parser.add_argument("--source-size", default="800x600", help="WxH of the MP4 source videos (default 800x600)")
+    parser.add_argument("--source-frames", type=int, default=96, help="frames per MP4 source video (default 96)")
     parser.add_argument("--codec", default=None, help="shard codec (default: echofm.data.codec.DEFAULT_CODEC)")
     parser.add_argument("--shards", type=Path, default=None, help="measure these shards instead of generated clips")
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the test files (default: a temp dir)")

@@ -35,12 +35,14 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tiny", help="model preset (tiny for CPU)")
     parser.add_argument("--steps", type=int, default=None, help="pretraining steps (default: the flow's)")
     parser.add_argument("--batch-size", type=int, default=None, help="pretraining clips per process")
+    parser.add_argument("--base-lr", type=float, default=None, help="pretraining lr per 256 clips of effective batch")
     parser.add_argument("--img-size", type=int, default=None, help="pretraining frame side (default: the preset's)")
     parser.add_argument("--num-frames", type=int, default=None, help="pretraining frames per clip (default: the preset's)")
     parser.add_argument("--nproc-per-node", type=int, default=1, help="pretraining processes (torchrun)")
     parser.add_argument("--finetune-epochs", type=int, default=None)
     parser.add_argument("--strategy", default="linear", choices=("linear", "mlp", "attentive", "full", "progressive"))
     parser.add_argument("--workers", type=int, default=None, help="ingestion worker processes")
+    parser.add_argument("--ingest-batch-size", type=int, default=None, help="files per ingestion batch task")
 
 
 def pipeline_parameters(args: argparse.Namespace, *, source: Path, output: Path, runs: Path,
@@ -50,17 +52,18 @@ def pipeline_parameters(args: argparse.Namespace, *, source: Path, output: Path,
     from flows.ingest import IngestOptions
     from flows.pretrain import PretrainOptions
 
-    pretrain_fields = {"preset": args.preset, "steps": args.steps, "batch_size": args.batch_size,
+    pretrain_fields = {"preset": args.preset, "steps": args.steps, "batch_size": args.batch_size, "base_lr": args.base_lr,
                        "img_size": args.img_size, "num_frames": args.num_frames,
                        "nproc_per_node": args.nproc_per_node}
     finetune_fields = {"epochs": args.finetune_epochs, "strategy": args.strategy}
+    ingest_fields = {"workers": args.workers, "batch_size": args.ingest_batch_size}
     return {
         "source": str(source.resolve()),
         "output": str(output.resolve()),
         "runs": str(runs.resolve()),
         "labels": str(labels.resolve()) if labels else None,
         "tasks": list(args.tasks),
-        "ingest": IngestOptions(**({"workers": args.workers} if args.workers else {})),
+        "ingest": IngestOptions(**{k: v for k, v in ingest_fields.items() if v is not None}),
         "pretraining": PretrainOptions(**{k: v for k, v in pretrain_fields.items() if v is not None}),
         "finetuning": FinetuneOptions(**{k: v for k, v in finetune_fields.items() if v is not None}),
     }
