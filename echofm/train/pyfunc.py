@@ -1,9 +1,9 @@
 """A fine-tuned model as an MLflow pyfunc that takes raw clips.
 
-Input: uint8 `[N, T, H, W, C]` (C = 1 grey or 3 RGB; the project's clip layout with a batch axis),
-any T >= 16 and any H, W; the Python model also accepts grey `[N, T, H, W]` when called
-directly, but MLflow's schema check fixes the rank at 5, so through `mlflow.pyfunc.load_model`
-pass grey clips as `[..., 1]`. Inside: frames taken evenly over the clip, resize-pad to the
+Input: uint8 grey `[N, T, H, W]`, uint8 `[N, T, H, W, C]` (C = 1 grey or 3 RGB), or N clips
+`[T, H, W(, C)]` of different lengths and sizes as a 1-D object array (a plain list too when the
+Python model is called directly; MLflow's loader only takes arrays); any T >= 16 and any H, W.
+Inside: frames taken evenly over the clip, resize-pad to the
 shard size then the encoder's size, grey to three channels, the pretraining normalisation (all
 from the checkpoint's `InputSpec`, see `echofm.train.clips`).
 
@@ -47,13 +47,28 @@ def unpad_masks(probabilities: np.ndarray, height: int, width: int) -> np.ndarra
     return out
 
 
-def predict_clips(model: DownstreamModel, clips: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> Any:
-    """Predictions for raw clips uint8 `[N, T, H, W(, C)]` (see the module doc for the output)."""
-    clips = np.asarray(clips)
-    if clips.ndim == 4:
-        clips = clips[..., None]
-    if clips.ndim != 5 or clips.dtype != np.uint8:
-        raise ClipInputError(f"expected uint8 [N, T, H, W(, C)], got {clips.dtype} {clips.shape}")
+def as_clip_list(clips: Any) -> list[np.ndarray]:
+    """Raw clip input (module doc) as a list of uint8 `[T, H, W, C]` arrays; ClipInputError otherwise."""
+    if isinstance(clips, np.ndarray) and clips.dtype != object:
+        batch = clips[..., None] if clips.ndim == 4 else clips
+        if batch.ndim != 5 or batch.dtype != np.uint8 or batch.shape[-1] not in (1, 3):
+            raise ClipInputError(f"expected uint8 [N, T, H, W] or [N, T, H, W, C], got {clips.dtype} {clips.shape}")
+        return list(batch)
+    out = []
+    for clip in clips:
+        clip = np.asarray(clip)
+        clip = clip[..., None] if clip.ndim == 3 else clip
+        if clip.ndim != 4 or clip.dtype != np.uint8 or clip.shape[-1] not in (1, 3):
+            raise ClipInputError(f"each clip must be uint8 [T, H, W] or [T, H, W, C], got {clip.dtype} {clip.shape}")
+        out.append(clip)
+    if not out:
+        raise ClipInputError("no clips given")
+    return out
+
+
+def predict_clips(model: DownstreamModel, clips: Any, threshold: float = DEFAULT_THRESHOLD) -> Any:
+    """Predictions for raw clips (see the module doc for the input forms and the output)."""
+    clips = as_clip_list(clips)
     spec: InputSpec = model.inputs
     fitted, indices = zip(*(fit_raw_clip(clip, spec) for clip in clips))
     decoded = []
@@ -73,9 +88,14 @@ def predict_clips(model: DownstreamModel, clips: np.ndarray, threshold: float = 
         return frame
     if task.task == "reduced_ef":
         return pd.DataFrame({"reduced_ef_probability": out.astype(np.float64), "reduced_ef": out >= threshold})
-    height, width = clips.shape[2], clips.shape[3]
-    masks = np.stack([unpad_masks((p >= threshold).astype(np.float32), height, width) for p in out])
-    return {"masks": masks, "frame_indices": np.stack(indices).astype(np.int64)}
+    masks = [unpad_masks((p >= threshold).astype(np.float32), clip.shape[1], clip.shape[2])
+             for p, clip in zip(out, clips)]
+    if len({m.shape for m in masks}) == 1:
+        return {"masks": np.stack(masks), "frame_indices": np.stack(indices).astype(np.int64)}
+    # Clips of different sizes: one mask array per clip, at that clip's size.
+    ragged = np.empty(len(masks), dtype=object)
+    ragged[:] = masks
+    return {"masks": ragged, "frame_indices": np.stack(indices).astype(np.int64)}
 
 
 class EchoFMPyfunc(mlflow.pyfunc.PythonModel):
@@ -87,11 +107,11 @@ class EchoFMPyfunc(mlflow.pyfunc.PythonModel):
         self.meta = loaded.meta
 
     # No type hints on predict: MLflow would try to derive a schema from them and warn; the
-    # explicit tensor signature (`signature_for`) is the contract.
+    # explicit signature (`signature_for`) is the contract.
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        """uint8 clips `[N, T, H, W(, C)]` -> the task's predictions (module doc)."""
+        """Raw clips (module doc) -> the task's predictions."""
         threshold = float((params or {}).get("threshold", DEFAULT_THRESHOLD))
-        return predict_clips(self.model, np.asarray(model_input), threshold)
+        return predict_clips(self.model, model_input, threshold)
 
 
 def input_example(spec: InputSpec, *, channels: int = 1) -> np.ndarray:
@@ -101,11 +121,17 @@ def input_example(spec: InputSpec, *, channels: int = 1) -> np.ndarray:
 
 
 def signature_for(model: DownstreamModel) -> Any:
-    """Explicit tensor signature: uint8 `[-1, -1, -1, -1, -1]` in, the task's outputs out."""
+    """Explicit signature: raw clips in (object tensor `[-1]`), the task's outputs out.
+
+    The input is declared as MLflow's "ragged" tensor (object, `(-1,)`), the one tensor spec
+    whose rank MLflow does not fix: a uint8 spec pins the rank, which would refuse either grey
+    `[N, T, H, W]` or `[N, T, H, W, C]`, and every list of clips of different sizes. The real
+    contract is checked by `as_clip_list`, with a specific error, and written in the model card.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1, -1))])
+    inputs = Schema([TensorSpec(np.dtype(object), (-1,))])
     task = model.task
     if task.task == "ef":
         outputs = Schema([ColSpec("double", "ef")])

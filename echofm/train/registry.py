@@ -180,8 +180,9 @@ train {counts['train']['clips']} ({counts['train']['patients']}), val {counts['v
 
 ## Intended use
 Research on echocardiography representation learning and as a pipeline component (e.g. view
-filtering of ingested clips). Input: raw uint8 clips `[N, T, H, W, C]` (C = 1 or 3), T >= 16,
-about one cardiac cycle; resampling, resize-pad and normalisation happen inside.
+filtering of ingested clips). Input: raw uint8 clips, grey `[N, T, H, W]` or `[N, T, H, W, C]`
+(C = 1 or 3), or a 1-D object array of clips `[T, H, W(, C)]` of different sizes; T >= 16, about one cardiac
+cycle; resampling, resize-pad and normalisation happen inside.
 
 ## Limits
 Not a medical device; not validated for clinical decisions. Trained on the archive named above

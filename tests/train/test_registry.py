@@ -147,8 +147,16 @@ def test_register_promote_and_load_champion(mlflow_server, downstream_archive, t
         grey = rng.integers(0, 255, size=(2, 19, 45, 61, 1), dtype=np.uint8)
         colour = rng.integers(0, 255, size=(1, 40, 30, 30, 3), dtype=np.uint8)
         out_grey, out_colour = model.predict(grey), model.predict(colour)
+        # Grey without a channel axis, and clips of different lengths and sizes in one call.
+        out_grey_4d = model.predict(grey[..., 0])
+        mixed = np.empty(3, dtype=object)  # MLflow takes clips of different sizes as a 1-D object array
+        for i, clip in enumerate((grey[0], colour[0], grey[1, ..., 0])):
+            mixed[i] = clip
+        out_mixed = model.predict(mixed)
     assert list(out_grey.columns) == ["ef"] and len(out_grey) == 2 and np.isfinite(out_grey["ef"]).all()
     assert len(out_colour) == 1
+    np.testing.assert_allclose(out_grey_4d["ef"], out_grey["ef"], rtol=1e-6)
+    np.testing.assert_allclose(out_mixed["ef"], [out_grey["ef"][0], out_colour["ef"][0], out_grey["ef"][1]], rtol=1e-5)
     from echofm.train.pyfunc import predict_clips
 
     np.testing.assert_allclose(out_grey["ef"], predict_clips(second.model, grey)["ef"], rtol=1e-5)
