@@ -17,20 +17,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-CARDIAC_VIEWS: tuple[str, ...] = (
-    "A2C",
-    "A3C",
-    "A4C",
-    "A5C",
-    "PLAX",
-    "PSAX",
-    "SUBCOSTAL",
-    "SUPRASTERNAL",
-    "OTHER_CARDIAC",
-)
+from echofm.io.views import CANONICAL_VIEWS
+
 NON_CARDIAC = "NON_CARDIAC"
 UNKNOWN_VIEW = "unknown"
-CANONICAL_VIEWS: tuple[str, ...] = (*CARDIAC_VIEWS, NON_CARDIAC, UNKNOWN_VIEW)
+# The reader's canonical vocabulary, less the two answers that are not a cardiac view.
+CARDIAC_VIEWS: tuple[str, ...] = tuple(v for v in CANONICAL_VIEWS if v not in (NON_CARDIAC, UNKNOWN_VIEW))
 # All cardiac views, plus `unknown`: MP4/AVI exports carry no view at all, and dropping every
 # clip the header is silent about would drop most of a typical archive.
 DEFAULT_VIEWS: tuple[str, ...] = (*CARDIAC_VIEWS, UNKNOWN_VIEW)
