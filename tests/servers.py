@@ -40,18 +40,21 @@ def wait_for_http(url: str, timeout_s: float, process: subprocess.Popen, log: Pa
     raise TimeoutError(f"{url} did not answer within {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
 
 
-def stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGTERM the process group, SIGKILL it after `grace_s`."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 
 
 @contextlib.contextmanager
-def background(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+def background(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None,
+               grace_s: float = 30) -> Iterator[subprocess.Popen]:
+    """`cmd` in its own process group, output to `log`; the whole group is stopped on exit."""
     with log.open("w") as out:
         process = subprocess.Popen(
             cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -59,7 +62,7 @@ def background(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None 
     try:
         yield process
     finally:
-        stop(process)
+        stop(process, grace_s)
 
 
 def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
@@ -90,3 +93,20 @@ def prefect_server(home: Path, startup_timeout_s: float = 240) -> Iterator[str]:
     with background(cmd, prefect_env(home), log) as process:
         wait_for_http(f"{api_url}/health", startup_timeout_s, process, log)
         yield api_url
+
+
+@contextlib.contextmanager
+def mlflow_server_process(root: Path) -> Iterator[tuple[subprocess.Popen, str, Path]]:
+    """`mlflow server` (SQLite backend, local artifact destination) starting in the background on
+    a free localhost port; yields (process, url, log). Not waited for: callers overlap their own
+    set-up with its boot and then call `wait_for_http(url + "/health", ...)`."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+           "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    log = root / "server.log"
+    # uvicorn's graceful shutdown waits for idle keep-alive clients: SIGKILL follows soon.
+    with background(cmd, env, log, grace_s=5) as process:
+        yield process, f"http://127.0.0.1:{port}", log

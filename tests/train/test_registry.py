@@ -7,12 +7,6 @@ HTTP only, and stopped at the end of the module.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,64 +31,26 @@ from echofm.train.registry import (
     tracking_uri_scope,
 )
 from echofm.train.splits import SplitConfig
+from tests.servers import mlflow_server_process, wait_for_http
 from tests.train.downstream_fixtures import downstream_archive, one_torch_thread  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 SPLIT = SplitConfig(seed=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_process(tmp_path_factory: pytest.TempPathFactory):
     """`mlflow server` starting in the background (SQLite backend, local artifact destination)."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    log_path = root / "server.log"
-    env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-    try:
-        yield process, f"http://127.0.0.1:{port}", log_path
-    finally:
-        # The server runs in its own session: stop the whole group it spawned (its workers).
-        # uvicorn's graceful shutdown waits for idle keep-alive clients, so SIGKILL follows soon.
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+    with mlflow_server_process(tmp_path_factory.mktemp("mlflow-server")) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(mlflow_process, downstream_archive) -> str:
     """The server's URL once it answers /health (the archive is generated while it boots)."""
     process, url, log_path = mlflow_process
-    deadline = time.monotonic() + 180
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return url
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"mlflow server did not answer within 180 s:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.5)
+    wait_for_http(f"{url}/health", 180, process, log_path)
+    return url
 
 
 def _finetune(archive, out: Path, **overrides):
