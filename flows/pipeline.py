@@ -12,12 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from echofm.report import loss_history, pipeline_report, registered_models
-from echofm.train.registry import model_name
+from echofm.train.registry import model_name, promote_encoder
 from echofm.train.tracking import resolve_tracking_uri
 from flows.finetune import FinetuneOptions, finetune_and_register
 from flows.ingest import IngestOptions, ingest_archive
@@ -25,6 +26,11 @@ from flows.pretrain import PretrainOptions, pretrain
 
 ENCODER_MODEL = "echofm-encoder"
 Task = Literal["ef", "view", "reduced_ef", "segmentation"]
+
+
+@task(name="promote-encoder", cache_policy=NO_CACHE)
+def promote_encoder_task(name: str, version: str, downstream: list[dict[str, Any]], tracking_uri: str) -> dict[str, Any]:
+    return promote_encoder(name, version, downstream, tracking_uri=tracking_uri)
 
 
 @flow(name="echofm-pipeline")
@@ -63,6 +69,13 @@ def echo_pipeline(
                 options=finetuning,
             )
 
+    encoder_promotion = None
+    if registered.get("version") and downstream:
+        decisions = [result["promotion"] for result in downstream.values() if result.get("promotion")]
+        encoder_promotion = promote_encoder_task(registered.get("name", ENCODER_MODEL), registered["version"],
+                                                 decisions, tracking_uri)
+        logger.info("encoder promotion: %s", encoder_promotion["reason"])
+
     losses = loss_history(tracking_uri, pretrained["run_id"]) if pretrained.get("run_id") else {}
     registry = registered_models(tracking_uri, [ENCODER_MODEL, *(model_name(task) for task in downstream)])
     summary = pipeline_report(
@@ -74,6 +87,7 @@ def echo_pipeline(
         "ingest": ingest_summary,
         "pretrain": pretrained,
         "downstream": downstream,
+        "encoder_promotion": encoder_promotion,
         "losses": losses,
         "registry": registry,
         "tracking_uri": tracking_uri,

@@ -419,3 +419,38 @@ def registered_versions(name: str, *, tracking_uri: str | None = None) -> list[d
         {"version": str(v.version), "aliases": sorted(getattr(v, "aliases", []) or []), "run_id": v.run_id}
         for v in sorted(versions, key=lambda v: int(v.version), reverse=True)
     ]
+
+
+def promote_encoder(
+    name: str,
+    version: str,
+    downstream: list[dict[str, Any]],
+    *,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Make encoder `name` version `version` the `champion` when it earned it downstream.
+
+    The rule, kept here: an encoder is judged by the models fine-tuned from it. It becomes
+    champion only when at least one downstream model was fine-tuned from it and every one of them
+    was promoted to champion (each beat its own champion by `PROMOTION_RULES`, or had none). So a
+    new encoder replaces the champion only if it improves every task it was tried on.
+    downstream: the promotion decisions (`PromotionDecision.to_dict()`) of those models.
+    Returns `{name, version, promoted, reason}`.
+    """
+    from mlflow import MlflowClient
+
+    if not downstream:
+        promoted, reason = False, "no downstream model was fine-tuned from it"
+    else:
+        beaten = [d["name"] for d in downstream if d.get("promoted")]
+        kept = sorted({d["name"] for d in downstream} - set(beaten))
+        promoted = not kept
+        reason = ("every downstream model fine-tuned from it was promoted" if promoted
+                  else f"downstream champions kept: {', '.join(kept)}")
+    with tracking_uri_scope(tracking_uri):
+        client = MlflowClient()
+        if promoted:
+            client.set_registered_model_alias(name, CHAMPION, str(version))
+        client.set_model_version_tag(name, str(version), "promotion", json.dumps({"promoted": promoted, "reason": reason}))
+    log.info("promotion of %s v%s: %s", name, version, reason)
+    return {"name": name, "version": str(version), "promoted": promoted, "reason": reason}

@@ -180,3 +180,23 @@ def test_finetune_from_the_registered_encoder(mlflow_server, downstream_archive,
     # The frozen encoder is exactly the checkpoint the pretraining run registered.
     tuned = result.model.encoder.state_dict()
     assert all(torch.equal(value, tuned[name]) for name, value in encoder.model.state_dict().items())
+
+
+def test_encoder_becomes_champion_only_when_every_downstream_model_was_promoted(mlflow_server) -> None:
+    from mlflow import MlflowClient
+
+    from echofm.train.registry import promote_encoder, tracking_uri_scope
+
+    # The encoder registered by the previous test is version 1 of echofm-encoder.
+    kept = promote_encoder("echofm-encoder", "1", [{"name": "echofm-ef", "promoted": True},
+                                                   {"name": "echofm-view", "promoted": False}],
+                           tracking_uri=mlflow_server)
+    assert not kept["promoted"] and "echofm-view" in kept["reason"]
+    assert not promote_encoder("echofm-encoder", "1", [], tracking_uri=mlflow_server)["promoted"]
+    with tracking_uri_scope(mlflow_server):
+        assert "champion" not in (MlflowClient().get_model_version("echofm-encoder", "1").aliases or [])
+
+    won = promote_encoder("echofm-encoder", "1", [{"name": "echofm-ef", "promoted": True}], tracking_uri=mlflow_server)
+    assert won["promoted"]
+    with tracking_uri_scope(mlflow_server):
+        assert MlflowClient().get_model_version_by_alias("echofm-encoder", "champion").version == "1"
