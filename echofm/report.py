@@ -1,8 +1,8 @@
 """The end-of-pipeline summary: what a data team reads after `echofm pipeline` or `make demo`.
 
 Pure functions over the dictionaries the stage flows return (ingest summary, pretraining
-`result.json`, fine-tuning results) plus read-only look-ups in the MLflow store (loss history,
-registered versions and aliases). Nothing here writes anywhere, and nothing here can carry a
+`result.json`, fine-tuning results, registered versions) plus a read-only look-up of the loss
+history in the MLflow store. Nothing here writes anywhere, and nothing here can carry a
 patient-identifying value: the inputs are counts, metrics, pseudonymous ids and model URIs.
 """
 
@@ -22,27 +22,6 @@ def loss_history(tracking_uri: str, run_id: str, keys: Sequence[str] = ("loss", 
         points = client.get_metric_history(run_id, key)
         history[key] = sorted((int(p.step), float(p.value)) for p in points)
     return history
-
-
-def registered_models(tracking_uri: str, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """`{name: [{version, aliases, run_id}, ...]}` newest first; names not registered are omitted."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    found: dict[str, list[dict[str, Any]]] = {}
-    for name in names:
-        try:
-            versions = [client.get_model_version(name, str(v.version))
-                        for v in client.search_model_versions(f"name = '{name}'")]
-        except MlflowException:
-            continue
-        if versions:
-            found[name] = [
-                {"version": str(v.version), "aliases": sorted(v.aliases or []), "run_id": v.run_id}
-                for v in sorted(versions, key=lambda v: int(v.version), reverse=True)
-            ]
-    return found
 
 
 def _fmt(value: Any) -> str:

@@ -17,8 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
-from echofm.report import loss_history, pipeline_report, registered_models
-from echofm.train.registry import model_name, promote_encoder
+from echofm.report import loss_history, pipeline_report
+from echofm.train.registry import model_name, promote_encoder, registered_versions
 from echofm.train.tracking import resolve_tracking_uri
 from flows.finetune import FinetuneOptions, finetune_and_register
 from flows.ingest import IngestOptions, ingest_archive
@@ -77,7 +77,8 @@ def echo_pipeline(
         logger.info("encoder promotion: %s", encoder_promotion["reason"])
 
     losses = loss_history(tracking_uri, pretrained["run_id"]) if pretrained.get("run_id") else {}
-    registry = registered_models(tracking_uri, [ENCODER_MODEL, *(model_name(task) for task in downstream)])
+    names = [ENCODER_MODEL, *(model_name(task) for task in downstream)]
+    registry = {name: versions for name in names if (versions := registered_versions(name, tracking_uri=tracking_uri))}
     summary = pipeline_report(
         ingest=ingest_summary, pretrain=pretrained, downstream=downstream, losses=losses, registry=registry
     )

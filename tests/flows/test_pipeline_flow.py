@@ -1,0 +1,84 @@
+"""The whole pipeline as one flow run, and the demo's output-folder rule.
+
+Runs `echofm-pipeline` (ingest -> pretrain under torchrun -> fine-tune -> evaluate -> register ->
+promote) on a small synthetic archive against the session's real Prefect API, with MLflow in the
+run directory, then checks what each stage left behind and the summary a user reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from echofm.commands.demo import DEMO_MARKER, DemoOutputNotOurs, prepare_output
+from echofm.report import pipeline_report
+
+pytestmark = pytest.mark.slow
+
+
+def test_pipeline_runs_every_stage_and_promotes_the_encoder(prefect_harness, tmp_path: Path, monkeypatch) -> None:
+    from echofm.data.synthetic import SMALL_ARCHIVE_OPTIONS, generate_archive
+    from flows.finetune import FinetuneOptions
+    from flows.ingest import IngestOptions
+    from flows.pipeline import echo_pipeline
+    from flows.pretrain import PretrainOptions
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    archive = generate_archive(tmp_path / "synth", 12, seed=1, faults=True, **SMALL_ARCHIVE_OPTIONS)
+    result = echo_pipeline(
+        source=str(archive.archive_dir),
+        output=str(tmp_path / "ingest"),
+        runs=str(tmp_path / "runs"),
+        labels=str(archive.labels_csv),
+        tasks=["ef"],
+        ingest=IngestOptions(batch_size=8, workers=1),
+        pretraining=PretrainOptions(steps=4, batch_size=2, img_size=32, num_frames=8, num_workers=0,
+                                    holdout_clips=2, eval_every=0, ckpt_every=4, retries=0),
+        finetuning=FinetuneOptions(epochs=2, val_fraction=0.2, test_fraction=0.2),
+    )
+
+    assert result["ingest"]["by_status"]["accepted"] >= 10
+    assert set(result["ingest"]["by_status"]) == {"accepted", "rejected", "failed"}
+    assert result["pretrain"]["step"] == 4
+    assert result["tracking_uri"] == f"sqlite:///{(tmp_path / 'runs' / 'pretrain' / 'mlflow.db').resolve()}"
+    assert result["downstream"]["ef"]["model_uri"].startswith("models:/echofm-ef/")
+    # First models in an empty registry: each becomes champion, and so does their encoder.
+    assert result["downstream"]["ef"]["promotion"]["promoted"]
+    assert result["encoder_promotion"]["promoted"]
+    assert "champion" in result["registry"]["echofm-encoder"][0]["aliases"]
+    assert [step for step, _ in result["losses"]["loss"]] == [1, 2, 3, 4]
+    summary = result["summary"]
+    assert "files by status" in summary and "echofm-ef: v1 @challenger/@champion" in summary
+
+
+def test_report_puts_both_arms_side_by_side() -> None:
+    text = pipeline_report(
+        ingest={"files": 3, "clips": 2, "by_status": {"accepted": 2, "failed": 1}, "by_reason": {"not_dicom": 1}},
+        pretrain={"step": 10, "final_loss": 0.5, "clips_per_s": 4.0},
+        downstream={"ef": {"pretrained": {"test": {"mae": 5.5}}, "random_init": {"test": {"mae": 7.25}},
+                           "promotion": {"promoted": False, "reason": "champion kept"}}},
+        losses={"loss": [(1, 1.5), (10, 0.5)]},
+        registry={"echofm-ef": [{"version": "2", "aliases": ["challenger"]}, {"version": "1", "aliases": ["champion"]}]},
+        ui_commands=["mlflow ui"],
+    )
+    assert "accepted 2, failed 1" in text and "not_dicom 1" in text
+    assert "step 1: 1.5000  ->  step 10: 0.5000" in text
+    ef_line = next(line for line in text.splitlines() if line.strip().startswith("ef"))
+    assert ef_line.split()[1:5] == ["mae", "5.5", "7.25", "champion"]
+    assert "echofm-ef: v2 @challenger, v1 @champion" in text
+
+
+def test_demo_replaces_only_its_own_output(tmp_path: Path) -> None:
+    ours = tmp_path / "demo"
+    prepare_output(ours)
+    (ours / "leftover").write_text("from the last demo")
+    prepare_output(ours)
+    assert (ours / DEMO_MARKER).exists() and not (ours / "leftover").exists()
+
+    theirs = tmp_path / "data"
+    theirs.mkdir()
+    (theirs / "precious.dcm").write_bytes(b"DICM")
+    with pytest.raises(DemoOutputNotOurs):
+        prepare_output(theirs)
+    assert (theirs / "precious.dcm").exists()
