@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -41,7 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Set before any command imports Prefect or MLflow (they read these when they load). Telemetry
+# stays off: this tool runs next to clinical archives. The first migration of an empty Prefect
+# database takes tens of seconds on a busy small machine, longer than the ephemeral API's
+# default start-up wait.
+DEFAULT_ENVIRONMENT: dict[str, str] = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for name, value in DEFAULT_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     parser = build_parser()
     args = parser.parse_args(argv)
     # Libraries (GX, MLflow, urllib3...) speak only when something is wrong; our own modules

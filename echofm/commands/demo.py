@@ -67,12 +67,6 @@ def use_local_services(out: Path) -> None:
     if not os.environ.get("PREFECT_API_URL"):
         os.environ["PREFECT_HOME"] = str(out / "prefect")
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The first migration of an empty Prefect database takes tens of seconds on a busy 2-core
-    # machine, longer than the ephemeral server's default start-up wait.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     # Progress is the flow's log lines; per-file download bars would drown them.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
