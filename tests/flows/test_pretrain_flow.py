@@ -60,6 +60,9 @@ def test_flow_survives_a_killed_worker_registers_the_encoder_and_emits_the_event
         experiment_name="flow-test",
     )
 
+    # The Prefect API is shared by the whole session: only this test's task runs and events count.
+    with get_client(sync_client=True) as prefect:
+        earlier = {r.id for r in prefect.read_task_runs()}
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint, args=(run_dir, stop, killed))
     killer.start()
@@ -81,13 +84,13 @@ def test_flow_survives_a_killed_worker_registers_the_encoder_and_emits_the_event
 
     with get_client(sync_client=True) as prefect:
         runs = prefect.read_task_runs()
-        (task_run,) = [r for r in runs if r.name.startswith("torchrun-pretrain")]
+        (task_run,) = [r for r in runs if r.name.startswith("torchrun-pretrain") and r.id not in earlier]
         assert task_run.run_count == 2 and task_run.state.is_completed()
         events = []
         deadline = time.monotonic() + 60
         while not events and time.monotonic() < deadline:
-            page = prefect.read_events(filter=EventFilter(event=EventNameFilter(name=[REGISTERED_EVENT])), limit=10)
-            events = page.events
+            page = prefect.read_events(filter=EventFilter(event=EventNameFilter(name=[REGISTERED_EVENT])), limit=50)
+            events = [e for e in page.events if e.payload.get("run_id") == result["run_id"]]
             time.sleep(0.5)
     assert events, "no echofm.encoder.registered event reached the API"
     assert events[0].payload["version"] == result["registered"]["version"]
