@@ -1,19 +1,34 @@
 """Echo archive I/O: DICOM and video readers, the clip object, de-identification."""
 
-from echofm.io.clip import Clip, UltrasoundRegion
-from echofm.io.deid import Pseudonymizer, load_or_create_secret, technical_metadata
-from echofm.io.dicom import DicomHeader, dicom_is_supported, read_dicom, scan_dicom
-from echofm.io.errors import (
-    CorruptPixelData,
-    EchoIOError,
-    NoPixelData,
-    NotDicom,
-    NotUltrasound,
-    TooFewFrames,
-    UnreadableVideo,
-    UnsupportedTransferSyntax,
-)
-from echofm.io.video import VideoHeader, probe_video, read_video
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Where each public name lives. Resolved on first use, so importing a light submodule
+# (`echofm.io.views`, `echofm.io.errors`) does not load pydicom and OpenCV.
+_EXPORTS: dict[str, str] = {
+    "Clip": "clip",
+    "UltrasoundRegion": "clip",
+    "Pseudonymizer": "deid",
+    "load_or_create_secret": "deid",
+    "technical_metadata": "deid",
+    "DicomHeader": "dicom",
+    "dicom_is_supported": "dicom",
+    "read_dicom": "dicom",
+    "scan_dicom": "dicom",
+    "CorruptPixelData": "errors",
+    "EchoIOError": "errors",
+    "NoPixelData": "errors",
+    "NotDicom": "errors",
+    "NotUltrasound": "errors",
+    "TooFewFrames": "errors",
+    "UnreadableVideo": "errors",
+    "UnsupportedTransferSyntax": "errors",
+    "VideoHeader": "video",
+    "probe_video": "video",
+    "read_video": "video",
+}
 
 __all__ = [
     "Clip",
@@ -37,3 +52,9 @@ __all__ = [
     "scan_dicom",
     "technical_metadata",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"echofm.io.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'echofm.io' has no attribute {name!r}")
