@@ -37,6 +37,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from echofm.data.augment import AugmentConfig, AugmentParams, apply_augment, sample_augment_params
+from echofm.data.digest import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,7 @@ def shard_keys(shards: Sequence[Path]) -> dict[str, Path]:
 
 def file_digest(path: str | Path) -> str:
     """sha256 hex digest of a file's bytes (used to name the manifest a model was trained on)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def manifest_path_for(shards_dir: str | Path) -> Path:

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-HASH_CHUNK_BYTES = 1 << 20
+from echofm.data.digest import file_sha256 as sha256_file
+
 MEDIA_FORMATS: tuple[str, ...] = ("dicom", "mp4", "avi")
 # ISO-BMFF top-level boxes a valid MP4/MOV may start with (`ftyp` normally comes first; old
 # QuickTime files may start with the others).
@@ -49,15 +50,6 @@ class DiscoveredFile:
     @property
     def is_media(self) -> bool:
         return self.reject_reason is None
-
-
-def sha256_file(path: Path, chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
-    """Hex SHA-256 of a file, streamed in chunks so a multi-GB cine never sits in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _looks_like_dataset_without_preamble(path: Path, head: bytes) -> bool:
