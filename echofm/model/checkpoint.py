@@ -5,12 +5,16 @@ File layout (a `torch.save` dict): `{"config": asdict(ModelConfig), "model": sta
 config is then taken from an explicit `preset`/`config` argument, or inferred from the tensor
 shapes (sizes from the shapes, head counts from the registered preset with the same widths and
 depths; see `infer_config`). Seed files whose attention stores separate `q`/`k`/`v` projections
-are merged into timm's fused `qkv` on load.
+are merged into timm's fused `qkv` on load, and the published names of the slice projector
+(`decoder_block.*`, `decoder_prj_cls_token`; it shared the encoder's final norm) are mapped onto
+`slice_projector.*`. A file without a slice projector (it is used only by the pretraining loss)
+loads with a freshly initialised one and a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pickle
 import re
@@ -23,7 +27,11 @@ from echofm.model.config import ModelConfig, ModelConfigError
 from echofm.model.mae import MaskedAutoencoderViT
 from echofm.model.presets import PRESETS, preset_config
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT_FORMAT = 1
+# State-dict prefix of the pretraining-only module a checkpoint may lack.
+_PROJECTOR = "slice_projector."
 _RESERVED = frozenset({"config", "model", "format"})
 
 
@@ -89,7 +97,7 @@ def load_checkpoint(
         raise CheckpointError(path, f"cannot read checkpoint ({err})") from err
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(path, "not a model checkpoint: no 'model' entry")
-    state_dict = _merge_split_qkv(dict(ckpt["model"]))
+    state_dict = _merge_split_qkv(_rename_published_projector(dict(ckpt["model"])))
     try:
         if config is None and preset is not None:
             config = preset_config(preset)
@@ -101,9 +109,16 @@ def load_checkpoint(
         raise CheckpointError(path, f"cannot determine the model config ({err})") from err
     model = MaskedAutoencoderViT(config)
     try:
-        model.load_state_dict(state_dict, strict=True)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as err:
         raise CheckpointError(path, f"weights do not fit {config}: {err}") from err
+    absent = [key for key in missing if not key.startswith(_PROJECTOR)]
+    if absent or unexpected:
+        raise CheckpointError(path, f"weights do not fit {config}: missing {absent}, "
+                                    f"unexpected {list(unexpected)}")
+    if missing:
+        log.warning("%s has no slice projector (pretraining-only); it starts from initialisation",
+                    path)
     return model.to(map_location), ckpt
 
 
@@ -155,6 +170,22 @@ def _count_blocks(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
     pattern = re.compile(rf"^{prefix}\.(\d+)\.")
     indices = {int(m.group(1)) for key in state_dict if (m := pattern.match(key))}
     return max(indices) + 1 if indices else 0
+
+
+def _rename_published_projector(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the published slice projector's names onto `slice_projector.*` (see module doc)."""
+    renamed = {}
+    for key, value in state_dict.items():
+        if key.startswith("decoder_block."):
+            key = _PROJECTOR + "block." + key.removeprefix("decoder_block.")
+        elif key == "decoder_prj_cls_token":
+            key = _PROJECTOR + "cls_token"
+        renamed[key] = value
+    if _PROJECTOR + "block.norm1.weight" in renamed and _PROJECTOR + "norm.weight" not in renamed:
+        for kind in ("weight", "bias"):
+            if f"norm.{kind}" in renamed:
+                renamed[f"{_PROJECTOR}norm.{kind}"] = renamed[f"norm.{kind}"].clone()
+    return renamed
 
 
 def _merge_split_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -23,7 +23,8 @@ from timm.models.vision_transformer import Block
 from echofm.model.config import ModelConfig
 from echofm.model.masking import gather_tokens, make_mask
 from echofm.model.pos_embed import separable_pos_embed
-from echofm.model.triplet import slice_summaries, temporal_triplet_loss
+from echofm.model.projector import SliceProjector
+from echofm.model.triplet import slice_token_counts, temporal_triplet_loss
 
 # Parameter-name prefixes of everything `encode` uses (for encoder-only optimisers and exports).
 ENCODER_PREFIXES: tuple[str, ...] = (
@@ -47,6 +48,7 @@ NO_WEIGHT_DECAY: frozenset[str] = frozenset(
         "decoder_pos_embed_spatial",
         "decoder_pos_embed_temporal",
         "decoder_pos_embed_class",
+        "slice_projector.cls_token",
     }
 )
 
@@ -136,6 +138,8 @@ class MaskedAutoencoderViT(nn.Module):
         self.blocks = _blocks(dim, config.depth, config.num_heads, config.mlp_ratio,
                               config.drop_path_rate)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
+        # Pretraining only (the triplet loss's per-slice CLS summaries); `encode` does not use it.
+        self.slice_projector = SliceProjector(dim, config.num_heads, config.mlp_ratio)
 
         self.decoder_embed = nn.Linear(dim, ddim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, ddim))
@@ -271,15 +275,24 @@ class MaskedAutoencoderViT(nn.Module):
         per_patch = ((pred.float() - target) ** 2).mean(dim=-1)
         return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
 
-    def triplet_loss(self, latent: EncoderOutput) -> torch.Tensor:
-        """Temporal triplet loss on the visible tokens' per-slice means (see `triplet.py`)."""
+    def slice_summaries(self, latent: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-time-slice CLS summaries of the visible tokens (`projector.py`), in float32.
+
+        Returns summaries `[B, t, D]` and the visible tokens per slice `[B, t]` (a slice with none
+        has no real summary). Float32 even under autocast: the projector is a small share of the
+        step, and bf16 cosines (3 significant digits) would blur the positive/negative split
+        around the row mean.
+        """
         t, h, w = self.grid
         slice_index = torch.div(latent.ids_keep, h * w, rounding_mode="floor")
-        tokens = latent.tokens[:, 1:].float()
-        # In float32 even under autocast: bf16 cosines (3 significant digits) would blur the
-        # positive/negative split around the row mean.
-        with torch.autocast(tokens.device.type, enabled=False):
-            summaries, counts = slice_summaries(tokens, slice_index, t)
+        with torch.autocast(latent.tokens.device.type, enabled=False):
+            summaries = self.slice_projector(latent.tokens[:, 1:].float(), slice_index, t)
+        return summaries, slice_token_counts(slice_index, t)
+
+    def triplet_loss(self, latent: EncoderOutput) -> torch.Tensor:
+        """Temporal triplet loss on the per-slice CLS summaries (see `triplet.py`), float32."""
+        summaries, counts = self.slice_summaries(latent)
+        with torch.autocast(summaries.device.type, enabled=False):
             return temporal_triplet_loss(summaries, counts > 0, self.config.triplet_margin)
 
     def forward(

@@ -2,10 +2,10 @@
 
 Design (EchoFM's periodic triplet, computed on the encoder's own output):
 
-- Slice summary: the mean of the encoder's *visible* patch tokens (after the final norm) that lie
-  in each time slice; 8 slices for 32 frames with a temporal tubelet of 4. A mean needs no extra
-  parameters or tokens, and it exists for exactly the slices the encoder saw. A slice with no
-  visible token (possible under random masking of small grids) has no summary and is excluded.
+- Slice summary: one CLS summary per time slice (8 slices for 32 frames with a temporal tubelet
+  of 4), the CLS output of a transformer block shared by all slices over that slice's *visible*
+  encoder tokens (`echofm.model.projector`). A slice with no visible token (possible under random
+  masking of small grids) has no summary and is excluded.
 - Summaries are L2-normalised; the cosine self-similarity map is `[B, t, t]`.
 - Anchor = slice 0. Among the other valid slices, positives have similarity to the anchor above
   the mean of that row (mean over the valid non-anchor slices), negatives are at or below it.
@@ -40,23 +40,10 @@ class TripletSets:
     valid_clip: torch.Tensor  # [B] bool
 
 
-def slice_summaries(
-    tokens: torch.Tensor, slice_index: torch.Tensor, num_slices: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean token of each time slice.
-
-    Args:
-        tokens: `[B, N, D]` patch tokens (no CLS).
-        slice_index: `[B, N]` int64, the time slice (0..t-1) of each token.
-        num_slices: `t`.
-
-    Returns:
-        summaries `[B, t, D]` (zeros for empty slices) and counts `[B, t]` (tokens per slice).
-    """
-    onehot = F.one_hot(slice_index, num_slices).to(tokens.dtype)  # [B, N, t]
-    sums = onehot.transpose(1, 2) @ tokens  # [B, t, D]
-    counts = onehot.sum(dim=1)  # [B, t]
-    return sums / counts.clamp_min(1.0).unsqueeze(-1), counts
+def slice_token_counts(slice_index: torch.Tensor, num_slices: int) -> torch.Tensor:
+    """Visible tokens in each time slice: `[B, N]` slice indices (0..t-1) -> `[B, t]` float."""
+    counts = torch.zeros(slice_index.shape[0], num_slices, device=slice_index.device)
+    return counts.scatter_add_(1, slice_index, torch.ones_like(slice_index, dtype=counts.dtype))
 
 
 def temporal_self_similarity(summaries: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,45 @@ def test_seed_format_with_split_qkv(tmp_path: Path) -> None:
     _same_outputs(model, loaded)
 
 
+def test_published_projector_names_load_onto_the_slice_projector(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("tiny", img_size=32, num_frames=16, patch_size=8)
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("slice_projector.norm."):
+            continue  # the published projector reused the encoder's final norm
+        key = key.replace("slice_projector.block.", "decoder_block.")
+        state[key.replace("slice_projector.cls_token", "decoder_prj_cls_token")] = value
+    with torch.no_grad():
+        model.slice_projector.norm.load_state_dict(model.norm.state_dict())
+    torch.save({"model": state}, tmp_path / "published.pth")
+    loaded, _ = load_checkpoint(tmp_path / "published.pth")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_a_file_without_the_slice_projector_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch.manual_seed(0)
+    model = build_model("tiny", img_size=32, num_frames=16, patch_size=8)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("slice_projector.")}
+    torch.save({"model": state}, tmp_path / "older.pth")
+    with caplog.at_level("WARNING"):
+        loaded, _ = load_checkpoint(tmp_path / "older.pth")
+    assert "no slice projector" in caplog.text
+    video = make_video(model.config)
+    with torch.no_grad():  # the encoder and the reconstruction do not use it
+        assert torch.equal(model.eval().forward_tokens(video), loaded.eval().forward_tokens(video))
+        assert torch.equal(model(video, generator=seeded(7)).pred,
+                           loaded(video, generator=seeded(7)).pred)
+    # Any other missing tensor is still an error.
+    del state["blocks.0.mlp.fc1.bias"]
+    torch.save({"model": state}, tmp_path / "broken.pth")
+    with pytest.raises(CheckpointError, match="blocks.0.mlp.fc1.bias"):
+        load_checkpoint(tmp_path / "broken.pth")
+
+
 def test_large_shapes_infer_the_large_preset() -> None:
     with torch.device("meta"):
         model = build_model("large")

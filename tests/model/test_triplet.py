@@ -8,7 +8,7 @@ import torch
 from echofm.model import EncoderOutput, MaskedAutoencoderViT, ModelConfig, build_model
 from echofm.model.triplet import (
     anchor_triplet_sets,
-    slice_summaries,
+    slice_token_counts,
     temporal_self_similarity,
     temporal_triplet_loss,
 )
@@ -88,12 +88,9 @@ def test_batch_of_one() -> None:
     assert loss.shape == () and torch.isfinite(loss)
 
 
-def test_slice_summaries_average_the_tokens_of_each_slice() -> None:
-    tokens = torch.tensor([[[1.0, 0.0], [3.0, 2.0], [5.0, 5.0]]])
-    index = torch.tensor([[0, 0, 2]])
-    summaries, counts = slice_summaries(tokens, index, 3)
-    assert counts.tolist() == [[2.0, 0.0, 1.0]]
-    assert summaries.tolist() == [[[2.0, 1.0], [0.0, 0.0], [5.0, 5.0]]]
+def test_slice_token_counts_count_each_slice() -> None:
+    index = torch.tensor([[0, 0, 2], [1, 1, 1]])
+    assert slice_token_counts(index, 3).tolist() == [[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]]
 
 
 @pytest.mark.parametrize("norm_pix_loss", [False, True])
