@@ -1,9 +1,13 @@
 """`echofm bench model`: training-step time, clips/s and peak memory of a model preset.
 
-Measures forward + backward (no optimiser step) on random input of the preset's shape with
-timm's fused scaled-dot-product attention and, on the same weights, with `fused_attn=False` on
-every attention layer (the hand-written softmax(QK^T)V of the published EchoFM code); the
-measured steps of the two alternate, and the ratio is printed from the same run.
+Measures forward + backward (no optimiser step) on random input of the preset's shape, for
+three variants in one run, their measured steps alternating:
+
+- `fused`: `MaskedAutoencoderViT` as it trains, with timm's fused scaled-dot-product attention;
+- `unfused`: the same weights with `fused_attn=False` on every attention layer (hand-written
+  softmax(QK^T)V), which isolates what fused attention alone buys;
+- `published`: `echofm.bench.reference.PublishedStepReference`, the work of one training step of
+  the published EchoFM implementation at the same sizes (`--compare attention` leaves it out).
 
     echofm bench model --preset large --batch 2 --warmup 1 --steps 3
     echofm bench model --preset large --batch 8 --device cuda --dtype bf16 --flops
@@ -19,7 +23,9 @@ import logging
 import statistics
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -32,7 +38,7 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 @dataclass(frozen=True)
 class StepTiming:
-    """One measurement of forward + backward steps.
+    """One measurement of forward + backward steps of one variant (see `measure_variants`).
 
     seconds_per_step: median over the measured steps (s); step_seconds: each measured step (s);
     clips_per_second: batch_size / seconds_per_step; peak_memory_bytes: on CPU the peak resident
@@ -41,10 +47,10 @@ class StepTiming:
     `torch.cuda.max_memory_allocated` (weights included).
     """
 
+    label: str
     batch_size: int
     device: str
     dtype: str
-    fused_attention: bool
     seconds_per_step: float
     step_seconds: tuple[float, ...]
     clips_per_second: float
@@ -147,44 +153,71 @@ def _fused_state(model: torch.nn.Module) -> bool:
     return all(getattr(m, "fused_attn", True) for m in model.modules())
 
 
-def measure_attention_variants(
-    model: torch.nn.Module,
+@dataclass(frozen=True)
+class StepVariant:
+    """One thing to time: `model`'s training step, after `prepare()` (e.g. an attention switch).
+
+    Variants may share one model (the attention variants of `MaskedAutoencoderViT`) or not (the
+    published-step reference); every variant gets the same input, of `model.config`'s shape.
+    """
+
+    model: torch.nn.Module
+    prepare: Callable[[], None] = lambda: None
+
+
+def attention_variants(model: torch.nn.Module) -> dict[str, StepVariant]:
+    """`fused` (SDPA) and `unfused` (hand-written softmax(QK^T)V) attention on the same weights."""
+    return {
+        "fused": StepVariant(model, partial(set_fused_attention, model, True)),
+        "unfused": StepVariant(model, partial(set_fused_attention, model, False)),
+    }
+
+
+def measure_variants(
+    variants: Mapping[str, StepVariant],
     batch_size: int,
-    variants: tuple[bool, ...] = (True, False),
     *,
     device: str | torch.device = "cpu",
     dtype: str = "fp32",
     steps: int = 5,
     warmup: int = 2,
-) -> dict[bool, StepTiming]:
-    """Time forward+backward steps of `model` in training mode on random input, for each
-    attention variant (True = fused SDPA, False = hand-written), on the same weights.
+) -> dict[str, StepTiming]:
+    """Time forward+backward steps of each variant in training mode on the same random input.
 
     Each variant gets `warmup` unmeasured steps; then measured steps alternate between the
-    variants in ABBA order, so a change in machine load during the run (this machine is shared)
-    hits every variant alike and the ratio stays meaningful. Returns one `StepTiming` per
-    variant (median of its `steps` steps). The model's attention setting is restored afterwards.
+    variants, reversing the order every round (ABBA...), so a change in machine load during the
+    run (this machine is shared) hits every variant alike and the ratios stay meaningful.
+    Returns one `StepTiming` per label (median of its `steps` steps). The attention setting of
+    every model is restored afterwards.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if steps < 1 or warmup < 0 or not variants:
         raise ValueError("steps must be >= 1, warmup >= 0, and at least one variant given")
     device = torch.device(device)
-    model.to(device).train()
-    video = random_video(model, batch_size, device)
-    original = {m: m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")}
-    times: dict[bool, list[float]] = {v: [] for v in variants}
-    peaks: dict[bool, int] = {v: 0 for v in variants}
+    labels = list(variants)
+    models = list({id(v.model): v.model for v in variants.values()}.values())
+    for model in models:
+        model.to(device).train()
+    video = random_video(variants[labels[0]].model, batch_size, device)
+    original = {m: m.fused_attn for model in models for m in model.modules()
+                if hasattr(m, "fused_attn")}
+    times: dict[str, list[float]] = {label: [] for label in labels}
+    peaks: dict[str, int] = {label: 0 for label in labels}
+
+    def run_step(label: str) -> float:
+        variant = variants[label]
+        variant.prepare()
+        seconds = _step(variant.model, video, dtype)
+        variant.model.zero_grad(set_to_none=True)
+        return seconds
+
     try:
         # Warm-up first: first calls map library code and fill kernel caches, which would
         # otherwise count as step time and step memory.
-        for fused in variants:
-            set_fused_attention(model, fused)
+        for label in labels:
             for i in range(warmup):
-                seconds = _step(model, video, dtype)
-                log.info("warm-up %d/%d, %s attention: %.3f s", i + 1, warmup,
-                         "fused" if fused else "unfused", seconds)
-        model.zero_grad(set_to_none=True)
+                log.info("warm-up %d/%d, %s: %.3f s", i + 1, warmup, label, run_step(label))
         if device.type == "cuda":
             torch.cuda.empty_cache()
         else:
@@ -192,38 +225,37 @@ def measure_attention_variants(
         with contextlib.ExitStack() as stack:
             rss = None if device.type == "cuda" else stack.enter_context(_RssPeak())
             for i in range(steps):
-                for fused in variants if i % 2 == 0 else variants[::-1]:
-                    set_fused_attention(model, fused)
+                for label in labels if i % 2 == 0 else labels[::-1]:
                     if rss is None:
                         torch.cuda.reset_peak_memory_stats(device)
                     else:
-                        rss.begin(fused)
-                    times[fused].append(_step(model, video, dtype))
+                        rss.begin(label)
+                    times[label].append(run_step(label))
                     # Large presets take minutes per step on CPU: show progress as it happens.
-                    log.info("step %d/%d, %s attention: %.3f s", i + 1, steps,
-                             "fused" if fused else "unfused", times[fused][-1])
+                    log.info("step %d/%d, %s: %.3f s", i + 1, steps, label, times[label][-1])
                     if rss is None:
-                        peaks[fused] = max(peaks[fused], torch.cuda.max_memory_allocated(device))
+                        peaks[label] = max(peaks[label], torch.cuda.max_memory_allocated(device))
                     else:
                         rss.end()
             if rss is not None:
                 peaks.update(rss.peaks)
     finally:
-        model.zero_grad(set_to_none=True)
+        for model in models:
+            model.zero_grad(set_to_none=True)
         for module, fused in original.items():
             module.fused_attn = fused
     results = {}
-    for fused in variants:
-        median = statistics.median(times[fused])
-        results[fused] = StepTiming(
+    for label in labels:
+        median = statistics.median(times[label])
+        results[label] = StepTiming(
+            label=label,
             batch_size=batch_size,
             device=str(device),
             dtype=dtype,
-            fused_attention=fused,
             seconds_per_step=median,
-            step_seconds=tuple(times[fused]),
+            step_seconds=tuple(times[label]),
             clips_per_second=batch_size / median,
-            peak_memory_bytes=int(peaks[fused]),
+            peak_memory_bytes=int(peaks[label]),
         )
     return results
 
@@ -237,11 +269,11 @@ def measure_step(
     steps: int = 5,
     warmup: int = 2,
 ) -> StepTiming:
-    """Time `warmup + steps` forward+backward steps of `model` (moved to `device`) with its
-    current attention setting; the median of the last `steps` (see `StepTiming`)."""
-    fused = _fused_state(model)
-    return measure_attention_variants(model, batch_size, (fused,), device=device, dtype=dtype,
-                                      steps=steps, warmup=warmup)[fused]
+    """Time `warmup + steps` forward+backward steps of `model` (moved to `device`) as it is
+    (its current attention setting); the median of the last `steps` (see `StepTiming`)."""
+    label = "fused" if _fused_state(model) else "unfused"
+    return measure_variants({label: StepVariant(model)}, batch_size, device=device, dtype=dtype,
+                            steps=steps, warmup=warmup)[label]
 
 
 def count_step_flops(model: torch.nn.Module, batch_size: int, *, device: str | torch.device,
@@ -271,6 +303,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-frames", type=int, default=None, help="override the preset's")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads on CPU (default: torch's default)")
+    parser.add_argument("--compare", choices=("all", "attention"), default="all",
+                        help="all: also time the published EchoFM step (echofm.bench.reference); "
+                             "attention: fused vs unfused attention only (default: all)")
     parser.add_argument("--flops", action="store_true",
                         help="count FLOPs of one step and report TFLOP/s (and MFU on known GPUs)")
     parser.add_argument("--peak-tflops", type=float, default=None,
@@ -280,6 +315,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "step) on these shards and the fraction of step time spent waiting for data")
     parser.add_argument("--loader-workers", type=int, default=1,
                         help="data-loader processes for --shards (default: 1)")
+
+
+# Row names of the printed table, by variant label.
+VARIANT_NAMES: dict[str, str] = {
+    "fused": "echofm (SDPA)",
+    "unfused": "echofm unfused",
+    "published": "published EchoFM",
+}
 
 
 def _mib(n: int) -> str:
@@ -314,15 +357,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"input {cfg.in_chans}x{cfg.num_frames}x{cfg.img_size}x{cfg.img_size}, grid {cfg.grid}, "
           f"{cfg.num_patches} tokens ({cfg.mask_mode} mask {cfg.mask_ratio}); parameters "
           f"{total / 1e6:.1f}M (encoder {encoder / 1e6:.1f}M)")
-    timings = measure_attention_variants(model, args.batch, (True, False), device=args.device,
-                                         dtype=args.dtype, steps=args.steps, warmup=args.warmup)
-    fused, unfused = timings[True], timings[False]
+    variants = attention_variants(model)
+    if args.compare == "all":
+        from echofm.bench.reference import PublishedStepReference
+
+        # Seeded like the model, so a run is repeatable; its weights are never compared.
+        torch.manual_seed(0)
+        variants["published"] = StepVariant(PublishedStepReference(cfg))
+    timings = measure_variants(variants, args.batch, device=args.device, dtype=args.dtype,
+                               steps=args.steps, warmup=args.warmup)
+    fused = timings["fused"]
     memory = "peak alloc" if args.device == "cuda" else "peak RSS +"
-    print(f"{'attention':<16} {'s/step':>10} {'clips/s':>9} {memory:>12}   (median of steps)")
-    print(_row("fused (SDPA)", fused))
-    print(_row("unfused", unfused))
+    print(f"{'step':<16} {'s/step':>10} {'clips/s':>9} {memory:>12}   (median of steps)")
+    for label, timing in timings.items():
+        print(_row(VARIANT_NAMES[label], timing))
     print(f"speed-up of fused over unfused attention: "
-          f"{unfused.seconds_per_step / fused.seconds_per_step:.2f}x")
+          f"{timings['unfused'].seconds_per_step / fused.seconds_per_step:.2f}x")
+    if "published" in timings:
+        print(f"speed-up over the published EchoFM step: "
+              f"{timings['published'].seconds_per_step / fused.seconds_per_step:.2f}x")
     if args.flops:
         flops = count_step_flops(model, args.batch, device=args.device, dtype=args.dtype)
         achieved = flops / fused.seconds_per_step / 1e12
@@ -334,6 +387,12 @@ def run(args: argparse.Namespace) -> int:
         if peak:
             line += f", MFU {achieved / peak:.1%} of {peak:.0f} TFLOP/s"
         print(line)
+        if "published" in timings:
+            reference = variants["published"].model
+            ref_flops = count_step_flops(reference, args.batch, device=args.device,
+                                         dtype=args.dtype)
+            print(f"published EchoFM FLOPs/step {ref_flops / 1e12:.2f} TFLOP "
+                  f"({ref_flops / flops:.2f}x the model's)")
     if args.shards:
         from echofm.bench.train_path import measure_data_path
 

@@ -19,7 +19,7 @@ def test_measure_step_reports_consistent_figures(micro_config: ModelConfig) -> N
     assert len(timing.step_seconds) == 3
     assert min(timing.step_seconds) <= timing.seconds_per_step <= max(timing.step_seconds)
     assert timing.clips_per_second == pytest.approx(2 / timing.seconds_per_step)
-    assert timing.peak_memory_bytes >= 0 and timing.fused_attention
+    assert timing.peak_memory_bytes >= 0 and timing.label == "fused"
     assert all(p.grad is None for p in model.parameters())  # leaves the model clean
     with pytest.raises(ValueError):
         bench.measure_step(model, 2, dtype="fp16")
@@ -28,10 +28,20 @@ def test_measure_step_reports_consistent_figures(micro_config: ModelConfig) -> N
 def test_variants_are_interleaved_and_the_setting_restored(micro_config: ModelConfig) -> None:
     model = MaskedAutoencoderViT(micro_config)
     bench.set_fused_attention(model, True)
-    timings = bench.measure_attention_variants(model, 1, (True, False), steps=2, warmup=1)
-    assert set(timings) == {True, False}
-    assert timings[True].fused_attention and not timings[False].fused_attention
-    assert all(len(t.step_seconds) == 2 for t in timings.values())
+    seen: list[bool] = []
+
+    def record(fused: bool) -> None:
+        bench.set_fused_attention(model, fused)
+        seen.append(fused)
+
+    variants = {"fused": bench.StepVariant(model, lambda: record(True)),
+                "unfused": bench.StepVariant(model, lambda: record(False))}
+    timings = bench.measure_variants(variants, 1, steps=3, warmup=1)
+    assert list(timings) == ["fused", "unfused"]
+    assert all(t.label == label for label, t in timings.items())
+    assert all(len(t.step_seconds) == 3 for t in timings.values())
+    # Warm-up of each, then ABBA order: a load change hits both variants alike.
+    assert seen == [True, False, True, False, False, True, True, False]
     assert all(m.attn.fused_attn for m in model.blocks)
 
 
@@ -43,18 +53,30 @@ def test_unfused_attention_computes_the_same_function(micro_config: ModelConfig)
         fused = model(video, generator=seeded(0)).pred
         layers = bench.set_fused_attention(model, False)
         unfused = model(video, generator=seeded(0)).pred
-    assert layers == micro_config.depth + micro_config.decoder_depth
+    # Encoder and decoder blocks, plus the slice projector's block.
+    assert layers == micro_config.depth + micro_config.decoder_depth + 1
     assert all(not m.attn.fused_attn for m in model.blocks)
     torch.testing.assert_close(fused, unfused, atol=1e-5, rtol=1e-4)
 
 
-def test_command_prints_both_attention_paths_and_the_ratio(capsys) -> None:
+def test_command_prints_every_variant_and_the_ratios(capsys) -> None:
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     args = parser.parse_args(["--preset", "tiny", "--batch", "1", "--steps", "1", "--warmup", "0",
                               "--img-size", "32", "--num-frames", "8", "--flops"])
     assert bench.run(args) == 0
     out = capsys.readouterr().out
-    assert "fused (SDPA)" in out and "unfused" in out
+    assert "echofm (SDPA)" in out and "echofm unfused" in out and "published EchoFM" in out
     assert "speed-up of fused over unfused attention:" in out
-    assert "model FLOPs/step" in out
+    assert "speed-up over the published EchoFM step:" in out
+    assert "model FLOPs/step" in out and "published EchoFM FLOPs/step" in out
+
+
+def test_attention_comparison_leaves_the_reference_out(capsys) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--preset", "tiny", "--batch", "1", "--steps", "1", "--warmup", "0",
+                              "--img-size", "32", "--num-frames", "8", "--compare", "attention"])
+    assert bench.run(args) == 0
+    out = capsys.readouterr().out
+    assert "echofm unfused" in out and "published" not in out
