@@ -43,6 +43,7 @@ from echofm.train.encoder import (
     set_trainable_layers,
 )
 from echofm.train.labels import TASKS
+from echofm.train.optim import fused_adamw_ok
 from echofm.train.splits import SplitConfig
 
 log = logging.getLogger(__name__)
@@ -274,7 +275,8 @@ def _train_arm(
         trainable, forward = model, model
         groups = layer_decay_groups(encoder, head, lr=config.base_lr, weight_decay=config.weight_decay,
                                     layer_decay=config.layer_decay)
-    optimizer = torch.optim.AdamW(groups, lr=config.base_lr)
+    fused = fused_adamw_ok(p for group in groups for p in group["params"]) or None
+    optimizer = torch.optim.AdamW(groups, lr=config.base_lr, fused=fused)
     batches = TaskBatches(data, inputs, cache, device)
     train_idx, val_idx = data.indices("train"), data.indices("val")
     if len(train_idx) == 0:

@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
+import torch
 
 from echofm.model import build_model
-from echofm.train.optim import build_optimizer, build_scheduler, param_groups, scaled_lr, warmup_cosine
+from echofm.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    fused_adamw_ok,
+    param_groups,
+    scaled_lr,
+    warmup_cosine,
+)
 
 
 def test_lr_follows_the_linear_scaling_rule():
@@ -61,3 +70,28 @@ def test_invalid_schedule_is_rejected():
         warmup_cosine(total_steps=5, warmup_steps=6)
     with pytest.raises(ValueError):
         warmup_cosine(total_steps=0, warmup_steps=0)
+
+
+def test_fused_adamw_on_cpu_makes_the_default_update():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5))
+    reference = copy.deepcopy(model)
+    fused = build_optimizer(model, lr=1e-2, weight_decay=0.05, betas=(0.9, 0.95))
+    assert fused.defaults["fused"]
+    plain = torch.optim.AdamW(param_groups(reference, 0.05), lr=1e-2, betas=(0.9, 0.95),
+                              foreach=False)
+    x = torch.randn(4, 6)
+    for _ in range(3):
+        for net, opt in ((model, fused), (reference, plain)):
+            opt.zero_grad()
+            net(x).pow(2).sum().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_fused_adamw_only_for_floating_point_on_one_supported_device():
+    assert fused_adamw_ok([torch.zeros(2), torch.zeros(3, dtype=torch.bfloat16)])
+    assert not fused_adamw_ok([torch.zeros(2, dtype=torch.int64)])
+    assert not fused_adamw_ok([torch.zeros(2, device="meta")])
+    assert not fused_adamw_ok([])
