@@ -1,7 +1,7 @@
 """`echofm bench model`: training-step time, clips/s and peak memory of a model preset.
 
-Measures forward + backward (no optimiser step) on random input of the preset's shape, for
-three variants in one run, their measured steps alternating:
+Measures forward + backward (with `--optimizer`, an AdamW step too) on random input of the
+preset's shape, for three variants in one run, their measured steps alternating:
 
 - `fused`: `MaskedAutoencoderViT` as it trains, with timm's fused scaled-dot-product attention;
 - `unfused`: the same weights with `fused_attn=False` on every attention layer (hand-written
@@ -129,14 +129,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _step(model: torch.nn.Module, video: torch.Tensor, dtype: str) -> float:
-    """One forward + backward; seconds."""
+def _step(model: torch.nn.Module, video: torch.Tensor, dtype: str,
+          optimizer: torch.optim.Optimizer | None = None) -> float:
+    """One forward + backward (+ `optimizer.step()` when given); seconds."""
     _sync(video.device)
     start = time.perf_counter()
     model.zero_grad(set_to_none=True)
     with _autocast(video.device, dtype):
         out = model(video)
     out.loss.backward()
+    if optimizer is not None:
+        optimizer.step()
     _sync(video.device)
     return time.perf_counter() - start
 
@@ -163,13 +166,17 @@ class StepVariant:
 
     model: torch.nn.Module
     prepare: Callable[[], None] = lambda: None
+    # Stepped inside the timed region when given (a whole training step, not only its gradients).
+    optimizer: torch.optim.Optimizer | None = None
 
 
-def attention_variants(model: torch.nn.Module) -> dict[str, StepVariant]:
+def attention_variants(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, StepVariant]:
     """`fused` (SDPA) and `unfused` (hand-written softmax(QK^T)V) attention on the same weights."""
     return {
-        "fused": StepVariant(model, partial(set_fused_attention, model, True)),
-        "unfused": StepVariant(model, partial(set_fused_attention, model, False)),
+        "fused": StepVariant(model, partial(set_fused_attention, model, True), optimizer),
+        "unfused": StepVariant(model, partial(set_fused_attention, model, False), optimizer),
     }
 
 
@@ -208,7 +215,7 @@ def measure_variants(
     def run_step(label: str) -> float:
         variant = variants[label]
         variant.prepare()
-        seconds = _step(variant.model, video, dtype)
+        seconds = _step(variant.model, video, dtype, variant.optimizer)
         variant.model.zero_grad(set_to_none=True)
         return seconds
 
@@ -306,6 +313,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", choices=("all", "attention"), default="all",
                         help="all: also time the published EchoFM step (echofm.bench.reference); "
                              "attention: fused vs unfused attention only (default: all)")
+    parser.add_argument("--optimizer", action="store_true",
+                        help="time an AdamW step too (as echofm.train.optim builds it; torch's "
+                             "default AdamW for the published step)")
     parser.add_argument("--flops", action="store_true",
                         help="count FLOPs of one step and report TFLOP/s (and MFU on known GPUs)")
     parser.add_argument("--peak-tflops", type=float, default=None,
@@ -337,6 +347,7 @@ def _row(label: str, timing: StepTiming) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from echofm.model import build_model
+    from echofm.train.optim import build_optimizer
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available on this machine; use --device cpu")
@@ -353,17 +364,26 @@ def run(args: argparse.Namespace) -> int:
     where = (torch.cuda.get_device_name() if args.device == "cuda"
              else f"cpu, {torch.get_num_threads()} threads")
     print(f"model bench: preset={args.preset} batch={args.batch} device={args.device} "
-          f"({where}) dtype={args.dtype} warmup={args.warmup} steps={args.steps}")
+          f"({where}) dtype={args.dtype} warmup={args.warmup} steps={args.steps} "
+          f"step={'forward+backward+AdamW' if args.optimizer else 'forward+backward'}")
     print(f"input {cfg.in_chans}x{cfg.num_frames}x{cfg.img_size}x{cfg.img_size}, grid {cfg.grid}, "
           f"{cfg.num_patches} tokens ({cfg.mask_mode} mask {cfg.mask_ratio}); parameters "
           f"{total / 1e6:.1f}M (encoder {encoder / 1e6:.1f}M)")
-    variants = attention_variants(model)
+    model.to(args.device)
+    # A tiny lr: the step does all of AdamW's work while the weights barely move.
+    optimizer = (build_optimizer(model, lr=1e-7, weight_decay=0.05, betas=(0.9, 0.95))
+                 if args.optimizer else None)
+    variants = attention_variants(model, optimizer)
     if args.compare == "all":
         from echofm.bench.reference import PublishedStepReference
 
         # Seeded like the model, so a run is repeatable; its weights are never compared.
         torch.manual_seed(0)
-        variants["published"] = StepVariant(PublishedStepReference(cfg))
+        reference = PublishedStepReference(cfg).to(args.device)
+        # The published training script's optimiser: AdamW with torch's default implementation.
+        ref_optimizer = (torch.optim.AdamW(reference.parameters(), lr=1e-7, betas=(0.9, 0.95))
+                         if args.optimizer else None)
+        variants["published"] = StepVariant(reference, optimizer=ref_optimizer)
     timings = measure_variants(variants, args.batch, device=args.device, dtype=args.dtype,
                                steps=args.steps, warmup=args.warmup)
     fused = timings["fused"]

@@ -80,3 +80,24 @@ def test_attention_comparison_leaves_the_reference_out(capsys) -> None:
     assert bench.run(args) == 0
     out = capsys.readouterr().out
     assert "echofm unfused" in out and "published" not in out
+
+
+def test_an_optimizer_step_is_part_of_the_timed_step(micro_config: ModelConfig) -> None:
+    torch.manual_seed(0)
+    model = MaskedAutoencoderViT(micro_config)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    variant = bench.StepVariant(model, optimizer=optimizer)
+    bench.measure_variants({"fused": variant}, 1, steps=1, warmup=0)
+    changed = [not torch.equal(a, b) for a, b in zip(before, model.parameters())]
+    assert any(changed)
+
+
+def test_command_with_optimizer_says_what_it_timed(capsys) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--preset", "tiny", "--batch", "1", "--steps", "1", "--warmup", "0",
+                              "--img-size", "32", "--num-frames", "8", "--optimizer"])
+    assert bench.run(args) == 0
+    out = capsys.readouterr().out
+    assert "step=forward+backward+AdamW" in out and "published EchoFM" in out
