@@ -59,13 +59,18 @@ def test_unfused_attention_computes_the_same_function(micro_config: ModelConfig)
     torch.testing.assert_close(fused, unfused, atol=1e-5, rtol=1e-4)
 
 
-def test_command_prints_every_variant_and_the_ratios(capsys) -> None:
+def _run_command(capsys, *extra: str) -> str:
+    """`echofm bench model` at a micro size with `extra` options; its printed output."""
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     args = parser.parse_args(["--preset", "tiny", "--batch", "1", "--steps", "1", "--warmup", "0",
-                              "--img-size", "32", "--num-frames", "8", "--flops"])
+                              "--img-size", "32", "--num-frames", "8", *extra])
     assert bench.run(args) == 0
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def test_command_prints_every_variant_and_the_ratios(capsys) -> None:
+    out = _run_command(capsys, "--flops")
     assert "echofm (SDPA)" in out and "echofm unfused" in out and "published EchoFM" in out
     assert "speed-up of fused over unfused attention:" in out
     assert "speed-up over the published EchoFM step:" in out
@@ -73,12 +78,7 @@ def test_command_prints_every_variant_and_the_ratios(capsys) -> None:
 
 
 def test_attention_comparison_leaves_the_reference_out(capsys) -> None:
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args(["--preset", "tiny", "--batch", "1", "--steps", "1", "--warmup", "0",
-                              "--img-size", "32", "--num-frames", "8", "--compare", "attention"])
-    assert bench.run(args) == 0
-    out = capsys.readouterr().out
+    out = _run_command(capsys, "--compare", "attention")
     assert "echofm unfused" in out and "published" not in out
 
 
@@ -94,10 +94,5 @@ def test_an_optimizer_step_is_part_of_the_timed_step(micro_config: ModelConfig) 
 
 
 def test_command_with_optimizer_says_what_it_timed(capsys) -> None:
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args(["--preset", "tiny", "--batch", "1", "--steps", "1", "--warmup", "0",
-                              "--img-size", "32", "--num-frames", "8", "--optimizer"])
-    assert bench.run(args) == 0
-    out = capsys.readouterr().out
+    out = _run_command(capsys, "--optimizer")
     assert "step=forward+backward+AdamW" in out and "published EchoFM" in out
