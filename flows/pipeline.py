@@ -18,13 +18,13 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from echofm.report import loss_history, pipeline_report
+from echofm.train.config import REGISTERED_MODEL_NAME
 from echofm.train.registry import model_name, promote_encoder, registered_versions
 from echofm.train.tracking import resolve_tracking_uri
 from flows.finetune import FinetuneOptions, finetune_and_register
 from flows.ingest import IngestOptions, ingest_archive
 from flows.pretrain import PretrainOptions, pretrain
 
-ENCODER_MODEL = "echofm-encoder"
 Task = Literal["ef", "view", "reduced_ef", "segmentation"]
 
 
@@ -72,12 +72,12 @@ def echo_pipeline(
     encoder_promotion = None
     if registered.get("version") and downstream:
         decisions = [result["promotion"] for result in downstream.values() if result.get("promotion")]
-        encoder_promotion = promote_encoder_task(registered.get("name", ENCODER_MODEL), registered["version"],
+        encoder_promotion = promote_encoder_task(registered.get("name", REGISTERED_MODEL_NAME), registered["version"],
                                                  decisions, tracking_uri)
         logger.info("encoder promotion: %s", encoder_promotion["reason"])
 
     losses = loss_history(tracking_uri, pretrained["run_id"]) if pretrained.get("run_id") else {}
-    names = [ENCODER_MODEL, *(model_name(task) for task in downstream)]
+    names = [REGISTERED_MODEL_NAME, *(model_name(task) for task in downstream)]
     registry = {name: versions for name in names if (versions := registered_versions(name, tracking_uri=tracking_uri))}
     summary = pipeline_report(
         ingest=ingest_summary, pretrain=pretrained, downstream=downstream, losses=losses, registry=registry

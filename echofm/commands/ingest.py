@@ -9,7 +9,6 @@ manifest contract failing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from echofm.ingest.views import CANONICAL_VIEWS, DEFAULT_VIEWS
@@ -45,9 +44,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    # The first start of an ephemeral API migrates an empty SQLite database, which takes longer
-    # than Prefect's default wait on a busy machine. Set before Prefect is imported.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from pydantic import ValidationError
 
     from echofm.data.manifest import ManifestError

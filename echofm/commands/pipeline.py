@@ -14,8 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from echofm.commands.finetune import STRATEGIES, TASKS
+
 log = logging.getLogger(__name__)
-TASKS = ("ef", "view", "reduced_ef", "segmentation")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -40,7 +41,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-frames", type=int, default=None, help="pretraining frames per clip (default: the preset's)")
     parser.add_argument("--nproc-per-node", type=int, default=1, help="pretraining processes (torchrun)")
     parser.add_argument("--finetune-epochs", type=int, default=None)
-    parser.add_argument("--strategy", default="linear", choices=("linear", "mlp", "attentive", "full", "progressive"))
+    parser.add_argument("--strategy", default="linear", choices=STRATEGIES)
     parser.add_argument("--workers", type=int, default=None, help="ingestion worker processes")
     parser.add_argument("--ingest-batch-size", type=int, default=None, help="files per ingestion batch task")
 

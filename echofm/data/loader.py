@@ -278,9 +278,7 @@ def prepare_clip(
     if clip.shape[0] == 1 and len(set(normalization.mean)) == 1 and len(set(normalization.std)) == 1:
         clip = clip.sub_(normalization.mean[0]).div_(normalization.std[0])
         return clip.expand(3, -1, -1, -1)
-    if clip.shape[0] == 1:
-        clip = clip.expand(3, -1, -1, -1)
-    return normalization.apply(clip)
+    return normalization.apply(clip)  # broadcasts a grey [1, T, H, W] clip to 3 channels
 
 
 def load_clips(

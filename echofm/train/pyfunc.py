@@ -149,9 +149,9 @@ def signature_for(model: DownstreamModel) -> Any:
 
 def log_pyfunc(model: DownstreamModel, checkpoint: Path, *, registered_model_name: str | None = None) -> Any:
     """Log the checkpoint as a pyfunc model named "model" in the active run; returns ModelInfo."""
-    import echofm
+    from echofm.train.tracking import package_version
 
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"echofm-pipeline=={echofm.__version__}"]
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"echofm-pipeline=={package_version()}"]
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=EchoFMPyfunc(),

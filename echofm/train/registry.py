@@ -125,21 +125,26 @@ def tracking_uri_scope(uri: str | None) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
+def resolve_tracking_uri(run_dir: str | os.PathLike[str]) -> str:
+    """`MLFLOW_TRACKING_URI`, else a SQLite file in `run_dir` (created on first use)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+
 def default_tracking_uri(encoder: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str] | None) -> str:
     """Where fine-tuning records go when not told: `MLFLOW_TRACKING_URI`; else the pretraining
     run's own store (`<RUN_DIR>/mlflow.db` beside the encoder), so the downstream models sit in
     the same registry as `echofm-encoder`; else `<out_dir>/mlflow.db`."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
     if encoder is not None and not str(encoder).startswith(("models:/", "runs:/")):
         path = Path(encoder)
         for directory in (path, path.parent, path.parent.parent):
             if (directory / "mlflow.db").is_file():
-                return f"sqlite:///{(directory / 'mlflow.db').resolve()}"
-    if out_dir is None:
+                return resolve_tracking_uri(directory)
+    if out_dir is None and not os.environ.get("MLFLOW_TRACKING_URI"):
         raise RegistryError("no tracking URI: set MLFLOW_TRACKING_URI or pass one")
-    return f"sqlite:///{(Path(out_dir) / 'mlflow.db').resolve()}"
+    return resolve_tracking_uri(out_dir)
 
 
 def evaluation_set_digest(manifest_digest: str | None, labels_digest: str | None, split: dict, task: str, split_name: str = "test") -> str:

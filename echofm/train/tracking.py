@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -31,20 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from echofm.data.loader import ClipNormalization, file_digest, manifest_path_for
+from echofm.train.registry import CHALLENGER, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
-CHALLENGER_ALIAS = "challenger"
 COLLAPSE_THRESHOLD = 0.95
 RUN_ID_FILE = "mlflow_run_id"
-
-
-def resolve_tracking_uri(run_dir: str | Path) -> str:
-    """`MLFLOW_TRACKING_URI`, else a SQLite file in `run_dir` (created on first use)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
@@ -337,10 +328,10 @@ class PretrainTracker:
         )
         version = str(info.registered_model_version)
         client = MlflowClient(tracking_uri=self.tracking_uri)
-        client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
+        client.set_registered_model_alias(name, CHALLENGER, version)
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
-        return RegisteredEncoder(name=name, version=version, alias=CHALLENGER_ALIAS, model_uri=f"models:/{name}/{version}")
+        return RegisteredEncoder(name=name, version=version, alias=CHALLENGER, model_uri=f"models:/{name}/{version}")
 
     def end(self, status: str = "FINISHED") -> None:
         self._mlflow.end_run(status=status)
