@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         n_kept = sum(len(v) for v in kept.values())
         n_all = sum(len(v) for v in every.values())
 
-        # Warm-up, not timed: imports (webdataset pulls in torch, ~10 s) and first-call costs,
+        # Warm-up, not timed: imports (pydicom, OpenCV, pyarrow) and first-call costs,
         # paid once per worker process, not per clip.
         from echofm.ingest.batch import process_batch
 

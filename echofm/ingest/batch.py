@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,9 @@ from echofm.ingest.discover import DiscoveredFile
 from echofm.ingest.qc import header_qc, pixel_qc, pixel_sha256
 from echofm.ingest.records import failed_row, file_row, write_part
 from echofm.ingest.views import ViewClassifier, load_view_classifier, view_rejection
-from echofm.io.clip import Clip, UltrasoundRegion
+from echofm.io.clip import Clip
 from echofm.io.errors import EchoIOError, NotUltrasound, TooFewFrames
+from echofm.io.video import GREY_TOLERANCE
 
 if TYPE_CHECKING:
     from echofm.io.deid import Pseudonymizer
@@ -37,9 +37,6 @@ logger = logging.getLogger(__name__)
 # Reader errors that describe the file's content, not a fault in it: the file is fine but is not
 # what the run ingests, so it is rejected (a reason) rather than failed (an error).
 _REJECTING_ERRORS: tuple[type[EchoIOError], ...] = (NotUltrasound, TooFewFrames)
-# Largest channel difference (grey levels) of a clip stored as grey: JPEG chroma subsampling of
-# grey content leaves a few levels; colour Doppler and coloured annotations differ by tens.
-GREY_TOLERANCE = 6
 
 
 class ShardWriteError(OSError):
@@ -63,7 +60,6 @@ class FileHeader:
     heart_rate_bpm: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     pseudonyms: dict[str, str] = field(default_factory=dict)
-    regions: tuple[UltrasoundRegion, ...] = ()
 
 
 def read_header(item: DiscoveredFile, pseudonymizer: Pseudonymizer | None) -> FileHeader:
@@ -82,7 +78,6 @@ def read_header(item: DiscoveredFile, pseudonymizer: Pseudonymizer | None) -> Fi
             heart_rate_bpm=dicom.heart_rate_bpm,
             meta=dict(dicom.meta),
             pseudonyms=dict(dicom.pseudonyms),
-            regions=tuple(dicom.regions),
         )
     from echofm.io.video import probe_video
 
@@ -194,10 +189,6 @@ class BatchResult:
     seconds: float
     part_path: Path | None
     stage_seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def status_counts(self) -> dict[str, int]:
-        return dict(Counter(row["status"] for row in self.rows))
 
 
 @dataclass

@@ -12,11 +12,11 @@ and error strings from DICOM parsers can carry patient details.
 from __future__ import annotations
 
 import hashlib
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from echofm.data.manifest import NO_WINDOW, make_clip_id, write_manifest
 from echofm.ingest.discover import DiscoveredFile
 
 if TYPE_CHECKING:
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from echofm.preprocess.sector import SectorMask
 
 PARTS_DIRNAME = ".parts"
-STATUSES: tuple[str, ...] = ("accepted", "rejected", "failed")
-NO_WINDOW = -1  # `window_index` of a row that produced no clip
 QC_METRIC_COLUMNS: tuple[str, ...] = (
     "qc_mean_intensity",
     "qc_std_intensity",
@@ -47,8 +45,6 @@ def row_clip_id(source_sha256: str, source_path: str, window_index: int, *, prod
     path together: empty files, and copies of one file at several paths, share their bytes but
     each needs its own row.
     """
-    from echofm.data.manifest import make_clip_id
-
     if produced_clip:
         return make_clip_id(source_sha256, window_index)
     keyed = hashlib.sha256(f"{source_sha256}\x00{source_path}".encode()).hexdigest()
@@ -162,14 +158,4 @@ def discovery_row(item: DiscoveredFile, *, batch_id: str, run_id: str, reason: s
 
 def write_part(output_dir: Path, batch_id: str, rows: list[dict[str, Any]]) -> Path:
     """Write `rows` to `output_dir/.parts/<batch_id>.parquet` atomically; returns the path."""
-    from echofm.data.manifest import rows_to_table
-
-    import pyarrow.parquet as pq
-
-    parts = output_dir / PARTS_DIRNAME
-    parts.mkdir(parents=True, exist_ok=True)
-    final = parts / f"{batch_id}.parquet"
-    temporary = parts / f".{batch_id}.parquet.tmp"
-    pq.write_table(rows_to_table(rows), temporary)
-    os.replace(temporary, final)
-    return final
+    return write_manifest(rows, output_dir / PARTS_DIRNAME / f"{batch_id}.parquet")

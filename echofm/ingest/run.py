@@ -15,12 +15,13 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from echofm.data.manifest import MANIFEST_FILENAME
 from echofm.ingest.batch import BatchResult, process_batch
 from echofm.ingest.config import IngestConfig
 from echofm.ingest.discover import DiscoveredFile, SourceError, discover
@@ -28,7 +29,6 @@ from echofm.ingest.records import PARTS_DIRNAME, discovery_row, write_part
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FILENAME = "manifest.parquet"
 QC_DIRNAME = "qc"
 
 
@@ -60,7 +60,6 @@ class IngestPlan:
     batches: tuple[BatchSpec, ...]
     n_discovered: int
     n_already_recorded: int
-    n_recorded_at_plan: int
     removed_shards: tuple[str, ...]
     started_at: float = field(default_factory=time.time)
 
@@ -74,7 +73,6 @@ class IngestOutcome:
     """The result of `finalize_ingest`: where the manifest is and what this run added."""
 
     manifest_path: Path
-    qc_dir: Path
     new_rows: list[dict[str, Any]]
     n_manifest_rows: int
     contract: Any
@@ -98,8 +96,13 @@ def ensure_output(output: Path) -> None:
         raise OutputError(f"OUTPUT {output} is not writable: {exc.strerror or exc}") from exc
 
 
-def read_recorded_rows(output: Path) -> list[dict[str, Any]]:
-    """Rows recorded so far: the manifest, then the parts of batches not yet merged (by name)."""
+def read_recorded_rows(output: Path, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Rows recorded so far: the manifest, then the parts of batches not yet merged (by name).
+
+    With `columns`, only those columns are read and the manifest's schema is not checked again:
+    each batch task needs two columns of a manifest that `plan_ingest` has already checked, and
+    turning every column of a 300K-row manifest into dicts takes seconds per batch.
+    """
     from echofm.data.manifest import read_manifest
 
     import pyarrow.parquet as pq
@@ -107,9 +110,10 @@ def read_recorded_rows(output: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     manifest = output / MANIFEST_FILENAME
     if manifest.exists():
-        rows.extend(read_manifest(manifest).to_pylist())
+        table = read_manifest(manifest) if columns is None else pq.read_table(manifest, columns=list(columns))
+        rows.extend(table.to_pylist())
     for part in sorted((output / PARTS_DIRNAME).glob("*.parquet")):
-        rows.extend(pq.read_table(part).to_pylist())
+        rows.extend(pq.read_table(part, columns=None if columns is None else list(columns)).to_pylist())
     return rows
 
 
@@ -194,7 +198,6 @@ def plan_ingest(
         batches=batches,
         n_discovered=len(discovered),
         n_already_recorded=n_recorded,
-        n_recorded_at_plan=len(plan_rows),
         removed_shards=removed,
         started_at=started,
     )
@@ -203,7 +206,7 @@ def plan_ingest(
 def run_batch(source: str | Path, output: str | Path, config: IngestConfig, batch: BatchSpec) -> BatchResult:
     """Process one batch of a plan (what each orchestrator task calls; takes the batch, not the
     plan, so a task ships its own files only)."""
-    hashes = known_pixel_hashes(read_recorded_rows(Path(output)))
+    hashes = known_pixel_hashes(read_recorded_rows(Path(output), columns=("status", "content_sha256")))
     return process_batch(
         list(batch.files), source, output, config, batch.batch_id, run_id=batch.run_id, known_pixel_hashes=hashes
     )
@@ -265,7 +268,6 @@ def finalize_ingest(plan: IngestPlan, results: Iterable[BatchResult] = ()) -> In
             stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
     outcome = IngestOutcome(
         manifest_path=manifest_path,
-        qc_dir=output / QC_DIRNAME,
         new_rows=new_rows,
         n_manifest_rows=len(existing) + len(new_rows),
         contract=contract,
