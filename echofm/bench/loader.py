@@ -59,18 +59,28 @@ def bench_clip(index: int) -> np.ndarray:
     return frames
 
 
+def write_bench_shards(out_dir: Path, clips: list[np.ndarray], *, codec: str | None = None,
+                       max_count: int | None = None) -> Path:
+    """`clips` as shards in `out_dir/shards` (prefix "bench"), keys and clip ids `f"{i:032x}"`;
+    `codec` and `max_count` default to the shard writer's. Returns the shards directory."""
+    from echofm.data.shards import SHARDS_DIRNAME, ShardWriter
+
+    options = {k: v for k, v in (("codec", codec), ("max_count", max_count)) if v is not None}
+    with ShardWriter(out_dir, prefix="bench", **options) as writer:
+        for i, frames in enumerate(clips):
+            writer.write(f"{i:032x}", frames, {"clip_id": f"{i:032x}"})
+    return out_dir / SHARDS_DIRNAME
+
+
 def write_mp4(path: Path, frames: np.ndarray, size: tuple[int, int], n_frames: int) -> None:
-    """`frames` uint8 `[T, H, W, 1]` as an MP4 of `n_frames` frames at `size` (W, H), BGR."""
+    """`frames` uint8 `[T, H, W, 1]` as a grey MP4 of `n_frames` frames at `size` (W, H)."""
     import cv2
 
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size)
-    if not writer.isOpened():
-        raise RuntimeError("OpenCV cannot write MP4 (mp4v) here")
+    from echofm.data.synthetic_containers import write_video
+
     source_index = (np.arange(n_frames) * frames.shape[0]) // n_frames
-    for i in source_index:
-        image = cv2.resize(frames[i, ..., 0], size, interpolation=cv2.INTER_LINEAR)
-        writer.write(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
-    writer.release()
+    resized = [cv2.resize(frames[i, ..., 0], size, interpolation=cv2.INTER_LINEAR) for i in source_index]
+    write_video(path, np.stack(resized), 30.0, "mp4")
 
 
 def read_mp4_clip(path: Path) -> np.ndarray:
@@ -126,7 +136,6 @@ def run(args: argparse.Namespace) -> int:
 
     from echofm.data.codec import DEFAULT_CODEC
     from echofm.data.loader import ClipNormalization, decode_sample, iter_shard_samples, list_shards
-    from echofm.data.shards import ShardWriter
 
     torch.set_num_threads(1)  # one loader worker = one core
     width, height = (int(v) for v in args.source_size.lower().split("x"))
@@ -136,11 +145,8 @@ def run(args: argparse.Namespace) -> int:
         shards_dir = args.shards
         clips = [decode_sample(s) for _, s in zip(range(args.clips), iter_shard_samples(list_shards(shards_dir)))]
     else:
-        shards_dir = workdir / "output" / "shards"
         clips = [bench_clip(i) for i in range(args.clips)]
-        with ShardWriter(shards_dir.parent, prefix="bench", codec=args.codec or DEFAULT_CODEC) as writer:
-            for i, frames in enumerate(clips):
-                writer.write(f"{i:032x}", frames, {"clip_id": f"{i:032x}"})
+        shards_dir = write_bench_shards(workdir / "output", clips, codec=args.codec or DEFAULT_CODEC)
     source_mp4, clip_mp4 = [], []
     for i, frames in enumerate(clips):
         source_mp4.append(workdir / f"source-{i:04d}.mp4")

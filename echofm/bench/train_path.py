@@ -118,13 +118,10 @@ def measure_data_path(
 
 def generated_shards(out_dir: Path, n_clips: int = 16) -> Path:
     """`out_dir/shards` with `n_clips` generated 32 x 224 x 224 clips (see `echofm.bench.loader`)."""
-    from echofm.bench.loader import bench_clip
-    from echofm.data.shards import ShardWriter
+    from echofm.bench.loader import bench_clip, write_bench_shards
 
-    with ShardWriter(out_dir, prefix="bench", max_count=max(1, n_clips // 4)) as writer:
-        for i in range(n_clips):
-            writer.write(f"{i:032x}", bench_clip(i), {"clip_id": f"{i:032x}"})
-    return out_dir / "shards"
+    clips = [bench_clip(i) for i in range(n_clips)]
+    return write_bench_shards(out_dir, clips, max_count=max(1, n_clips // 4))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

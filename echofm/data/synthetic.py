@@ -165,15 +165,18 @@ def _fault_plan(config: SynthConfig, k: int, kind: str, slots: list[tuple[Patien
     return assign_path(plan, slot, ".mp4" if kind == "corrupt_video" else ".dcm")
 
 
-def _write_byte_fault(kind: str, path: Path, plan: ClipPlan, rows: list[dict[str, Any]], phi: _PhiLedger) -> dict[str, Any]:
+def _write_byte_fault(
+    kind: str, archive: Path, plan: ClipPlan, rows: list[dict[str, Any]], phi: _PhiLedger
+) -> dict[str, Any]:
     """Faults made of bytes alone: an empty file, a text file named .dcm, an exact duplicate."""
+    path = archive / plan.rel_path
     if kind == "empty":
         synthetic_faults.write_empty(path)
     elif kind == "not_dicom":
         synthetic_faults.write_not_dicom(path)
     else:
         source = next((r for r in rows if r["variant"] == "explicit_le_mono2"), rows[0])
-        synthetic_faults.write_duplicate(path, path.parents[2] / source["file"])
+        synthetic_faults.write_duplicate(path, archive / source["file"])
         phi.alias(plan.rel_path, source["file"])
         detail = f"duplicate_of={source['file']}"
         return _fault_row(source, kind, detail, file=plan.rel_path, clip_id=plan.clip_id, mask_file=source["mask_file"])
@@ -227,10 +230,11 @@ def _write_faults(
     out: list[dict[str, Any]] = []
     for k, kind in enumerate(synthetic_faults.FAULT_KINDS):
         plan = _fault_plan(config, k, kind, slots)
-        path = out_dir / "archive" / plan.rel_path
+        archive = out_dir / "archive"
+        path = archive / plan.rel_path
         path.parent.mkdir(parents=True, exist_ok=True)
         if kind in ("empty", "not_dicom", "duplicate"):
-            out.append(_write_byte_fault(kind, path, plan, rows, phi))
+            out.append(_write_byte_fault(kind, archive, plan, rows, phi))
         else:
             out.append(_write_clip_fault(kind, path, plan, config, phi, rng))
     return out

@@ -19,6 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from echofm.preprocess.resample import resize_pad
+from echofm.train.labels import snap_labelled_frames
 
 
 class ClipInputError(ValueError):
@@ -128,11 +129,9 @@ def fit_mask(mask: np.ndarray, valid: np.ndarray, spec: InputSpec) -> tuple[np.n
     tolerance = max(mask.shape[0] / spec.num_frames, 1.0) / 2.0
     picked = np.zeros((len(idx), *mask.shape[1:]), dtype=mask.dtype)
     picked_valid = np.zeros(len(idx), dtype=bool)
-    for frame in np.flatnonzero(valid):
-        distance = np.abs(idx - frame)
-        nearest = int(np.argmin(distance))
-        if distance[nearest] <= tolerance and not picked_valid[nearest]:
-            picked[nearest], picked_valid[nearest] = mask[frame], True
+    labelled = np.flatnonzero(valid)
+    for i, k in snap_labelled_frames(idx, labelled, tolerance):
+        picked[k], picked_valid[k] = mask[labelled[i]], True
     resized = resize_square(picked[..., None], spec.img_size, nearest=True)[..., 0]
     return resized, picked_valid
 

@@ -135,13 +135,6 @@ def _label_name(rows: pd.DataFrame, name: str) -> str:
     return f"label_{name}" if f"label_{name}" in rows.columns else name
 
 
-def _stack_clips(clips: list[np.ndarray]) -> np.ndarray:
-    """`[N, T, s, s, C]`; grey clips are repeated to three channels when the set mixes grey and
-    colour (the encoder sees grey as three equal channels anyway)."""
-    channels = max(c.shape[-1] for c in clips)
-    return np.stack([np.repeat(c, channels, axis=-1) if c.shape[-1] != channels else c for c in clips])
-
-
 def build_task_data(
     *,
     task: str,
@@ -203,7 +196,7 @@ def build_task_data(
         clip_ids=[str(c) for c in joined["clip_id"]],
         patients=[str(p) for p in joined[patient_column]],
         split=split.to_numpy(dtype=object).astype(str),
-        clips=_stack_clips([found[k] for k in keys]),
+        clips=np.stack([found[k] for k in keys]),  # `fit_clip` gave every clip spec's channels
         targets=targets,
         valid=valid,
         classes=names,

@@ -197,9 +197,24 @@ def clip_mask_target(
     binary = (resized >= 128).astype(np.uint8)
     out = np.zeros((len(window), *binary.shape[1:]), dtype=np.uint8)
     valid = np.zeros(len(window), dtype=bool)
-    for k_src, frame in enumerate(source.frame_indices):
-        distance = np.abs(window - frame)
-        nearest = int(np.argmin(distance))
-        if distance[nearest] <= tolerance and not valid[nearest]:
-            out[nearest], valid[nearest] = binary[k_src], True
+    for k_src, k_dst in snap_labelled_frames(window, source.frame_indices, tolerance):
+        out[k_dst], valid[k_dst] = binary[k_src], True
     return out, valid
+
+
+def snap_labelled_frames(
+    sampled: np.ndarray, labelled: Sequence[int] | np.ndarray, tolerance: float
+) -> list[tuple[int, int]]:
+    """Pairs `(i, k)`: labelled frame `labelled[i]` moves to sampled position `k`, the nearest
+    sampled frame within `tolerance` frames; each position takes the first label that reaches it,
+    and a label with no sampled frame that near is dropped."""
+    sampled = np.asarray(sampled)
+    taken: set[int] = set()
+    pairs = []
+    for i, frame in enumerate(labelled):
+        distance = np.abs(sampled - frame)
+        nearest = int(np.argmin(distance))
+        if distance[nearest] <= tolerance and nearest not in taken:
+            taken.add(nearest)
+            pairs.append((i, nearest))
+    return pairs
