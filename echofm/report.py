@@ -44,7 +44,7 @@ def _loss_lines(history: Mapping[str, Sequence[tuple[int, float]]]) -> list[str]
 
 
 def _downstream_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    from echofm.train.downstream import PRIMARY_METRIC
+    from echofm.downstream.model import PRIMARY_METRIC
 
     lines = [f"  {'task':<13}{'metric':<10}{'pretrained':>12}{'random init':>13}  promotion"]
     for task, result in results.items():

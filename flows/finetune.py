@@ -1,6 +1,6 @@
 """Prefect flow `finetune-and-register`: fine-tune -> evaluate -> register -> promote.
 
-Thin orchestration over `echofm.train`: four tasks, each a separate step that can be retried or
+Thin orchestration over `echofm.downstream` and `echofm.registry`: four tasks, each a separate step that can be retried or
 re-run on its own, passing paths and one `models:/NAME/VERSION` URI between them, never arrays.
 
 1. `finetune`: trains the head/strategy on the pretrained encoder and on a random one (same split),
@@ -10,7 +10,7 @@ re-run on its own, passing paths and one `models:/NAME/VERSION` URI between them
 3. `register`: logs the run and the raw-clip pyfunc to MLflow, registers `echofm-<task>`, alias
    `challenger`; emits `echofm.downstream.registered`.
 4. `promote`: moves `champion` to that version only if it beats the current champion by the
-   thresholds in `echofm.train.registry.PROMOTION_RULES` (or there is none).
+   thresholds in `echofm.registry.register.PROMOTION_RULES` (or there is none).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from echofm.train.finetune import FinetuneConfig
-from echofm.train.splits import SplitConfig
+from echofm.downstream.finetune import FinetuneConfig
+from echofm.downstream.splits import SplitConfig
 
 REGISTERED_EVENT = "echofm.downstream.registered"
 
@@ -61,7 +61,7 @@ class FinetuneOptions(BaseModel):
 @task(name="finetune", cache_policy=NO_CACHE)
 def finetune_task(config: FinetuneConfig, encoder: str, shards: str, labels: str, manifest: str | None,
                   out: str, tracking_uri: str) -> dict[str, Any]:
-    from echofm.train.finetune import finetune
+    from echofm.downstream.finetune import finetune
 
     result = finetune(config, encoder=encoder, shards=shards, labels=labels, manifest=manifest, out_dir=out,
                       tracking_uri=tracking_uri)
@@ -73,7 +73,7 @@ def finetune_task(config: FinetuneConfig, encoder: str, shards: str, labels: str
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(checkpoint: str, shards: str, labels: str, manifest: str | None) -> dict[str, float]:
-    from echofm.train.evaluate import evaluate
+    from echofm.downstream.evaluate import evaluate
 
     return evaluate(checkpoint, shards=shards, labels=labels, manifest=manifest, split="test")
 
@@ -81,7 +81,7 @@ def evaluate_task(checkpoint: str, shards: str, labels: str, manifest: str | Non
 @task(name="register", cache_policy=NO_CACHE)
 def register_task(checkpoint: str, labels: str, tracking_uri: str) -> str:
     from echofm.data.loader import file_digest
-    from echofm.train.registry import log_and_register
+    from echofm.registry.register import log_and_register
 
     registered = log_and_register(checkpoint, tracking_uri=tracking_uri, labels_digest=file_digest(labels))
     emit_event(
@@ -95,7 +95,7 @@ def register_task(checkpoint: str, labels: str, tracking_uri: str) -> str:
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote_task(model_uri: str, tracking_uri: str) -> dict[str, Any]:
-    from echofm.train.registry import parse_model_uri, promote
+    from echofm.registry.register import parse_model_uri, promote
 
     name, version = parse_model_uri(model_uri)
     decision = promote(name, tracking_uri=tracking_uri, expected_challenger=version)
@@ -120,7 +120,7 @@ def finetune_and_register(
     Returns the model URI, both arms' metrics, the re-scored test metrics and the promotion
     decision (None when `options.promote` is off).
     """
-    from echofm.train.registry import default_tracking_uri
+    from echofm.registry.register import default_tracking_uri
 
     options = options or FinetuneOptions()
     config = options.to_config(task)  # invalid options fail here, before any work

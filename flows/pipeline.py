@@ -18,9 +18,9 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from echofm.report import loss_history, pipeline_report
-from echofm.train.config import REGISTERED_MODEL_NAME
-from echofm.train.registry import model_name, promote_encoder, registered_versions
-from echofm.train.tracking import resolve_tracking_uri
+from echofm.pretrain.config import REGISTERED_MODEL_NAME
+from echofm.registry.register import model_name, promote_encoder, registered_versions
+from echofm.pretrain.tracker import resolve_tracking_uri
 from flows.finetune import FinetuneOptions, finetune_and_register
 from flows.ingest import IngestOptions, ingest_archive
 from flows.pretrain import PretrainOptions, pretrain

@@ -1,7 +1,7 @@
 """Prefect flow `pretrain`: shards -> torchrun DDP job (MAE + triplet) -> encoder in the MLflow registry.
 
-Thin orchestration over `echofm.train`: one task runs the torchrun job on this node through
-`echofm.train.launch` (the same launcher `echofm pretrain` uses) and streams its output into the
+Thin orchestration over `echofm.pretrain`: one task runs the torchrun job on this node through
+`echofm.pretrain.launch` (the same launcher `echofm pretrain` uses) and streams its output into the
 flow run's log. Process layout (processes per node, nodes, rendezvous) are flow parameters, so
 the same flow drives a multi-node job when each node's work pool runs it with its node rank.
 
@@ -24,9 +24,9 @@ from prefect.runtime import task_run as current_task_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from echofm.data.augment import AugmentConfig
-from echofm.train.checkpointing import latest_checkpoint
-from echofm.train.config import PretrainConfig
-from echofm.train.launch import LaunchSpec, TrainingDiverged, TrainingJobFailed, launch_pretraining
+from echofm.pretrain.checkpointing import latest_checkpoint
+from echofm.pretrain.config import PretrainConfig
+from echofm.pretrain.launch import LaunchSpec, TrainingDiverged, TrainingJobFailed, launch_pretraining
 
 REGISTERED_EVENT = "echofm.encoder.registered"
 

@@ -1,6 +1,6 @@
 """`echofm bench codec`: how each shard codec trades storage against decode speed and fidelity.
 
-The clips are what ingestion writes: synthetic echo cines (`echofm.data.synthetic_plan`, the
+The clips are what ingestion writes: synthetic echo cines (`echofm.synth.plan`, the
 generator behind `echofm synth`, at their native 480x640 to 768x1024 sizes, grey and colour),
 sector-masked with their fan, cut to 32 frames by `plan_windows` and brought to 224x224 by
 `resize_pad`. For each codec in `echofm.data.codec.CODECS` it prints, for grey and colour clips
@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def benchmark_clips(n_clips: int, *, seed: int = 0, size: int = 224) -> list[np.ndarray]:
     """Ingestion-like clips: uint8 `[32, size, size, C]`, C = 1 or 3, zero outside the fan."""
-    from echofm.data.synthetic_plan import SynthConfig, plan_clip, plan_patients, render_plan
+    from echofm.synth.plan import SynthConfig, plan_clip, plan_patients, render_plan
     from echofm.preprocess.resample import plan_windows, resize_pad
 
     config = SynthConfig(n_clips=n_clips, seed=seed)

@@ -76,7 +76,7 @@ def write_mp4(path: Path, frames: np.ndarray, size: tuple[int, int], n_frames: i
     """`frames` uint8 `[T, H, W, 1]` as a grey MP4 of `n_frames` frames at `size` (W, H)."""
     import cv2
 
-    from echofm.data.synthetic_containers import write_video
+    from echofm.synth.containers import write_video
 
     source_index = (np.arange(n_frames) * frames.shape[0]) // n_frames
     resized = [cv2.resize(frames[i, ..., 0], size, interpolation=cv2.INTER_LINEAR) for i in source_index]

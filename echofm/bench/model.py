@@ -314,7 +314,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="all: also time the published EchoFM step (echofm.bench.reference); "
                              "attention: fused vs unfused attention only (default: all)")
     parser.add_argument("--optimizer", action="store_true",
-                        help="time an AdamW step too (as echofm.train.optim builds it; torch's "
+                        help="time an AdamW step too (as echofm.pretrain.optim builds it; torch's "
                              "default AdamW for the published step)")
     parser.add_argument("--flops", action="store_true",
                         help="count FLOPs of one step and report TFLOP/s (and MFU on known GPUs)")
@@ -347,7 +347,7 @@ def _row(label: str, timing: StepTiming) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from echofm.model import build_model
-    from echofm.train.optim import build_optimizer
+    from echofm.pretrain.optim import build_optimizer
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available on this machine; use --device cpu")

@@ -68,7 +68,7 @@ def measure_data_path(
     from echofm.data.augment import AugmentConfig
     from echofm.data.loader import ClipNormalization, make_pretrain_loader
     from echofm.model import build_model
-    from echofm.train.optim import build_optimizer
+    from echofm.pretrain.optim import build_optimizer
 
     overrides = {k: v for k, v in (("img_size", img_size), ("num_frames", num_frames)) if v is not None}
     torch.manual_seed(seed)

@@ -14,11 +14,11 @@ from pydicom import uid as dcm_uid
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, pixel_array
 
-from echofm.data.synthetic import LABEL_COLUMNS, MIN_CLIPS_FULL_COVERAGE, SMALL_ARCHIVE_OPTIONS, generate_archive
-from echofm.data.synthetic_containers import VARIANTS
-from echofm.data.synthetic_faults import FAULT_KINDS
-from echofm.data.synthetic_heart import HeartParams, ed_es_frames, filling, lv_volume
-from echofm.data.synthetic_plan import SynthConfig, plan_clip, plan_patients
+from echofm.synth.archive import LABEL_COLUMNS, MIN_CLIPS_FULL_COVERAGE, SMALL_ARCHIVE_OPTIONS, generate_archive
+from echofm.synth.containers import VARIANTS
+from echofm.synth.faults import FAULT_KINDS
+from echofm.synth.heart import HeartParams, ed_es_frames, filling, lv_volume
+from echofm.synth.plan import SynthConfig, plan_clip, plan_patients
 
 # Small, short clips keep the suite fast; sizes/rates stay inside the realistic ranges.
 FAST = SMALL_ARCHIVE_OPTIONS

@@ -44,7 +44,7 @@ def test_prefect_yaml_declares_every_stage_once_with_shared_pools() -> None:
 
 
 def test_deploy_and_run_ingestion_on_a_process_worker(tmp_path: Path) -> None:
-    from echofm.data.synthetic import SMALL_ARCHIVE_OPTIONS, generate_archive
+    from echofm.synth.archive import SMALL_ARCHIVE_OPTIONS, generate_archive
 
     generate_archive(tmp_path / "synth", 3, seed=3, faults=False, **SMALL_ARCHIVE_OPTIONS)
     source, output = tmp_path / "synth" / "archive", tmp_path / "ingest"

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from echofm.commands import ingest as ingest_command
+from echofm.cli import ingest as ingest_command
 from echofm.data.manifest import read_manifest
 from echofm.data.shards import iter_shard
 
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
 
 
 def _generate(out: Path, n_clips: int, seed: int, faults: bool) -> Path:
-    from echofm.data.synthetic import generate_archive
+    from echofm.synth.archive import generate_archive
 
     generate_archive(out, n_clips, seed, faults=faults, **SYNTH_OPTIONS)
     return out

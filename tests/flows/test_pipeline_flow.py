@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from echofm.commands.demo import DEMO_MARKER, DemoOutputNotOurs, prepare_output
+from echofm.cli.demo import DEMO_MARKER, DemoOutputNotOurs, prepare_output
 from echofm.report import pipeline_report
 
 pytestmark = pytest.mark.slow
 
 
 def test_pipeline_runs_every_stage_and_promotes_the_encoder(prefect_harness, tmp_path: Path, monkeypatch) -> None:
-    from echofm.data.synthetic import SMALL_ARCHIVE_OPTIONS, generate_archive
+    from echofm.synth.archive import SMALL_ARCHIVE_OPTIONS, generate_archive
     from flows.finetune import FinetuneOptions
     from flows.ingest import IngestOptions
     from flows.pipeline import echo_pipeline

@@ -20,7 +20,7 @@ def _kill_a_worker_after_first_checkpoint(run_dir: Path, stop: threading.Event, 
                     cmdline = " ".join(proc.cmdline())
                 except psutil.Error:
                     continue
-                if "echofm.train.worker" in cmdline and "torch.distributed.run" not in cmdline:
+                if "echofm.pretrain.worker" in cmdline and "torch.distributed.run" not in cmdline:
                     proc.kill()
                     killed.append(proc.pid)
                     return

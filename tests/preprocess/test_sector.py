@@ -340,7 +340,7 @@ def test_sector_mask_is_read_only_and_checked() -> None:
 
 @pytest.fixture(scope="module")
 def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from echofm.data.synthetic import generate_archive
+    from echofm.synth.archive import generate_archive
 
     out = tmp_path_factory.mktemp("synthetic")
     # Seven clips: DICOM with valid regions, DICOM whose region runs past the image (clip 6),

@@ -117,7 +117,7 @@ def pretrain_briefly(model, shards: Path, seed: int, steps: int = 8):
     """A few MAE steps on the archive's clips, so "pretrained" differs from a random init."""
     import torch
 
-    from echofm.train.clips import InputSpec, fit_clip, to_model_input
+    from echofm.preprocess.clips import InputSpec, fit_clip, to_model_input
     from echofm.data.shards import iter_shard
 
     spec = InputSpec(num_frames=8, img_size=32, mean=(0.3,), std=(0.25,))

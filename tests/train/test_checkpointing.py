@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from echofm.train.checkpointing import (
+from echofm.pretrain.checkpointing import (
     NoCheckpoint,
     ResumeMismatch,
     capture_rng_state,
@@ -16,8 +16,8 @@ from echofm.train.checkpointing import (
     restore_rng_state,
     rotate_checkpoints,
 )
-from echofm.train.config import PretrainConfig
-from echofm.train.pretrain import NonFiniteLoss, pretrain
+from echofm.pretrain.config import PretrainConfig
+from echofm.pretrain.loop import NonFiniteLoss, pretrain
 from tests.data.test_loader import write_test_shards
 
 

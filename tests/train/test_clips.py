@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from echofm.train.clips import InputSpec, fit_clip, to_model_input
+from echofm.preprocess.clips import InputSpec, fit_clip, to_model_input
 
 
 def test_grey_and_colour_clips_fit_to_the_encoder_channels_and_stack() -> None:

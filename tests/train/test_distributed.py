@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from echofm.train.config import PretrainConfig
-from echofm.train.launch import LaunchSpec, launch_pretraining, torchrun_command
+from echofm.pretrain.config import PretrainConfig
+from echofm.pretrain.launch import LaunchSpec, launch_pretraining, torchrun_command
 from tests.data.test_loader import write_test_shards
 
 
@@ -16,7 +16,7 @@ def test_single_node_command_uses_standalone_rendezvous():
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--standalone" in cmd and "--rdzv-endpoint" not in cmd
     assert cmd[cmd.index("--nproc-per-node") + 1] == "2"
-    assert cmd[-4:] == ["-m", "echofm.train.worker", "--config", "c.json"]
+    assert cmd[-4:] == ["-m", "echofm.pretrain.worker", "--config", "c.json"]
 
 
 def test_multi_node_command_passes_the_rendezvous_through():

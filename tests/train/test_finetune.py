@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from echofm.model import build_model
-from echofm.train.clips import InputSpec, fit_raw_clip
-from echofm.train.dataset import build_task_data
-from echofm.train.downstream import load_downstream
-from echofm.train.encoder import layer_decay_groups, load_encoder, set_trainable_layers
-from echofm.train.evaluate import EvaluationError, evaluate
-from echofm.train.finetune import STRATEGIES, FinetuneConfig, FinetuneConfigError, finetune
-from echofm.train.labels import TASKS, LabelError, join_labels
-from echofm.train.pyfunc import predict_clips
-from echofm.train.splits import SplitConfig
+from echofm.preprocess.clips import InputSpec, fit_raw_clip
+from echofm.downstream.dataset import build_task_data
+from echofm.downstream.model import load_downstream
+from echofm.downstream.encoder import layer_decay_groups, load_encoder, set_trainable_layers
+from echofm.downstream.evaluate import EvaluationError, evaluate
+from echofm.downstream.finetune import STRATEGIES, FinetuneConfig, FinetuneConfigError, finetune
+from echofm.downstream.labels import TASKS, LabelError, join_labels
+from echofm.registry.pyfunc import predict_clips
+from echofm.downstream.splits import SplitConfig
 from tests.train.downstream_fixtures import (  # noqa: F401
     ENCODER_OVERRIDES,
     SHARD_FRAMES,
@@ -173,7 +173,7 @@ def test_raw_clip_preparation_handles_any_length_and_size() -> None:
 
 
 def test_config_validation_and_cli_choices() -> None:
-    from echofm.commands import finetune as finetune_command
+    from echofm.cli import finetune as finetune_command
 
     assert finetune_command.TASKS == TASKS and finetune_command.STRATEGIES == STRATEGIES
     with pytest.raises(FinetuneConfigError):
@@ -183,8 +183,8 @@ def test_config_validation_and_cli_choices() -> None:
 
 
 def test_cli_finetune_then_evaluate(downstream_archive, tmp_path, capsys) -> None:
-    from echofm.commands import evaluate as evaluate_command
-    from echofm.commands import finetune as finetune_command
+    from echofm.cli import evaluate as evaluate_command
+    from echofm.cli import finetune as finetune_command
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from echofm.train import metrics
+from echofm.downstream import metrics
 from tests.train.downstream_fixtures import one_torch_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from echofm.model import build_model
-from echofm.train.optim import (
+from echofm.pretrain.optim import (
     build_optimizer,
     build_scheduler,
     fused_adamw_ok,

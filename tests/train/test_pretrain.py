@@ -9,9 +9,9 @@ import torch
 
 from echofm.data.loader import ClipNormalization, file_digest
 from echofm.model import build_model, load_checkpoint
-from echofm.train.config import PretrainConfig, PretrainConfigError, resolve_precision
-from echofm.train.pretrain import plan_run, pretrain
-from echofm.train.tracking import (
+from echofm.pretrain.config import PretrainConfig, PretrainConfigError, resolve_precision
+from echofm.pretrain.loop import plan_run, pretrain
+from echofm.pretrain.tracker import (
     COLLAPSE_THRESHOLD,
     collapse_warning,
     mean_pairwise_cosine,
@@ -87,7 +87,7 @@ def test_mean_pairwise_cosine_and_collapse_warning(caplog):
     assert mean_pairwise_cosine(same) == pytest.approx(1.0)
     assert mean_pairwise_cosine(torch.eye(4)) == pytest.approx(0.0)
     assert mean_pairwise_cosine(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1.0)
-    with caplog.at_level(logging.WARNING, logger="echofm.train.tracking"):
+    with caplog.at_level(logging.WARNING, logger="echofm.pretrain.tracker"):
         assert collapse_warning(0.99, step=7)
         assert not collapse_warning(COLLAPSE_THRESHOLD - 0.01, step=8)
     assert len(caplog.records) == 1 and "step 7" in caplog.records[0].getMessage()
@@ -128,7 +128,7 @@ def test_plan_follows_the_scaling_rule_and_epochs():
 def test_cli_options_become_the_config_and_bad_ones_exit_2(tmp_path, capsys):
     import argparse
 
-    from echofm.commands import pretrain as command
+    from echofm.cli import pretrain as command
 
     parser = argparse.ArgumentParser()
     command.add_parser(parser.add_subparsers())

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from echofm.train.downstream import PRIMARY_METRIC
-from echofm.train.finetune import FinetuneConfig, finetune
-from echofm.train.registry import (
+from echofm.downstream.model import PRIMARY_METRIC
+from echofm.downstream.finetune import FinetuneConfig, finetune
+from echofm.registry.register import (
     CHALLENGER,
     CHAMPION,
     PROMOTION_RULES,
@@ -30,7 +30,7 @@ from echofm.train.registry import (
     task_of,
     tracking_uri_scope,
 )
-from echofm.train.splits import SplitConfig
+from echofm.downstream.splits import SplitConfig
 from tests.servers import mlflow_server_process, wait_for_http
 from tests.train.downstream_fixtures import downstream_archive, one_torch_thread  # noqa: F401
 
@@ -113,7 +113,7 @@ def test_register_promote_and_load_champion(mlflow_server, downstream_archive, t
     assert len(out_colour) == 1
     np.testing.assert_allclose(out_grey_4d["ef"], out_grey["ef"], rtol=1e-6)
     np.testing.assert_allclose(out_mixed["ef"], [out_grey["ef"][0], out_colour["ef"][0], out_grey["ef"][1]], rtol=1e-5)
-    from echofm.train.pyfunc import predict_clips
+    from echofm.registry.pyfunc import predict_clips
 
     np.testing.assert_allclose(out_grey["ef"], predict_clips(second.model, grey)["ef"], rtol=1e-5)
     # The tracking URI was only borrowed: nothing leaks into the environment.
@@ -157,8 +157,8 @@ def test_registry_view_classifier_for_ingestion(mlflow_server, downstream_archiv
 
 def test_finetune_from_the_registered_encoder(mlflow_server, downstream_archive, tmp_path, monkeypatch) -> None:
     """`--encoder models:/echofm-encoder@challenger`: the encoder as pretraining registers it."""
-    from echofm.train.encoder import load_encoder
-    from echofm.train.tracking import DatasetRecord, PretrainTracker
+    from echofm.downstream.encoder import load_encoder
+    from echofm.pretrain.tracker import DatasetRecord, PretrainTracker
 
     encoder = load_encoder(downstream_archive.encoder_path)
     # Pretraining picks its store from MLFLOW_TRACKING_URI; monkeypatch restores it afterwards.
@@ -185,7 +185,7 @@ def test_finetune_from_the_registered_encoder(mlflow_server, downstream_archive,
 def test_encoder_becomes_champion_only_when_every_downstream_model_was_promoted(mlflow_server) -> None:
     from mlflow import MlflowClient
 
-    from echofm.train.registry import promote_encoder, tracking_uri_scope
+    from echofm.registry.register import promote_encoder, tracking_uri_scope
 
     # The encoder registered by the previous test is version 1 of echofm-encoder.
     kept = promote_encoder("echofm-encoder", "1", [{"name": "echofm-ef", "promoted": True},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from echofm.train.splits import SplitConfig, SplitError, assign_splits, split_counts, split_patients
+from echofm.downstream.splits import SplitConfig, SplitError, assign_splits, split_counts, split_patients
 from tests.train.downstream_fixtures import one_torch_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,0 +1,122 @@
+"""`echofm demo [--out demo-output]`: the whole pipeline on a synthetic archive, on this machine.
+
+1. writes a synthetic echo archive with faults (every DICOM encoding, MP4, AVI, broken files);
+2. runs the `echofm-pipeline` flow on it at the tiny preset: ingestion, pretraining (torchrun),
+   fine-tuning against a random-init baseline, evaluation, MLflow registration and promotion;
+3. prints the summary and the commands that open the Prefect and MLflow UIs on what it made.
+
+Everything lands in `--out`: the Prefect database (PREFECT_HOME), the MLflow store, the archive,
+the shards and the runs, so the UIs show exactly this run. When PREFECT_API_URL or
+MLFLOW_TRACKING_URI are set, those servers are used instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from echofm.cli.pipeline import add_pipeline_arguments, pipeline_parameters
+
+log = logging.getLogger(__name__)
+# A folder holding this file was made by the demo and may be replaced by the next demo.
+DEMO_MARKER = ".echofm-demo"
+
+
+class DemoOutputNotOurs(RuntimeError):
+    """--out exists, is not empty, and was not made by a previous demo: refuse to delete it."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = sub.add_parser("demo", help="generate a synthetic archive and run the whole pipeline on it",
+                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("demo-output"), help="everything the demo makes")
+    parser.add_argument("--n-clips", type=int, default=96, help="synthetic clips (plus one file per fault kind)")
+    parser.add_argument("--seed", type=int, default=0)
+    add_pipeline_arguments(parser)
+    # Sized for about five minutes on two idle cores: ~3 clips per patient gives test splits of
+    # several patients; the tiny preset on 16 x 64 x 64 clips takes ~0.3 s per step; a peak lr of
+    # ~1e-3 (base 0.03 per 256 clips at batch 8) moves the weights within a few hundred steps;
+    # ingestion batches of 24 files keep both cores busy.
+    parser.set_defaults(tasks=["ef", "view", "reduced_ef"], steps=300, batch_size=8, base_lr=0.03, img_size=64,
+                        num_frames=16, finetune_epochs=30, ingest_batch_size=24)
+    return parser
+
+
+def prepare_output(out: Path) -> None:
+    """Start from an empty `out`; a previous demo's output is replaced, anything else refused."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / DEMO_MARKER).exists():
+            raise DemoOutputNotOurs(f"{out} exists and was not made by `echofm demo`; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("made by `echofm demo`; the next demo replaces this folder\n")
+
+
+def use_local_services(out: Path) -> None:
+    """Point Prefect and MLflow at stores inside `out` unless servers are configured.
+
+    Must run before Prefect is imported: Prefect reads PREFECT_HOME when it loads its settings.
+    """
+    if "prefect" in sys.modules:
+        raise RuntimeError("use_local_services must run before prefect is imported")
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ["PREFECT_HOME"] = str(out / "prefect")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
+    # Progress is the flow's log lines; per-file download bars would drown them.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def ui_commands(out: Path) -> list[str]:
+    bin_dir = Path(sys.executable).parent
+    commands = []
+    if not os.environ.get("PREFECT_API_URL"):
+        commands.append(f"PREFECT_HOME={out / 'prefect'} {bin_dir / 'prefect'} server start   # then http://127.0.0.1:4200")
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    if uri.startswith("sqlite:"):
+        commands.append(f"{bin_dir / 'mlflow'} ui --backend-store-uri {uri}   # then http://127.0.0.1:5000")
+    return commands
+
+
+def _stage(number: int, text: str) -> None:
+    print(f"\n[{number}/3] {text}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out.resolve()
+    started = time.perf_counter()
+    try:
+        prepare_output(out)
+    except DemoOutputNotOurs as exc:
+        log.error("%s", exc)
+        return 2
+    use_local_services(out)
+
+    from echofm.synth.archive import generate_archive
+
+    _stage(1, f"writing a synthetic archive of {args.n_clips} clips plus faults into {out / 'synthetic'}")
+    archive = generate_archive(out / "synthetic", args.n_clips, args.seed, faults=True,
+                               workers=min(2, os.cpu_count() or 1))
+    print(f"      {archive.n_files} files in {archive.seconds:.1f} s", flush=True)
+
+    _stage(2, "running the echofm-pipeline flow: ingest -> pretrain -> fine-tune -> evaluate -> register")
+    from flows.pipeline import echo_pipeline
+
+    params = pipeline_parameters(args, source=out / "synthetic" / "archive", output=out / "ingest",
+                                 runs=out / "runs", labels=out / "synthetic" / "labels.csv")
+    try:
+        result = echo_pipeline(**params)
+    except Exception as exc:  # the flow run logged the traceback; name the failure in one line
+        log.error("the pipeline failed: %s: %s", type(exc).__name__, exc)
+        return 1
+
+    _stage(3, f"done in {time.perf_counter() - started:.0f} s")
+    print(result["summary"])
+    print("Browse what this run produced:")
+    for command in ui_commands(out):
+        print(f"  {command}")
+    return 0

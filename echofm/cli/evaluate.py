@@ -1,0 +1,50 @@
+"""`echofm evaluate --model models:/echofm-ef@champion --shards ... --labels ...`: score a model.
+
+The model is a fine-tuned `model.pt`, a fine-tuning output directory or a registered URI; the
+split is the one it was trained with unless `--split-seed` is given. Prints the metrics as JSON.
+Exit status: 0 done; 2 unusable inputs (unknown model, task mismatch, empty split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+EXIT_USAGE = 2
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = sub.add_parser("evaluate", help="score a fine-tuned model on a labelled split",
+                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model.pt, a fine-tuning --out directory, or models:/NAME@ALIAS")
+    parser.add_argument("--shards", type=Path, required=True)
+    parser.add_argument("--manifest", type=Path, default=None)
+    parser.add_argument("--labels", type=Path, required=True)
+    parser.add_argument("--mask-root", type=Path, default=None)
+    parser.add_argument("--task", default=None, help="expected task (a guard)")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="test")
+    parser.add_argument("--split-seed", type=int, default=None, help="default: the model's own split")
+    parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from echofm.downstream.evaluate import EvaluationError, evaluate
+    from echofm.downstream.labels import LabelError
+    from echofm.downstream.splits import SplitConfig
+
+    split_config = SplitConfig(seed=args.split_seed) if args.split_seed is not None else None
+    try:
+        metrics = evaluate(args.model, shards=args.shards, labels=args.labels, manifest=args.manifest,
+                           task=args.task, split=args.split, split_config=split_config,
+                           mask_root=args.mask_root, tracking_uri=args.tracking_uri)
+    except (EvaluationError, LabelError, MlflowException, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    print(json.dumps({"model": args.model, "split": args.split, "metrics": metrics}, indent=2))
+    return 0

@@ -1,0 +1,1 @@
+"""Downstream models on the pretrained encoder: labels, patient splits, task data, fine-tuning, evaluation."""

@@ -1,0 +1,203 @@
+"""Labelled clips for one downstream task: manifest + labels + shards -> arrays split by patient.
+
+`build_task_data` joins the labels to the accepted manifest rows, drops rows without a target,
+splits by patient, reads the clips from their shards (each shard once) already fitted to the
+encoder's input size, and, for segmentation, carries each LV mask through the same window and
+resize the clip went through at ingestion.
+
+Memory: clips are kept as uint8 at the encoder's input size (`[N, T, s, s, C]`), e.g. 0.6 MB per
+clip at 16 x 112 x 112 x 3, so labelled sets of tens of thousands of clips fit in RAM.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from echofm.preprocess.resample import plan_windows, resize_pad, window_span_ms
+from echofm.preprocess.clips import InputSpec, fit_mask, read_shard_clips
+from echofm.downstream.labels import (
+    LabelError,
+    clip_mask_target,
+    join_labels,
+    load_labels,
+    load_source_masks,
+    task_target_column,
+)
+from echofm.downstream.splits import SplitConfig, assign_splits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskData:
+    """Labelled clips of one task, aligned by row.
+
+    clips: uint8 `[N, T, s, s, C]`; targets: float EF % `[N]`, int class `[N]`, float 0/1 `[N]`
+    or uint8 masks `[N, T, s, s]`; valid: bool `[N, T]` labelled frames (segmentation only);
+    split: "train" | "val" | "test" per row; classes: view names (view task only).
+    """
+
+    clip_ids: list[str]
+    patients: list[str]
+    split: np.ndarray
+    clips: np.ndarray
+    targets: np.ndarray
+    valid: np.ndarray | None
+    classes: tuple[str, ...] = ()
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split)
+
+    def subset(self, idx: np.ndarray) -> TaskData:
+        """The rows `idx`, in that order."""
+        return TaskData(
+            clip_ids=[self.clip_ids[i] for i in idx],
+            patients=[self.patients[i] for i in idx],
+            split=self.split[idx],
+            clips=self.clips[idx],
+            targets=self.targets[idx],
+            valid=self.valid[idx] if self.valid is not None else None,
+            classes=self.classes,
+        )
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Clips and distinct patients per split."""
+        out = {}
+        for name in ("train", "val", "test"):
+            idx = self.indices(name)
+            out[name] = {"clips": int(len(idx)), "patients": len({self.patients[i] for i in idx})}
+        return out
+
+
+def read_manifest_frame(manifest: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """The manifest as a DataFrame, from a path (`read_manifest`) or as given."""
+    if isinstance(manifest, pd.DataFrame):
+        return manifest
+    from echofm.data.manifest import read_manifest
+
+    table = read_manifest(manifest)
+    return table.to_pandas() if hasattr(table, "to_pandas") else table
+
+
+def _patient_column(joined: pd.DataFrame) -> str:
+    for column in ("patient_id", "label_patient", "patient"):
+        if column in joined.columns and joined[column].notna().all():
+            return column
+    raise LabelError("no complete patient pseudonym column (patient_id or the labels' patient)")
+
+
+def _window_indices(row: pd.Series, heart_rate_bpm: float | None, shard_frames: int) -> np.ndarray:
+    """Source frames of the clip's window, recomputed as ingestion planned them.
+
+    The plan is redone from the manifest's frame count and fps (and the label's heart rate when
+    known) and checked against the recorded window start/end; when ingestion used another window
+    length, the frames are spread evenly between the recorded start and end instead.
+    """
+    n_source, fps = int(row["n_frames_source"]), float(row["fps"])
+    window = int(row.get("window_index") or 0)
+    start, end = float(row["window_start_ms"]), float(row["window_end_ms"])
+    plans = plan_windows(n_source, fps, num_frames=shard_frames, heart_rate_bpm=heart_rate_bpm,
+                         max_windows=window + 1)
+    if len(plans) > window:
+        span = window_span_ms(plans[window], fps)
+        if abs(span[0] - start) < 1e-3 and abs(span[1] - end) < 1e-3:
+            return plans[window]
+    frame_ms = 1000.0 / fps
+    first, last = start / frame_ms, end / frame_ms - 1.0
+    # Ingestion samples instants s + k W / N; the last one is (N - 1) / N of the way to s + W.
+    step = (last - first) / max(shard_frames - 1, 1)
+    idx = np.floor(first + np.arange(shard_frames) * step + 0.5).astype(np.int64)
+    return np.clip(idx, 0, n_source - 1)
+
+
+def _mask_targets(
+    rows: pd.DataFrame, mask_root: Path, spec: InputSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    masks, valid = [], []
+    hr_column = next((c for c in ("label_heart_rate_bpm", "heart_rate_bpm") if c in rows.columns), None)
+    for _, row in rows.iterrows():
+        source = load_source_masks(mask_root / str(row[_label_name(rows, "mask_file")]))
+        heart_rate = float(row[hr_column]) if hr_column and pd.notna(row[hr_column]) else None
+        window = _window_indices(row, heart_rate, spec.shard_frames)
+        mask, ok = clip_mask_target(source, window, lambda f: resize_pad(f, spec.shard_size))
+        fitted, fitted_ok = fit_mask(mask, ok, spec)
+        masks.append(fitted)
+        valid.append(fitted_ok)
+    return np.stack(masks), np.stack(valid)
+
+
+def _label_name(rows: pd.DataFrame, name: str) -> str:
+    return f"label_{name}" if f"label_{name}" in rows.columns else name
+
+
+def build_task_data(
+    *,
+    task: str,
+    manifest: str | Path | pd.DataFrame,
+    labels: str | Path | pd.DataFrame,
+    shards_dir: str | Path,
+    spec: InputSpec,
+    split_config: SplitConfig,
+    classes: tuple[str, ...] | None = None,
+    mask_root: str | Path | None = None,
+) -> TaskData:
+    """Everything a fine-tuning or evaluation run of `task` needs, in memory.
+
+    mask_root: directory `mask_file` paths are relative to (default: the labels file's
+    directory). classes: the view class names to use (default: sorted views present), so a
+    model evaluated later keeps its training order; rows of other views are dropped.
+    Raises LabelError when no usable labelled clip remains.
+    """
+    label_frame = labels if isinstance(labels, pd.DataFrame) else load_labels(labels)
+    joined = join_labels(read_manifest_frame(manifest), label_frame)
+    target = task_target_column(joined, task)
+    joined = joined[target.notna()].reset_index(drop=True)
+    target = target[target.notna()].reset_index(drop=True)
+    names: tuple[str, ...] = ()
+    if task == "view":
+        names = tuple(sorted(set(target.astype(str)))) if classes is None else tuple(classes)
+        keep = target.astype(str).isin(names)
+        joined, target = joined[keep].reset_index(drop=True), target[keep].reset_index(drop=True)
+    if joined.empty:
+        raise LabelError(f"no accepted clip has a {task} label")
+
+    split = assign_splits(joined, split_config, patient_column=_patient_column(joined))
+    shards_dir = Path(shards_dir)
+    shard_files = [shards_dir / Path(str(s)).name for s in joined["shard"]]
+    keys = [str(k) if pd.notna(k) else str(c) for k, c in zip(joined.get("key", joined["clip_id"]), joined["clip_id"])]
+    found = read_shard_clips(shard_files, keys, spec)
+    present = np.array([k in found for k in keys])
+    if not present.all():
+        log.warning("%d labelled clips are missing from their shards and are skipped", int((~present).sum()))
+    joined, target, split = (joined[present].reset_index(drop=True), target[present].reset_index(drop=True),
+                             split[present].reset_index(drop=True))
+    keys = [k for k, ok in zip(keys, present) if ok]
+    if not keys:
+        raise LabelError("none of the labelled clips was found in the shards")
+
+    valid = None
+    if task == "ef" or task == "reduced_ef":
+        targets = target.astype(float).to_numpy(np.float32)
+    elif task == "view":
+        lookup = {name: i for i, name in enumerate(names)}
+        targets = target.astype(str).map(lookup).to_numpy(np.int64)
+    else:
+        root = Path(mask_root) if mask_root is not None else (
+            Path(labels).parent if not isinstance(labels, pd.DataFrame) else Path.cwd()
+        )
+        targets, valid = _mask_targets(joined, root, spec)
+    patient_column = _patient_column(joined)
+    return TaskData(
+        clip_ids=[str(c) for c in joined["clip_id"]],
+        patients=[str(p) for p in joined[patient_column]],
+        split=split.to_numpy(dtype=object).astype(str),
+        clips=np.stack([found[k] for k in keys]),  # `fit_clip` gave every clip spec's channels
+        targets=targets,
+        valid=valid,
+        classes=names,
+    )

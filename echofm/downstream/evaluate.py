@@ -1,0 +1,121 @@
+"""Score a fine-tuned model on one split of a labelled archive.
+
+    metrics = evaluate("models:/echofm-ef@champion", shards="OUT/shards", labels="labels.csv")
+
+The model is a fine-tuned checkpoint (`model.pt`), a fine-tuning output directory, or a
+registered `models:/` / `runs:/` URI (its `checkpoint` artifact is downloaded). The split is the
+one the model was trained with (its seed and fractions travel in the checkpoint), so "test"
+means the same patients it never saw, unless `split_config` says otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from echofm.downstream.dataset import build_task_data
+from echofm.downstream.model import DownstreamModel, load_downstream
+from echofm.downstream.finetune import CHECKPOINT_NAME, TaskBatches, encode_clips, evaluate_split
+from echofm.downstream.splits import SPLITS, SplitConfig
+
+log = logging.getLogger(__name__)
+
+
+class EvaluationError(ValueError):
+    """The model or the split cannot be evaluated (unknown split, task mismatch, empty split)."""
+
+
+def _checkpoint_in(directory: Path) -> Path:
+    found = sorted(directory.rglob(CHECKPOINT_NAME))
+    if not found:
+        raise EvaluationError(f"{directory}: no {CHECKPOINT_NAME} inside")
+    return found[0]
+
+
+def load_model(model: str | Path, *, tracking_uri: str | None = None) -> DownstreamModel:
+    """A fine-tuned model from a checkpoint, an output directory or a models:/ / runs:/ URI."""
+    return _load(model, tracking_uri)[0]
+
+
+def _load(model: str | Path, tracking_uri: str | None) -> tuple[DownstreamModel, dict[str, Any]]:
+    text = str(model)
+    if text.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        from echofm.registry.register import tracking_uri_scope
+
+        # The checkpoint is read into memory, so the downloaded copy can go right away.
+        with tempfile.TemporaryDirectory(prefix="echofm-downstream-") as target, tracking_uri_scope(tracking_uri):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=target))
+            loaded = load_downstream(_checkpoint_in(local if local.is_dir() else local.parent))
+        return loaded.model, loaded.meta
+    path = Path(text)
+    if path.is_dir():
+        path = _checkpoint_in(path)
+    loaded = load_downstream(path)
+    return loaded.model, loaded.meta
+
+
+def _split_config(meta: dict[str, Any]) -> SplitConfig:
+    saved = (meta.get("config") or {}).get("split")
+    if not saved:
+        return SplitConfig()
+    names = {f.name for f in fields(SplitConfig)}
+    return SplitConfig(**{k: v for k, v in saved.items() if k in names})
+
+
+def evaluate(
+    model: str | Path | DownstreamModel,
+    *,
+    shards: str | Path,
+    labels: str | Path | pd.DataFrame,
+    manifest: str | Path | pd.DataFrame | None = None,
+    task: str | None = None,
+    split: str = "test",
+    split_config: SplitConfig | None = None,
+    mask_root: str | Path | None = None,
+    tracking_uri: str | None = None,
+    batch_size: int = 8,
+) -> dict[str, float]:
+    """Metrics of `model` on `split` (see module doc); adds `n_clips` to the dict.
+
+    task: when given, must match the model's task (a guard against scoring an EF model on view
+    labels). Raises EvaluationError for an unknown or empty split.
+    """
+    if split not in SPLITS:
+        raise EvaluationError(f"split {split!r} not in {SPLITS}")
+    if isinstance(model, DownstreamModel):
+        downstream, meta = model, {}
+    else:
+        downstream, meta = _load(model, tracking_uri)
+    spec = downstream.task
+    if task is not None and task != spec.task:
+        raise EvaluationError(f"the model predicts {spec.task!r}, not {task!r}")
+    shards = Path(shards)
+    manifest = manifest if manifest is not None else shards.parent / "manifest.parquet"
+    data = build_task_data(
+        task=spec.task, manifest=manifest, labels=labels, shards_dir=shards, spec=downstream.inputs,
+        split_config=split_config or _split_config(meta), classes=spec.classes or None, mask_root=mask_root,
+    )
+    idx = data.indices(split)
+    if len(idx) == 0:
+        raise EvaluationError(f"the {split} split holds no labelled clip")
+    downstream = downstream.cpu().eval()
+    subset = data.subset(idx)
+    device = torch.device("cpu")
+    # Encoder outputs once, then the head: the same arithmetic as the model's forward.
+    cache = encode_clips(downstream, subset.clips, batch_size, device)
+    everything = np.arange(len(idx))
+    _, metrics = evaluate_split(downstream.head, TaskBatches(subset, downstream.inputs, cache, device), everything,
+                                spec, batch_size)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics["n_clips"] = float(len(idx))
+    log.info("%s on %s (%d clips): %s", spec.task, split, len(idx), metrics)
+    return metrics

@@ -1,0 +1,397 @@
+"""Fine-tune the pretrained encoder on a downstream task and compare with a random encoder.
+
+Strategies:
+- `linear`, `mlp`, `attentive`: the encoder stays frozen and only that head trains. Encoder
+  outputs (clip features, or all tokens for attentive pooling and segmentation) are computed once
+  per clip and cached, so an epoch costs only the head.
+- `full`: encoder and head train together, with layer-wise learning-rate decay.
+- `progressive`: the head trains alone first; every `unfreeze_every` epochs the next block from
+  the top (with the final norm at the first step) joins, with the same layer-wise decay.
+Segmentation always uses the segmentation decoder as its head; the frozen strategies all mean
+"train the decoder on a frozen encoder" there.
+
+Every run trains the same head, with the same strategy, seed, split and epochs, on a randomly
+initialised encoder of the same architecture, and reports both (`FinetuneResult.pretrained`,
+`.random_init`): the gap is what pretraining bought.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from echofm.model.heads import HEAD_KINDS, HeadConfig, build_head
+from echofm.preprocess.clips import InputSpec, to_model_input
+from echofm.downstream.dataset import TaskData, build_task_data
+from echofm.downstream.model import DownstreamModel, TaskSpec, save_downstream
+from echofm.downstream.encoder import (
+    LoadedEncoder,
+    layer_decay_groups,
+    load_encoder,
+    parameter_count,
+    random_like,
+    set_trainable_layers,
+)
+from echofm.downstream.labels import TASKS
+from echofm.pretrain.optim import fused_adamw_ok
+from echofm.downstream.splits import SplitConfig
+
+log = logging.getLogger(__name__)
+
+STRATEGIES: tuple[str, ...] = ("linear", "mlp", "attentive", "full", "progressive")
+FROZEN_STRATEGIES: tuple[str, ...] = ("linear", "mlp", "attentive")
+CHECKPOINT_NAME = "model.pt"
+RESULT_NAME = "result.json"
+
+
+class FinetuneConfigError(ValueError):
+    """A fine-tuning configuration that cannot run (unknown task/strategy, bad numbers)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig:
+    """One fine-tuning run.
+
+    head: the head for `full`/`progressive` (linear|mlp|attentive, default linear); frozen
+    strategies use the head they name, segmentation its decoder. lr: base learning rate
+    (default 1e-3 for frozen strategies, 3e-4 otherwise); encoder layer i of depth d trains at
+    `lr * layer_decay ** (d + 1 - i)`. Learning rates follow a cosine over the epochs.
+    """
+
+    task: str
+    strategy: str = "linear"
+    head: str | None = None
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float | None = None
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75
+    unfreeze_every: int = 1
+    hidden_dim: int = 256
+    dropout: float = 0.0
+    split: SplitConfig = field(default_factory=SplitConfig)
+    seed: int = 0
+    compare_random_init: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise FinetuneConfigError(f"task {self.task!r} not in {TASKS}")
+        if self.strategy not in STRATEGIES:
+            raise FinetuneConfigError(f"strategy {self.strategy!r} not in {STRATEGIES}")
+        if self.head is not None and self.head not in HEAD_KINDS:
+            raise FinetuneConfigError(f"head {self.head!r} not in {HEAD_KINDS}")
+        if self.head == "segmentation" and self.task != "segmentation":
+            raise FinetuneConfigError("the segmentation head is for the segmentation task only")
+        if self.epochs < 1 or self.batch_size < 1 or self.unfreeze_every < 1:
+            raise FinetuneConfigError("epochs, batch_size and unfreeze_every must be >= 1")
+        if self.lr is not None and not self.lr > 0:
+            raise FinetuneConfigError(f"lr must be positive, got {self.lr}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise FinetuneConfigError(f"layer_decay must lie in (0, 1], got {self.layer_decay}")
+        if self.weight_decay < 0:
+            raise FinetuneConfigError("weight_decay must be >= 0")
+
+    @property
+    def frozen(self) -> bool:
+        return self.strategy in FROZEN_STRATEGIES
+
+    @property
+    def head_kind(self) -> str:
+        if self.task == "segmentation":
+            return "segmentation"
+        if self.frozen:
+            return self.strategy
+        return self.head or "linear"
+
+    @property
+    def base_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 1e-3 if self.frozen else 3e-4
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ArmResult:
+    """One arm of the comparison: metrics per split ("val", "test"), loss per epoch."""
+
+    metrics: dict[str, dict[str, float]]
+    history: list[dict[str, float]]
+    best_epoch: int
+    seconds: float
+    trainable_parameters: int
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced. `model` is the fine-tuned pretrained-encoder model (in memory);
+    `checkpoint` its file when an output directory was given."""
+
+    config: FinetuneConfig
+    task: TaskSpec
+    inputs: InputSpec
+    pretrained: ArmResult
+    random_init: ArmResult | None
+    counts: dict[str, dict[str, int]]
+    encoder_source: str
+    parent_run_id: str | None
+    manifest_digest: str | None
+    model: DownstreamModel
+    checkpoint: Path | None = None
+
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        return self.pretrained.metrics.get("test", {})
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready record of the run (no weights)."""
+        return {
+            "config": self.config.to_dict(),
+            "task": self.task.to_dict(),
+            "inputs": self.inputs.to_dict(),
+            "pretrained": asdict(self.pretrained),
+            "random_init": asdict(self.random_init) if self.random_init else None,
+            "counts": self.counts,
+            "encoder_source": self.encoder_source,
+            "parent_run_id": self.parent_run_id,
+            "manifest_digest": self.manifest_digest,
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _task_spec(config: FinetuneConfig, data: TaskData) -> TaskSpec:
+    if config.task != "ef":
+        return TaskSpec(task=config.task, classes=data.classes)
+    train = data.targets[data.indices("train")]
+    std = float(train.std()) if len(train) > 1 else 0.0
+    return TaskSpec(task="ef", target_mean=float(train.mean()), target_std=std if std > 1e-6 else 1.0)
+
+
+def _head_config(config: FinetuneConfig, encoder: Any, task: TaskSpec) -> HeadConfig:
+    cfg = encoder.config
+    return HeadConfig(
+        kind=config.head_kind,
+        embed_dim=cfg.embed_dim,
+        out_dim=task.out_dim,
+        hidden_dim=config.hidden_dim,
+        num_heads=max(h for h in (1, 2, 4, 8) if cfg.embed_dim % h == 0),
+        dropout=config.dropout,
+        grid=tuple(cfg.grid),
+        num_frames=cfg.num_frames,
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+    )
+
+
+class TaskBatches:
+    """Model inputs, targets and valid-frame flags for index batches of a TaskData.
+
+    With a cache (frozen encoder) the input is the cached encoder output; otherwise the uint8
+    clips are normalised on the fly.
+    """
+
+    def __init__(self, data: TaskData, inputs: InputSpec, cache: torch.Tensor | None, device: torch.device) -> None:
+        self.data, self.inputs, self.cache, self.device = data, inputs, cache, device
+        self.targets = torch.from_numpy(np.array(data.targets))
+        self.valid = torch.from_numpy(data.valid) if data.valid is not None else None
+
+    def get(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if self.cache is not None:
+            x = self.cache[idx]
+        else:
+            x = to_model_input(self.data.clips[idx], self.inputs)
+        valid = self.valid[idx].to(self.device) if self.valid is not None else None
+        return x.to(self.device), self.targets[idx].to(self.device), valid
+
+
+@torch.no_grad()
+def encode_clips(model: DownstreamModel, clips: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Encoder outputs for every clip (what the head consumes), on CPU: `[N, D]` or `[N, 1 + L, D]`."""
+    model.encoder.eval()
+    out = []
+    for start in range(0, len(clips), batch_size):
+        video = to_model_input(clips[start : start + batch_size], model.inputs).to(device)
+        out.append(model.encode(video).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate_split(forward: Any, batches: TaskBatches, idx: np.ndarray, task: TaskSpec, batch_size: int) -> tuple[float, dict[str, float]]:
+    """Mean loss and metrics on `idx` (empty dict and NaN loss for an empty split)."""
+    if len(idx) == 0:
+        return float("nan"), {}
+    losses, preds = [], []
+    for start in range(0, len(idx), batch_size):
+        x, y, valid = batches.get(idx[start : start + batch_size])
+        output = forward(x)
+        losses.append(task.loss(output, y, valid).item() * len(x))
+        preds.append(task.decode(output))
+    data = batches.data
+    valid_all = data.valid[idx] if data.valid is not None else None
+    return sum(losses) / len(idx), task.score(np.concatenate(preds), data.targets[idx], valid_all)
+
+
+def _train_arm(
+    name: str,
+    encoder: Any,
+    data: TaskData,
+    task: TaskSpec,
+    inputs: InputSpec,
+    config: FinetuneConfig,
+    device: torch.device,
+) -> tuple[DownstreamModel, ArmResult]:
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    head = build_head(_head_config(config, encoder, task))
+    model = DownstreamModel(encoder, head, task, inputs).to(device)
+    cache = None
+    if config.frozen:
+        model.encoder.requires_grad_(False)
+        cache = encode_clips(model, data.clips, config.batch_size, device)
+        trainable: torch.nn.Module = head
+        forward = head
+        groups = [{"params": list(head.parameters()), "lr": config.base_lr, "lr_scale": 1.0,
+                   "weight_decay": config.weight_decay}]
+    else:
+        trainable, forward = model, model
+        groups = layer_decay_groups(encoder, head, lr=config.base_lr, weight_decay=config.weight_decay,
+                                    layer_decay=config.layer_decay)
+    fused = fused_adamw_ok(p for group in groups for p in group["params"]) or None
+    optimizer = torch.optim.AdamW(groups, lr=config.base_lr, fused=fused)
+    batches = TaskBatches(data, inputs, cache, device)
+    train_idx, val_idx = data.indices("train"), data.indices("val")
+    if len(train_idx) == 0:
+        raise FinetuneConfigError("the split left no training clip; add patients or lower the fractions")
+    rng = np.random.default_rng(config.seed)
+    history: list[dict[str, float]] = []
+    best_state, best_loss, best_epoch = None, math.inf, 0
+    for epoch in range(config.epochs):
+        if config.strategy == "progressive":
+            set_trainable_layers(encoder, epoch // config.unfreeze_every)
+        scale = 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
+        for group in optimizer.param_groups:
+            group["lr"] = config.base_lr * group["lr_scale"] * scale
+        trainable.train()
+        if config.frozen:
+            model.encoder.eval()
+        order = rng.permutation(train_idx)
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            x, y, valid = batches.get(order[start : start + config.batch_size])
+            loss = task.loss(forward(x), y, valid)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(x)
+        trainable.eval()
+        val_loss, val_metrics = evaluate_split(forward, batches, val_idx, task, config.batch_size)
+        record = {"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss,
+                  **{f"val_{k}": v for k, v in val_metrics.items()}}
+        history.append(record)
+        log.info("%s %s epoch %d: train loss %.4f, val loss %.4f", name, config.task, epoch,
+                 record["train_loss"], val_loss)
+        # Keep the epoch with the lowest validation loss (the last one when there is no val set).
+        if len(val_idx) == 0 or val_loss <= best_loss:
+            best_loss, best_epoch = (val_loss if len(val_idx) else math.inf), epoch
+            best_state = copy.deepcopy(trainable.state_dict())
+    trainable.load_state_dict(best_state)
+    trainable.eval()
+    metrics = {}
+    for split in ("val", "test"):
+        _, scores = evaluate_split(forward, batches, data.indices(split), task, config.batch_size)
+        metrics[split] = scores
+    model.requires_grad_(True)
+    result = ArmResult(metrics=metrics, history=history, best_epoch=best_epoch,
+                       seconds=time.perf_counter() - started,
+                       trainable_parameters=parameter_count(trainable))
+    return model.cpu().eval(), result
+
+
+def input_spec_for(loaded: LoadedEncoder, shards: Path, manifest: str | Path | pd.DataFrame | None) -> InputSpec:
+    """The encoder's input contract, with the normalisation its pretraining used.
+
+    Taken from the checkpoint's `normalization` entry when present, else recomputed the way the
+    pretraining loader computes it (`ClipNormalization`, cached beside the manifest).
+    """
+    from echofm.data.loader import ClipNormalization
+
+    stats = loaded.extra.get("normalization") or loaded.extra.get("normalisation")
+    if stats is not None:
+        norm = ClipNormalization.from_dict(stats)
+    elif isinstance(manifest, (str, Path)):
+        norm = ClipNormalization.from_manifest(manifest, shards)
+    else:
+        norm = ClipNormalization.for_shards(shards)
+    cfg = loaded.model.config
+    return InputSpec(num_frames=cfg.num_frames, img_size=cfg.img_size, in_chans=cfg.in_chans,
+                     mean=tuple(norm.mean), std=tuple(norm.std))
+
+
+def finetune(
+    config: FinetuneConfig,
+    *,
+    encoder: str | Path | LoadedEncoder,
+    shards: str | Path,
+    labels: str | Path | pd.DataFrame,
+    manifest: str | Path | pd.DataFrame | None = None,
+    out_dir: str | Path | None = None,
+    mask_root: str | Path | None = None,
+    tracking_uri: str | None = None,
+) -> FinetuneResult:
+    """Fine-tune `encoder` on `config.task` and compare with a random encoder (see module doc).
+
+    encoder: a checkpoint file, a pretraining run directory, `models:/echofm-encoder@champion`
+    (resolved against `tracking_uri`), or an already loaded encoder. manifest: default
+    `<shards>/../manifest.parquet`. out_dir: when given, the fine-tuned model is saved there as
+    `model.pt` with `result.json` beside it.
+    """
+    from echofm.data.loader import file_digest
+
+    shards = Path(shards)
+    manifest = manifest if manifest is not None else shards.parent / "manifest.parquet"
+    loaded = encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, tracking_uri=tracking_uri)
+    inputs = input_spec_for(loaded, shards, manifest)
+    data = build_task_data(task=config.task, manifest=manifest, labels=labels, shards_dir=shards,
+                           spec=inputs, split_config=config.split, mask_root=mask_root)
+    counts = data.counts()
+    log.info("%s: %s clips by split", config.task, {k: v["clips"] for k, v in counts.items()})
+    task = _task_spec(config, data)
+    device = resolve_device(config.device)
+
+    pretrained_encoder = copy.deepcopy(loaded.model)
+    model, pretrained = _train_arm("pretrained", pretrained_encoder, data, task, inputs, config, device)
+    random_init = None
+    if config.compare_random_init:
+        _, random_init = _train_arm("random-init", random_like(loaded.model, config.seed), data, task,
+                                    inputs, config, device)
+    digest = file_digest(manifest) if isinstance(manifest, (str, Path)) and Path(manifest).is_file() else None
+    result = FinetuneResult(
+        config=config, task=task, inputs=inputs, pretrained=pretrained, random_init=random_init,
+        counts=counts, encoder_source=loaded.source, parent_run_id=loaded.parent_run_id,
+        manifest_digest=digest, model=model,
+    )
+    if out_dir is not None:
+        out = Path(out_dir)
+        meta = {k: v for k, v in result.summary().items() if k != "checkpoint"}
+        result.checkpoint = save_downstream(out / CHECKPOINT_NAME, model, meta=meta)
+        (out / RESULT_NAME).write_text(json.dumps(result.summary(), indent=2, default=float))
+    return result

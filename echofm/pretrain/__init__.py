@@ -1,0 +1,33 @@
+"""Pretraining: MAE + temporal triplet on the shards, one process or many under torchrun, tracked in MLflow.
+
+    from echofm.pretrain import PretrainConfig, pretrain
+    result = pretrain(PretrainConfig(preset="tiny", steps=100), "OUTPUT/shards", "runs/tiny")
+
+Names resolve lazily, so importing the package does not import torch, MLflow or every stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "PretrainConfig": "echofm.pretrain.config",
+    "PretrainConfigError": "echofm.pretrain.config",
+    "pretrain": "echofm.pretrain.loop",
+    "PretrainResult": "echofm.pretrain.loop",
+    "NonFiniteLoss": "echofm.pretrain.loop",
+    "LaunchSpec": "echofm.pretrain.launch",
+    "launch_pretraining": "echofm.pretrain.launch",
+    "TrainingJobFailed": "echofm.pretrain.launch",
+    "TrainingDiverged": "echofm.pretrain.launch",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'echofm.pretrain' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,1 @@
+"""The MLflow model registry side of downstream models: registration, the raw-clip pyfunc, promotion."""
