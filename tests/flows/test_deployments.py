@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.servers import BIN, background, prefect_env, prefect_server
+from tests.factories.servers import BIN, background, prefect_env, prefect_server
 
 REPO = Path(__file__).resolve().parents[2]
 POOL = "echofm-process"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.train.downstream_fixtures import downstream_archive, one_torch_thread  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.data.test_loader import write_test_shards
+from tests.factories.shards import write_test_shards
 
 
 def _kill_a_worker_after_first_checkpoint(run_dir: Path, stop: threading.Event, killed: list[int]) -> None:

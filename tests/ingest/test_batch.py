@@ -7,101 +7,29 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from echofm.data.shards import iter_shard
 from echofm.ingest.batch import process_batch
 from echofm.ingest.config import IngestConfig
 from echofm.ingest.discover import discover
 from echofm.ingest.views import ViewPrediction
-
-PHI_NAME = "Zyxwv^Quentin"
-PHI_ID = "MRN-99887766"
-H, W = 120, 160
-
-
-def _fan() -> np.ndarray:
-    yy, xx = np.mgrid[:H, :W]
-    return (yy > 10) & (np.abs(xx - W / 2) < (yy - 10) * 0.8) & (yy < H - 5)
-
-
-def _cine(n_frames: int, *, seed: int = 0, frozen: bool = False) -> np.ndarray:
-    """Grey speckle moving inside a fan, a static burned-in label outside it: uint8 [T, H, W]."""
-    rng = np.random.default_rng(seed)
-    fan = _fan()
-    base = rng.integers(30, 220, (H, W), dtype=np.uint8)
-    frames = np.empty((n_frames, H, W), np.uint8)
-    for t in range(n_frames):
-        speckle = base if frozen else np.roll(base, 2 * t, axis=1) // 2 + rng.integers(0, 100, (H, W), dtype=np.uint8)
-        frames[t] = np.where(fan, speckle, 0)
-    frames[:, 2:10, 2:40] = 255  # burned-in text block, outside the fan
-    return frames
-
-
-def write_dicom(
-    path: Path,
-    frames: np.ndarray,
-    *,
-    modality: str = "US",
-    frame_time_ms: float = 33.3,
-    body_part: str | None = None,
-    patient_name: str = PHI_NAME,
-    truncate: bool = False,
-) -> Path:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1" if modality == "US" else "1.2.840.10008.5.1.4.1.1.2"
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Modality = modality
-    ds.PatientName = patient_name
-    ds.PatientID = PHI_ID
-    if body_part:
-        ds.BodyPartExamined = body_part
-    ds.Rows, ds.Columns = frames.shape[1], frames.shape[2]
-    ds.NumberOfFrames = frames.shape[0]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.FrameTime = frame_time_ms
-    data = frames.tobytes()
-    ds.PixelData = data[: len(data) // 3] if truncate else data
-    ds.preamble = b"\x00" * 128
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
-    return path
-
-
-def write_mp4(path: Path, frames: np.ndarray, fps: float = 30.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (W, H))
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
-    writer.release()
-    return path
+from tests.factories.media import PHI_ID, PHI_NAME, H, W, fan_cine, write_dicom, write_mp4
 
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("batch") / "archive"
     root.mkdir()
-    write_dicom(root / "good.dcm", _cine(45))
-    write_dicom(root / "same_pixels_other_header.dcm", _cine(45), patient_name="Other^Name")
-    write_dicom(root / "ct.dcm", _cine(45), modality="CT")
-    write_dicom(root / "still.dcm", _cine(1))
-    write_dicom(root / "truncated.dcm", _cine(45, seed=3), truncate=True)
-    write_dicom(root / "frozen.dcm", _cine(45, seed=4, frozen=True))
-    write_dicom(root / "abdomen.dcm", _cine(45, seed=5), body_part="ABDOMEN")
-    write_mp4(root / "clip.mp4", _cine(45, seed=6))
+    write_dicom(root / "good.dcm", fan_cine(45))
+    write_dicom(root / "same_pixels_other_header.dcm", fan_cine(45), patient_name="Other^Name")
+    write_dicom(root / "ct.dcm", fan_cine(45), modality="CT")
+    write_dicom(root / "still.dcm", fan_cine(1))
+    write_dicom(root / "truncated.dcm", fan_cine(45, seed=3), truncate=True)
+    write_dicom(root / "frozen.dcm", fan_cine(45, seed=4, frozen=True))
+    write_dicom(root / "abdomen.dcm", fan_cine(45, seed=5), body_part="ABDOMEN")
+    write_mp4(root / "clip.mp4", fan_cine(45, seed=6))
     (root / "readme.dcm").write_text(f"notes about {PHI_NAME}")
     return root
 

@@ -8,7 +8,7 @@ import pytest
 
 from echofm.data.manifest import MANIFEST_COLUMNS, NO_WINDOW, read_manifest, write_manifest
 from echofm.ingest.contract import ContractInputError, load_suite_document, validate_manifest
-from tests.data.test_manifest import make_row
+from tests.factories.manifest import make_row
 
 
 def test_suite_column_set_is_the_schema():

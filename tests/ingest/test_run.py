@@ -13,7 +13,7 @@ from echofm.ingest.batch import process_batch
 from echofm.ingest.config import IngestConfig
 from echofm.ingest.discover import SourceError
 from echofm.ingest.run import OutputError, finalize_ingest, ingest_serially, plan_ingest, run_batch
-from tests.ingest.test_batch import _cine, write_dicom
+from tests.factories.media import fan_cine, write_dicom
 
 
 @pytest.fixture()
@@ -21,7 +21,7 @@ def source(tmp_path: Path) -> Path:
     root = tmp_path / "archive"
     root.mkdir()
     for index in range(5):
-        write_dicom(root / f"clip{index}.dcm", _cine(34, seed=10 + index))
+        write_dicom(root / f"clip{index}.dcm", fan_cine(34, seed=10 + index))
     (root / "notes.txt").write_text("not media")
     return root
 
@@ -82,8 +82,8 @@ def test_rerun_adds_nothing(source: Path, tmp_path: Path) -> None:
 def test_identical_pixels_in_parallel_batches_are_settled_at_merge(tmp_path: Path) -> None:
     source = tmp_path / "archive"
     source.mkdir()
-    write_dicom(source / "a.dcm", _cine(34, seed=1))
-    write_dicom(source / "b.dcm", _cine(34, seed=1), patient_name="Other^Person")
+    write_dicom(source / "a.dcm", fan_cine(34, seed=1))
+    write_dicom(source / "b.dcm", fan_cine(34, seed=1), patient_name="Other^Person")
     output = tmp_path / "out"
     plan = plan_ingest(source, output, IngestConfig(batch_size=1))
     # Both batches run "in parallel": neither sees the other's clip.

@@ -19,7 +19,7 @@ from pydicom import uid
 from pydicom.encaps import encapsulate
 
 from echofm.io import read_dicom, scan_dicom
-from tests.io import dicom_factory as F
+from tests.factories import dicom as F
 
 ROWS, COLUMNS, KEPT = 600, 800, 32
 

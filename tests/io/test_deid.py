@@ -11,7 +11,7 @@ from pydicom import dcmread, uid
 
 from echofm.io import Pseudonymizer, load_or_create_secret, read_dicom, scan_dicom, technical_metadata
 from echofm.io.deid import SECRET_FILENAME
-from tests.io import dicom_factory as F
+from tests.factories import dicom as F
 
 
 def _phi_strings() -> list[str]:

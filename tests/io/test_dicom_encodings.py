@@ -11,7 +11,7 @@ import pytest
 from pydicom import uid
 
 from echofm.io import read_dicom, scan_dicom
-from tests.io import dicom_factory as F
+from tests.factories import dicom as F
 
 N_FRAMES = 10
 # Sample points well inside each flat quadrant (rows, cols of the 48 x 64 pattern).

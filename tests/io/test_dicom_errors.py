@@ -22,7 +22,7 @@ from echofm.io import (
     read_dicom,
     scan_dicom,
 )
-from tests.io import dicom_factory as F
+from tests.factories import dicom as F
 
 
 def _raises_both(path: Path, error: type[EchoIOError], reason: str) -> None:

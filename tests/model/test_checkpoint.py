@@ -17,7 +17,7 @@ from echofm.model import (
     save_checkpoint,
 )
 
-from .helpers import make_video, seeded
+from tests.factories.model import make_video, seeded
 
 
 def _same_outputs(a: MaskedAutoencoderViT, b: MaskedAutoencoderViT) -> None:

@@ -16,7 +16,7 @@ from echofm.model import (
 from echofm.model.masking import gather_tokens
 from echofm.model.pos_embed import separable_pos_embed
 
-from .helpers import make_video, seeded
+from tests.factories.model import make_video, seeded
 
 
 def _restored_patch_tokens(latent: EncoderOutput) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from echofm.model import make_mask, num_visible
 from echofm.model.masking import gather_tokens
 
-from .helpers import seeded
+from tests.factories.model import seeded
 
 
 def test_num_visible() -> None:

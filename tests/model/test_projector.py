@@ -8,7 +8,7 @@ import torch
 from echofm.model import MaskedAutoencoderViT, ModelConfig
 from echofm.model.projector import SliceProjector
 
-from .helpers import make_video, seeded
+from tests.factories.model import make_video, seeded
 
 
 def _per_slice_block(projector: SliceProjector, tokens, slice_index, t) -> torch.Tensor:

@@ -13,7 +13,7 @@ from echofm.model.triplet import (
     temporal_triplet_loss,
 )
 
-from .helpers import make_video, seeded
+from tests.factories.model import make_video, seeded
 
 
 def _unit(*angles_deg: float) -> torch.Tensor:

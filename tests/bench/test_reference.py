@@ -7,13 +7,16 @@ summarises each time slice on its own, every parameter trained, and the publishe
 
 from __future__ import annotations
 
+import pytest
 import torch
 from timm.layers import Attention
 
 from echofm.bench.reference import ExplicitAttention, PublishedStepReference
 from echofm.model import MaskedAutoencoderViT, ModelConfig, preset_config
 
-from .helpers import make_video
+from tests.factories.model import make_video
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _count(params) -> int:

@@ -1,7 +1,6 @@
 """A small generated downstream archive: shards, a manifest, labels, LV masks and a tiny encoder.
 
-Test modules import the fixtures they use from here (tests/train is shared with pretraining tests,
-so nothing here is autouse).
+The `downstream_archive` fixture (tests/conftest.py) builds one per test session.
 
 Each source cine is a bright disk (the "LV") on a dark background whose radius follows a cardiac
 cycle; EF follows from the smallest and largest disk areas, and the disk's horizontal position
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from echofm.data.manifest import MANIFEST_COLUMNS, make_clip_id, read_manifest, write_manifest
 from echofm.preprocess.resample import plan_windows, resize_pad, window_span_ms
@@ -133,20 +131,3 @@ def pretrain_briefly(model, shards: Path, seed: int, steps: int = 8):
         loss.backward()
         opt.step()
     return model.eval()
-
-
-@pytest.fixture(scope="session")
-def downstream_archive(tmp_path_factory: pytest.TempPathFactory) -> DownstreamArchive:
-    return make_archive(tmp_path_factory.mktemp("downstream"))
-
-
-@pytest.fixture
-def one_torch_thread():
-    """These tensors are tiny: one intra-op thread is as fast and does not fight the other
-    processes of a busy 2-core machine (measured: 13.6 s vs 1.0 s for 60 small head steps)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -31,8 +31,7 @@ from echofm.registry.register import (
     tracking_uri_scope,
 )
 from echofm.downstream.splits import SplitConfig
-from tests.servers import mlflow_server_process, wait_for_http
-from tests.train.downstream_fixtures import downstream_archive, one_torch_thread  # noqa: F401
+from tests.factories.servers import mlflow_server_process, wait_for_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 SPLIT = SplitConfig(seed=1)

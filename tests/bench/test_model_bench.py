@@ -10,7 +10,9 @@ import torch
 from echofm.bench import model as bench
 from echofm.model import MaskedAutoencoderViT, ModelConfig
 
-from .helpers import make_video, seeded
+from tests.factories.model import make_video, seeded
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_measure_step_reports_consistent_figures(micro_config: ModelConfig) -> None:

@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 
 from echofm.downstream.splits import SplitConfig, SplitError, assign_splits, split_counts, split_patients
-from tests.train.downstream_fixtures import one_torch_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -18,7 +18,7 @@ from echofm.pretrain.checkpointing import (
 )
 from echofm.pretrain.config import PretrainConfig
 from echofm.pretrain.loop import NonFiniteLoss, pretrain
-from tests.data.test_loader import write_test_shards
+from tests.factories.shards import write_test_shards
 
 
 def small_config(**overrides) -> PretrainConfig:

@@ -8,7 +8,7 @@ import torch
 
 from echofm.pretrain.config import PretrainConfig
 from echofm.pretrain.launch import LaunchSpec, launch_pretraining, torchrun_command
-from tests.data.test_loader import write_test_shards
+from tests.factories.shards import write_test_shards
 
 
 def test_single_node_command_uses_standalone_rendezvous():

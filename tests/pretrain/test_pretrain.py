@@ -18,7 +18,7 @@ from echofm.pretrain.tracker import (
     reconstruction_figure,
     resolve_tracking_uri,
 )
-from tests.data.test_loader import write_test_shards
+from tests.factories.shards import write_test_shards
 
 
 @pytest.fixture(scope="module")

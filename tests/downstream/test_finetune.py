@@ -20,13 +20,11 @@ from echofm.downstream.finetune import STRATEGIES, FinetuneConfig, FinetuneConfi
 from echofm.downstream.labels import TASKS, LabelError, join_labels
 from echofm.registry.pyfunc import predict_clips
 from echofm.downstream.splits import SplitConfig
-from tests.train.downstream_fixtures import (  # noqa: F401
+from tests.factories.downstream import (
     ENCODER_OVERRIDES,
     SHARD_FRAMES,
     SHARD_SIZE,
     VIEWS,
-    downstream_archive,
-    one_torch_thread,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from echofm.downstream import metrics
-from tests.train.downstream_fixtures import one_torch_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,7 +7,6 @@ import torch
 
 from echofm.model import build_model
 from echofm.model.heads import HEAD_KINDS, HeadConfig, HeadConfigError, build_head
-from tests.train.downstream_fixtures import one_torch_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
