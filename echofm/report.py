@@ -44,11 +44,11 @@ def _loss_lines(history: Mapping[str, Sequence[tuple[int, float]]]) -> list[str]
 
 
 def _downstream_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    from echofm.downstream.model import PRIMARY_METRIC
+    from echofm.downstream.tasks import TASKS
 
     lines = [f"  {'task':<13}{'metric':<10}{'pretrained':>12}{'random init':>13}  promotion"]
     for task, result in results.items():
-        metric, _ = PRIMARY_METRIC[task]
+        metric = TASKS[task].primary_metric
         pretrained = (result.get("pretrained") or {}).get("test", {})
         random_init = (result.get("random_init") or {}).get("test", {})
         promotion = result.get("promotion") or {}

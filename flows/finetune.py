@@ -10,7 +10,7 @@ re-run on its own, passing paths and one `models:/NAME/VERSION` URI between them
 3. `register`: logs the run and the raw-clip pyfunc to MLflow, registers `echofm-<task>`, alias
    `challenger`; emits `echofm.downstream.registered`.
 4. `promote`: moves `champion` to that version only if it beats the current champion by the
-   thresholds in `echofm.registry.register.PROMOTION_RULES` (or there is none).
+   thresholds of its task (`Task.promotion`, `echofm.downstream.tasks`) (or there is none).
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def register_task(checkpoint: str, labels: str, tracking_uri: str) -> str:
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote_task(model_uri: str, tracking_uri: str) -> dict[str, Any]:
-    from echofm.registry.register import parse_model_uri, promote
+    from echofm.registry.promote import promote
+    from echofm.store import parse_model_uri
 
     name, version = parse_model_uri(model_uri)
     decision = promote(name, tracking_uri=tracking_uri, expected_challenger=version)
@@ -120,7 +121,7 @@ def finetune_and_register(
     Returns the model URI, both arms' metrics, the re-scored test metrics and the promotion
     decision (None when `options.promote` is off).
     """
-    from echofm.registry.register import default_tracking_uri
+    from echofm.store import default_tracking_uri
 
     options = options or FinetuneOptions()
     config = options.to_config(task)  # invalid options fail here, before any work

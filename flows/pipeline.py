@@ -10,7 +10,7 @@ shares, so the encoder and the downstream models sit in one registry.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -18,15 +18,12 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from echofm.report import loss_history, pipeline_report
-from echofm.pretrain.config import REGISTERED_MODEL_NAME
-from echofm.registry.register import model_name, promote_encoder, registered_versions
-from echofm.pretrain.tracker import resolve_tracking_uri
+from echofm.downstream.tasks import TASKS, TaskName
+from echofm.registry.promote import promote_encoder, registered_versions
+from echofm.store import ENCODER_MODEL_NAME, resolve_tracking_uri
 from flows.finetune import FinetuneOptions, finetune_and_register
 from flows.ingest import IngestOptions, ingest_archive
 from flows.pretrain import PretrainOptions, pretrain
-
-Task = Literal["ef", "view", "reduced_ef", "segmentation"]
-
 
 @task(name="promote-encoder", cache_policy=NO_CACHE)
 def promote_encoder_task(name: str, version: str, downstream: list[dict[str, Any]], tracking_uri: str) -> dict[str, Any]:
@@ -39,7 +36,7 @@ def echo_pipeline(
     output: Annotated[str, Field(description="ingestion output: shards/, manifest.parquet, qc/")],
     runs: Annotated[str, Field(description="where the pretraining and fine-tuning runs are written")],
     labels: Annotated[str | None, Field(description="labels CSV/Parquet for fine-tuning; none: stop after pretraining")] = None,
-    tasks: Annotated[list[Task], Field(min_length=0, description="downstream tasks to fine-tune")] = ("ef", "view"),
+    tasks: Annotated[list[TaskName], Field(min_length=0, description="downstream tasks to fine-tune")] = ("ef", "view"),
     ingest: IngestOptions | None = None,
     pretraining: PretrainOptions | None = None,
     finetuning: FinetuneOptions | None = None,
@@ -72,12 +69,12 @@ def echo_pipeline(
     encoder_promotion = None
     if registered.get("version") and downstream:
         decisions = [result["promotion"] for result in downstream.values() if result.get("promotion")]
-        encoder_promotion = promote_encoder_task(registered.get("name", REGISTERED_MODEL_NAME), registered["version"],
+        encoder_promotion = promote_encoder_task(registered.get("name", ENCODER_MODEL_NAME), registered["version"],
                                                  decisions, tracking_uri)
         logger.info("encoder promotion: %s", encoder_promotion["reason"])
 
     losses = loss_history(tracking_uri, pretrained["run_id"]) if pretrained.get("run_id") else {}
-    names = [REGISTERED_MODEL_NAME, *(model_name(task) for task in downstream)]
+    names = [ENCODER_MODEL_NAME, *(TASKS[task].model_name for task in downstream)]
     registry = {name: versions for name in names if (versions := registered_versions(name, tracking_uri=tracking_uri))}
     summary = pipeline_report(
         ingest=ingest_summary, pretrain=pretrained, downstream=downstream, losses=losses, registry=registry

@@ -134,7 +134,7 @@ def generate_typical_archive(directory: Path, n_clips: int) -> Path:
 
 def _kept_frames(item: object, config: object) -> np.ndarray | None:
     """The union of window frames the pipeline decodes for a file, None when it decodes none."""
-    from echofm.ingest.batch import read_header
+    from echofm.ingest.header import read_header
     from echofm.preprocess.resample import plan_windows, union_indices
 
     header = read_header(item, None)  # type: ignore[arg-type]
@@ -151,7 +151,7 @@ def _kept_frames(item: object, config: object) -> np.ndarray | None:
 
 def _decode_seconds(files: list, frames: dict[str, np.ndarray]) -> float:
     """Seconds the readers take to decode `frames[rel_path]` of each file (and nothing else)."""
-    from echofm.ingest.batch import decode_frames
+    from echofm.ingest.header import decode_frames
 
     started = time.process_time()
     for item in files:
@@ -161,7 +161,7 @@ def _decode_seconds(files: list, frames: dict[str, np.ndarray]) -> float:
 
 
 def _n_frames(item: object) -> int:
-    from echofm.ingest.batch import read_header
+    from echofm.ingest.header import read_header
 
     return read_header(item, None).n_frames  # type: ignore[arg-type]
 

@@ -123,7 +123,7 @@ def _time_shards(shards_dir: Path, n_clips: int, normalization) -> float:
 
 
 def _time_mp4(paths: list[Path], normalization) -> float:
-    from echofm.data.loader import prepare_clip
+    from echofm.preprocess.clips import prepare_clip
 
     started = time.perf_counter()
     for path in paths:

@@ -21,13 +21,14 @@ import time
 from pathlib import Path
 
 from echofm.cli.pipeline import add_pipeline_arguments, pipeline_parameters
+from echofm.errors import EchoFMError
 
 log = logging.getLogger(__name__)
 # A folder holding this file was made by the demo and may be replaced by the next demo.
 DEMO_MARKER = ".echofm-demo"
 
 
-class DemoOutputNotOurs(RuntimeError):
+class DemoOutputNotOurs(EchoFMError, RuntimeError):
     """--out exists, is not empty, and was not made by a previous demo: refuse to delete it."""
 
 

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from echofm.downstream.encoder import EncoderSourceError
     from echofm.downstream.finetune import FinetuneConfig, FinetuneConfigError, finetune
     from echofm.downstream.labels import LabelError
-    from echofm.registry.register import default_tracking_uri, log_and_register
+    from echofm.registry.register import log_and_register
+    from echofm.store import default_tracking_uri
     from echofm.downstream.splits import SplitConfig, SplitError
 
     try:

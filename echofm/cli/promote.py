@@ -1,8 +1,8 @@
 """`echofm promote --model echofm-ef`: make the challenger the champion if it earns it.
 
 The challenger must beat the champion on the same evaluation set by the task's threshold
-(`echofm.registry.register.PROMOTION_RULES`: EF MAE lower by >= 0.5 points; accuracy, AUROC, Dice
-higher by >= 0.01), or there must be no champion. With `--shards/--labels` both versions are
+(`Task.promotion` in `echofm.downstream.tasks`: EF MAE lower by >= 0.5 points; accuracy, AUROC,
+Dice higher by >= 0.01), or there must be no champion. With `--shards/--labels` both versions are
 re-scored on that set; otherwise the metrics recorded at registration are compared.
 Exit status: 0 a decision was taken (promoted or not: see the printed JSON); 2 nothing to decide
 (no challenger, versions not comparable).
@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from echofm.registry.register import RegistryError, promote
+    from echofm.errors import RegistryError
+    from echofm.registry.promote import promote
 
     evaluation = None
     if args.shards is not None or args.labels is not None:

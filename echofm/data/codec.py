@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from echofm.errors import DataError
 
 FRAMES_PREFIX = "frames."
 _PACK_MAGIC = b"EFM1"
@@ -35,7 +36,7 @@ _ZLIB_LEVEL = 1
 _JPEG_QUALITY = 90
 
 
-class CodecError(ValueError):
+class CodecError(DataError, ValueError):
     """A clip that cannot be encoded or decoded: unknown codec, bad layout or corrupt bytes."""
 
 

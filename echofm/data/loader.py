@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import tarfile
+from functools import partial
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from echofm.data.augment import AugmentConfig, AugmentParams, apply_augment, sample_augment_params
+from echofm.data.augment import AugmentConfig, apply_augment, sample_augment_params
 from echofm.data.digest import file_sha256
+from echofm.preprocess.clips import prepare_clip
+from echofm.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ NORMALIZATION_CACHE_VERSION = 1
 SOURCE_FRAMES = 32  # frames per stored clip (the shard contract)
 
 
-class NoShardsFound(FileNotFoundError):
+class NoShardsFound(DataError, FileNotFoundError):
     """The shards directory holds no complete `*.tar` shard."""
 
     def __init__(self, shards_dir: Path) -> None:
@@ -53,7 +55,7 @@ class NoShardsFound(FileNotFoundError):
         self.path = shards_dir
 
 
-class NotEnoughClips(ValueError):
+class NotEnoughClips(DataError, ValueError):
     """Fewer training clips than data-loading slots (ranks x workers): some slot would get none."""
 
     def __init__(self, n_clips: int, n_slots: int, shards_dir: Path | None = None) -> None:
@@ -244,43 +246,6 @@ class ClipNormalization:
         return cls.from_clips(shard_keys(list_shards(shards_dir)), max_clips=max_clips)
 
 
-def temporal_indices(n_source: int, num_frames: int) -> np.ndarray:
-    """int64 `[num_frames]`: evenly strided source frames (every 2nd of 32 for 16, ...)."""
-    if not 0 < num_frames <= n_source:
-        raise ValueError(f"cannot take {num_frames} frames from a clip of {n_source}")
-    return (np.arange(num_frames) * n_source) // num_frames
-
-
-def prepare_clip(
-    frames: np.ndarray,
-    *,
-    img_size: int,
-    num_frames: int,
-    normalization: ClipNormalization,
-    augment: AugmentParams | None = None,
-) -> torch.Tensor:
-    """uint8 `[T0, H0, W0, C]` (C = 1 or 3) -> standardised float `[3, num_frames, img_size, img_size]`.
-
-    Order: temporal subsampling, spatial resize (antialiased bilinear, only when the size differs),
-    augmentation (in [0, 1] units), normalisation, grey to three channels. A grey clip is worked
-    on as one channel and returned as a broadcast view of three: the loader's per-clip cost is
-    then a third of an RGB clip's (collation copies it into the batch anyway).
-    """
-    picked = frames[temporal_indices(frames.shape[0], num_frames)]
-    clip = torch.from_numpy(np.ascontiguousarray(picked)).permute(3, 0, 1, 2).float().div_(255.0)  # [C, T, H, W]
-    if clip.shape[-2:] != (img_size, img_size):
-        resized = F.interpolate(
-            clip.transpose(0, 1), size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False
-        )
-        clip = resized.transpose(0, 1)
-    if augment is not None:
-        clip = apply_augment(clip.contiguous(), augment)
-    if clip.shape[0] == 1 and len(set(normalization.mean)) == 1 and len(set(normalization.std)) == 1:
-        clip = clip.sub_(normalization.mean[0]).div_(normalization.std[0])
-        return clip.expand(3, -1, -1, -1)
-    return normalization.apply(clip)  # broadcasts a grey [1, T, H, W] clip to 3 channels
-
-
 def load_clips(
     clips: dict[str, Path],
     keys: Sequence[str],
@@ -386,7 +351,7 @@ class ClipStream(IterableDataset):
                 img_size=self.img_size,
                 num_frames=self.num_frames,
                 normalization=self.normalization,
-                augment=params,
+                augment=partial(apply_augment, params=params) if params is not None else None,
             )
             yield (clip, sample["__key__"]) if self.with_keys else clip
 

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from echofm.errors import DataError
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_PATH = SCHEMAS_DIR / "manifest.schema.json"
@@ -38,7 +39,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 
-class ManifestError(Exception):
+class ManifestError(DataError):
     """Base class of manifest failures."""
 
 

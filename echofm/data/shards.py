@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from echofm.data.codec import DEFAULT_CODEC, decode_clip, encode_clip, get_codec
+from echofm.errors import DataError
 
 SHARDS_DIRNAME = "shards"
 SHARD_SUFFIX = ".tar"
@@ -44,7 +45,7 @@ _KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _TAR_BLOCK = 512
 
 
-class ShardError(Exception):
+class ShardError(DataError):
     """Base class for shard writing and reading failures."""
 
 

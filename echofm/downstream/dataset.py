@@ -12,6 +12,7 @@ clip at 16 x 112 x 112 x 3, so labelled sets of tens of thousands of clips fit i
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,16 +20,19 @@ import numpy as np
 import pandas as pd
 
 from echofm.preprocess.resample import plan_windows, resize_pad, window_span_ms
-from echofm.preprocess.clips import InputSpec, fit_mask, read_shard_clips
+from echofm.data.loader import decode_sample, iter_shard_samples
+from echofm.preprocess.clips import InputSpec, fit_clip, fit_mask
 from echofm.downstream.labels import (
+    LabelColumns,
     LabelError,
     clip_mask_target,
     join_labels,
     load_labels,
     load_source_masks,
-    task_target_column,
 )
+from echofm.downstream.objectives import OBJECTIVES
 from echofm.downstream.splits import SplitConfig, assign_splits
+from echofm.downstream.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +41,10 @@ log = logging.getLogger(__name__)
 class TaskData:
     """Labelled clips of one task, aligned by row.
 
-    clips: uint8 `[N, T, s, s, C]`; targets: float EF % `[N]`, int class `[N]`, float 0/1 `[N]`
-    or uint8 masks `[N, T, s, s]`; valid: bool `[N, T]` labelled frames (segmentation only);
-    split: "train" | "val" | "test" per row; classes: view names (view task only).
+    clips: uint8 `[N, T, s, s, C]`; targets: what the task's objective trains on (float `[N, K]`
+    for regression, float 0/1 `[N]`, int class `[N]`, or uint8 masks `[N, T, s, s]`); valid:
+    bool `[N, T]` labelled frames (segmentation only); split: "train" | "val" | "test" per row;
+    classes: class names (multiclass tasks only).
     """
 
     clip_ids: list[str]
@@ -72,6 +77,23 @@ class TaskData:
             idx = self.indices(name)
             out[name] = {"clips": int(len(idx)), "patients": len({self.patients[i] for i in idx})}
         return out
+
+
+def read_shard_clips(
+    shard_paths: Iterable[str | Path], clip_ids: Iterable[str], spec: InputSpec
+) -> dict[str, np.ndarray]:
+    """Decode the wanted clips from their shards, fitted to `spec`: `{clip_id: [T', s, s, C]}`.
+
+    Each shard is read once, front to back (tar archives have no index); samples not wanted are
+    skipped without decoding.
+    """
+    wanted = set(clip_ids)
+    found: dict[str, np.ndarray] = {}
+    for sample in iter_shard_samples(sorted({Path(p) for p in shard_paths})):
+        key = sample["__key__"]
+        if key in wanted and key not in found:
+            found[key] = fit_clip(decode_sample(sample), spec)
+    return found
 
 
 def read_manifest_frame(manifest: str | Path | pd.DataFrame) -> pd.DataFrame:
@@ -116,12 +138,12 @@ def _window_indices(row: pd.Series, heart_rate_bpm: float | None, shard_frames: 
 
 
 def _mask_targets(
-    rows: pd.DataFrame, mask_root: Path, spec: InputSpec
+    rows: pd.DataFrame, mask_root: Path, spec: InputSpec, mask_column: str
 ) -> tuple[np.ndarray, np.ndarray]:
     masks, valid = [], []
     hr_column = next((c for c in ("label_heart_rate_bpm", "heart_rate_bpm") if c in rows.columns), None)
     for _, row in rows.iterrows():
-        source = load_source_masks(mask_root / str(row[_label_name(rows, "mask_file")]))
+        source = load_source_masks(mask_root / str(row[mask_column]))
         heart_rate = float(row[hr_column]) if hr_column and pd.notna(row[hr_column]) else None
         window = _window_indices(row, heart_rate, spec.shard_frames)
         mask, ok = clip_mask_target(source, window, lambda f: resize_pad(f, spec.shard_size))
@@ -131,8 +153,11 @@ def _mask_targets(
     return np.stack(masks), np.stack(valid)
 
 
-def _label_name(rows: pd.DataFrame, name: str) -> str:
-    return f"label_{name}" if f"label_{name}" in rows.columns else name
+def _labelled(target: pd.Series | pd.DataFrame) -> pd.Series:
+    """Rows whose derived target is there: not NaN/None, not an empty string (every column of a
+    multi-output target)."""
+    present = target.notna() & (target.astype(str) != "")
+    return present.all(axis=1) if isinstance(present, pd.DataFrame) else present
 
 
 def build_task_data(
@@ -149,18 +174,22 @@ def build_task_data(
     """Everything a fine-tuning or evaluation run of `task` needs, in memory.
 
     mask_root: directory `mask_file` paths are relative to (default: the labels file's
-    directory). classes: the view class names to use (default: sorted views present), so a
-    model evaluated later keeps its training order; rows of other views are dropped.
+    directory). classes: the class names of a multiclass task (default: the task's fixed classes,
+    else the sorted values present), so a model evaluated later keeps its training order; rows
+    of other classes are dropped.
     Raises LabelError when no usable labelled clip remains.
     """
+    definition = TASKS[task]
+    objective = OBJECTIVES[definition.kind]
     label_frame = labels if isinstance(labels, pd.DataFrame) else load_labels(labels)
     joined = join_labels(read_manifest_frame(manifest), label_frame)
-    target = task_target_column(joined, task)
-    joined = joined[target.notna()].reset_index(drop=True)
-    target = target[target.notna()].reset_index(drop=True)
+    target = definition.derive(LabelColumns(joined))
+    labelled = _labelled(target)
+    joined = joined[labelled].reset_index(drop=True)
+    target = target[labelled].reset_index(drop=True)
     names: tuple[str, ...] = ()
-    if task == "view":
-        names = tuple(sorted(set(target.astype(str)))) if classes is None else tuple(classes)
+    if definition.kind == "multiclass":
+        names = tuple(classes or definition.classes or sorted(set(target.astype(str))))
         keep = target.astype(str).isin(names)
         joined, target = joined[keep].reset_index(drop=True), target[keep].reset_index(drop=True)
     if joined.empty:
@@ -181,16 +210,13 @@ def build_task_data(
         raise LabelError("none of the labelled clips was found in the shards")
 
     valid = None
-    if task == "ef" or task == "reduced_ef":
-        targets = target.astype(float).to_numpy(np.float32)
-    elif task == "view":
-        lookup = {name: i for i, name in enumerate(names)}
-        targets = target.astype(str).map(lookup).to_numpy(np.int64)
-    else:
+    if definition.kind == "segmentation":
         root = Path(mask_root) if mask_root is not None else (
             Path(labels).parent if not isinstance(labels, pd.DataFrame) else Path.cwd()
         )
-        targets, valid = _mask_targets(joined, root, spec)
+        targets, valid = _mask_targets(joined, root, spec, LabelColumns(joined).name(definition.label_columns[0]))
+    else:
+        targets = objective.targets(target, names)
     patient_column = _patient_column(joined)
     return TaskData(
         clip_ids=[str(c) for c in joined["clip_id"]],

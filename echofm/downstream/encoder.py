@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from torch import nn
 from echofm.model import load_checkpoint
 from echofm.model.config import ModelConfig
 from echofm.model.mae import MaskedAutoencoderViT
+from echofm.errors import DownstreamError
+from echofm.store import downloaded, is_registry_uri, parse_alias_uri
 
 log = logging.getLogger(__name__)
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -32,7 +33,7 @@ _CHECKPOINT_NAMES = ("encoder.pt", "final.pt", "checkpoint-final.pt", "last.pt",
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
-class EncoderSourceError(ValueError):
+class EncoderSourceError(DownstreamError, ValueError):
     """The encoder source names no loadable checkpoint (missing file, empty run, bad URI)."""
 
 
@@ -68,29 +69,25 @@ def _from_file(path: Path, source: str, parent_run_id: str | None) -> LoadedEnco
 
 
 def _from_registry(uri: str, tracking_uri: str | None) -> LoadedEncoder:
-    import mlflow
     from mlflow import MlflowClient
 
-    from echofm.registry.register import tracking_uri_scope
-
     # The checkpoint is read into memory, so the downloaded copy can go right away.
-    with tempfile.TemporaryDirectory(prefix="echofm-encoder-") as target, tracking_uri_scope(tracking_uri):
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=target))
-        except Exception as exc:  # mlflow raises several types for unknown names/aliases/servers
-            raise EncoderSourceError(f"cannot download {uri}: {exc}") from exc
-        parent = None
-        match = re.fullmatch(r"models:/([^@/]+)@(.+)", uri)
-        if match:
-            parent = MlflowClient().get_model_version_by_alias(match.group(1), match.group(2)).run_id
-        loaded = _from_file(_newest_checkpoint(local if local.is_dir() else local.parent), uri, parent)
+    try:
+        with downloaded(uri, tracking_uri) as local:
+            alias = parse_alias_uri(uri)
+            parent = MlflowClient(tracking_uri).get_model_version_by_alias(*alias).run_id if alias else None
+            loaded = _from_file(_newest_checkpoint(local), uri, parent)
+    except EncoderSourceError:
+        raise
+    except Exception as exc:  # mlflow raises several types for unknown names/aliases/servers
+        raise EncoderSourceError(f"cannot download {uri}: {exc}") from exc
     return replace(loaded, checkpoint=None)
 
 
 def load_encoder(source: str | Path, *, tracking_uri: str | None = None) -> LoadedEncoder:
     """Load the encoder named by `source` (see module doc). Raises EncoderSourceError."""
     text = str(source)
-    if text.startswith(("models:/", "runs:/")):
+    if is_registry_uri(text):
         return _from_registry(text, tracking_uri)
     path = Path(text)
     if path.is_dir():

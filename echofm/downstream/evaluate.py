@@ -11,7 +11,6 @@ means the same patients it never saw, unless `split_config` says otherwise.
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,13 @@ from echofm.downstream.dataset import build_task_data
 from echofm.downstream.model import DownstreamModel, load_downstream
 from echofm.downstream.finetune import CHECKPOINT_NAME, TaskBatches, encode_clips, evaluate_split
 from echofm.downstream.splits import SPLITS, SplitConfig
+from echofm.errors import DownstreamError
+from echofm.store import downloaded, is_registry_uri
 
 log = logging.getLogger(__name__)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(DownstreamError, ValueError):
     """The model or the split cannot be evaluated (unknown split, task mismatch, empty split)."""
 
 
@@ -46,15 +47,10 @@ def load_model(model: str | Path, *, tracking_uri: str | None = None) -> Downstr
 
 def _load(model: str | Path, tracking_uri: str | None) -> tuple[DownstreamModel, dict[str, Any]]:
     text = str(model)
-    if text.startswith(("models:/", "runs:/")):
-        import mlflow
-
-        from echofm.registry.register import tracking_uri_scope
-
+    if is_registry_uri(text):
         # The checkpoint is read into memory, so the downloaded copy can go right away.
-        with tempfile.TemporaryDirectory(prefix="echofm-downstream-") as target, tracking_uri_scope(tracking_uri):
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=target))
-            loaded = load_downstream(_checkpoint_in(local if local.is_dir() else local.parent))
+        with downloaded(text, tracking_uri) as local:
+            loaded = load_downstream(_checkpoint_in(local))
         return loaded.model, loaded.meta
     path = Path(text)
     if path.is_dir():

@@ -30,10 +30,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from echofm.device import resolve_device
 from echofm.model.heads import HEAD_KINDS, HeadConfig, build_head
 from echofm.preprocess.clips import InputSpec, to_model_input
 from echofm.downstream.dataset import TaskData, build_task_data
-from echofm.downstream.model import DownstreamModel, TaskSpec, save_downstream
+from echofm.downstream.model import DownstreamModel, save_downstream
 from echofm.downstream.encoder import (
     LoadedEncoder,
     layer_decay_groups,
@@ -42,9 +43,11 @@ from echofm.downstream.encoder import (
     random_like,
     set_trainable_layers,
 )
-from echofm.downstream.labels import TASKS
+from echofm.downstream.objectives import OBJECTIVES, TaskSpec
+from echofm.downstream.tasks import TASKS
 from echofm.pretrain.optim import fused_adamw_ok
 from echofm.downstream.splits import SplitConfig
+from echofm.errors import DownstreamError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ CHECKPOINT_NAME = "model.pt"
 RESULT_NAME = "result.json"
 
 
-class FinetuneConfigError(ValueError):
+class FinetuneConfigError(DownstreamError, ValueError):
     """A fine-tuning configuration that cannot run (unknown task/strategy, bad numbers)."""
 
 
@@ -86,13 +89,13 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise FinetuneConfigError(f"task {self.task!r} not in {TASKS}")
+            raise FinetuneConfigError(f"task {self.task!r} not in {TASKS.names()}")
         if self.strategy not in STRATEGIES:
             raise FinetuneConfigError(f"strategy {self.strategy!r} not in {STRATEGIES}")
         if self.head is not None and self.head not in HEAD_KINDS:
             raise FinetuneConfigError(f"head {self.head!r} not in {HEAD_KINDS}")
-        if self.head == "segmentation" and self.task != "segmentation":
-            raise FinetuneConfigError("the segmentation head is for the segmentation task only")
+        if self.head == "segmentation" and TASKS[self.task].head != "segmentation":
+            raise FinetuneConfigError("the segmentation head is for segmentation tasks only")
         if self.epochs < 1 or self.batch_size < 1 or self.unfreeze_every < 1:
             raise FinetuneConfigError("epochs, batch_size and unfreeze_every must be >= 1")
         if self.lr is not None and not self.lr > 0:
@@ -108,8 +111,9 @@ class FinetuneConfig:
 
     @property
     def head_kind(self) -> str:
-        if self.task == "segmentation":
-            return "segmentation"
+        forced = TASKS[self.task].head
+        if forced is not None:
+            return forced
         if self.frozen:
             return self.strategy
         return self.head or "linear"
@@ -172,18 +176,11 @@ class FinetuneResult:
         }
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _task_spec(config: FinetuneConfig, data: TaskData) -> TaskSpec:
-    if config.task != "ef":
-        return TaskSpec(task=config.task, classes=data.classes)
-    train = data.targets[data.indices("train")]
-    std = float(train.std()) if len(train) > 1 else 0.0
-    return TaskSpec(task="ef", target_mean=float(train.mean()), target_std=std if std > 1e-6 else 1.0)
+    """The task as this run fits it: its classes, and what its objective learns from the training targets."""
+    definition = TASKS[config.task]
+    fitted = OBJECTIVES[definition.kind].fit(definition, data.targets[data.indices("train")])
+    return TaskSpec(task=config.task, classes=data.classes, **fitted)
 
 
 def _head_config(config: FinetuneConfig, encoder: Any, task: TaskSpec) -> HeadConfig:

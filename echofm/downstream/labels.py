@@ -1,16 +1,13 @@
-"""Downstream labels: load a label table, join it to the manifest, derive task targets.
+"""Downstream labels: load a label table, join it to the manifest, read the columns tasks derive targets from.
 
 A label table (CSV or Parquet) names its clips either by `clip_id` or by source path (`file`,
 relative to the archive root, as `echofm synth` writes it; `source_path` is accepted too). The
 join keeps accepted manifest rows only and matches a source path by its trailing path
 components, so it works whether the manifest stores absolute paths or paths relative to the
-ingested SOURCE. Targets per task:
-
-- `ef`: ejection fraction in percent (float).
-- `view`: canonical view name (str), turned into a class index by the fine-tuner.
-- `reduced_ef`: 1 when EF < 40 %, else 0 (derived from `ef` when the table has no column).
-- `segmentation`: LV masks from `mask_file` (npz, uint8 `[T, H, W]` at source resolution),
-  carried through the clip's own frame selection and resize (see `clip_mask_target`).
+ingested SOURCE. Which columns a task reads and how they become its target is the task's own
+definition (`echofm.downstream.tasks`); segmentation masks (npz, uint8 `[T, H, W]` at source
+resolution) are carried through the clip's own frame selection and resize here
+(`clip_mask_target`).
 """
 
 from __future__ import annotations
@@ -22,13 +19,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-TASKS: tuple[str, ...] = ("ef", "view", "reduced_ef", "segmentation")
-# Reduced ejection fraction: EF below 40 % (heart-failure with reduced EF, HFrEF).
-REDUCED_EF_THRESHOLD = 40.0
+from echofm.errors import DownstreamError
+from echofm.preprocess.clips import snap_labelled_frames
+
 _PATH_COLUMNS: tuple[str, ...] = ("file", "source_path", "path")
 
 
-class LabelError(ValueError):
+class LabelError(DownstreamError, ValueError):
     """A label table that cannot serve the task (missing columns, nothing joins, bad masks)."""
 
 
@@ -87,7 +84,7 @@ def join_labels(manifest: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     path (see module doc); the synthetic archive's own `clip_id` names its files, not the
     manifest's content-derived ids, so it joins by path. Label columns that clash with manifest
     columns get a `label_` prefix (the manifest's `view` is what ingestion inferred, the label's
-    `label_view` is the ground truth); `task_target_column` reads the label's. Raises LabelError
+    `label_view` is the ground truth); `LabelColumns` reads the label's. Raises LabelError
     when no accepted clip has a label.
     """
     if "status" in manifest.columns:
@@ -117,30 +114,33 @@ def join_labels(manifest: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     return joined
 
 
-def task_target_column(joined: pd.DataFrame, task: str) -> pd.Series:
-    """The raw target per row for `task`; rows without a target are NaN/None.
+class LabelColumns:
+    """Label columns of a joined table by their label-table name: `label_<name>` (a label
+    column that clashed with a manifest column) wins over `<name>`. What task targets are
+    derived from (`Task.derive`)."""
 
-    ef: float percent; view: str; reduced_ef: float 0/1; segmentation: the mask file path.
-    """
-    if task not in TASKS:
-        raise LabelError(f"unknown task {task!r}; expected one of {TASKS}")
-    if task == "ef":
-        return _column(joined, "ef").astype(float)
-    if task == "view":
-        return _column(joined, "view").where(lambda s: s.notna() & (s.astype(str) != ""))
-    if task == "reduced_ef":
-        if "reduced_ef" in joined.columns:
-            return joined["reduced_ef"].astype(float)
-        ef = _column(joined, "ef").astype(float)
-        return (ef < REDUCED_EF_THRESHOLD).astype(float).where(ef.notna())
-    return _column(joined, "mask_file").where(lambda s: s.notna() & (s.astype(str) != ""))
+    def __init__(self, joined: pd.DataFrame) -> None:
+        self.joined = joined
 
+    def name(self, column: str) -> str | None:
+        """The joined table's column holding the label `column`, None when there is none."""
+        for candidate in (f"label_{column}", column):
+            if candidate in self.joined.columns:
+                return candidate
+        return None
 
-def _column(joined: pd.DataFrame, name: str) -> pd.Series:
-    for candidate in (f"label_{name}", name):
-        if candidate in joined.columns:
-            return joined[candidate]
-    raise LabelError(f"labels have no {name!r} column")
+    def has(self, column: str) -> bool:
+        return self.name(column) is not None
+
+    def __call__(self, column: str) -> pd.Series:
+        name = self.name(column)
+        if name is None:
+            raise LabelError(f"labels have no {column!r} column")
+        return self.joined[name]
+
+    def frame(self, columns: Sequence[str]) -> pd.DataFrame:
+        """Several label columns side by side, under their label names."""
+        return pd.DataFrame({column: self(column) for column in columns})
 
 
 @dataclass(frozen=True)
@@ -200,21 +200,3 @@ def clip_mask_target(
     for k_src, k_dst in snap_labelled_frames(window, source.frame_indices, tolerance):
         out[k_dst], valid[k_dst] = binary[k_src], True
     return out, valid
-
-
-def snap_labelled_frames(
-    sampled: np.ndarray, labelled: Sequence[int] | np.ndarray, tolerance: float
-) -> list[tuple[int, int]]:
-    """Pairs `(i, k)`: labelled frame `labelled[i]` moves to sampled position `k`, the nearest
-    sampled frame within `tolerance` frames; each position takes the first label that reaches it,
-    and a label with no sampled frame that near is dropped."""
-    sampled = np.asarray(sampled)
-    taken: set[int] = set()
-    pairs = []
-    for i, frame in enumerate(labelled):
-        distance = np.abs(sampled - frame)
-        nearest = int(np.argmin(distance))
-        if distance[nearest] <= tolerance and nearest not in taken:
-            taken.add(nearest)
-            pairs.append((i, nearest))
-    return pairs

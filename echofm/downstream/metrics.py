@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from echofm.errors import DownstreamError
 
 
-class MetricInputError(ValueError):
+class MetricInputError(DownstreamError, ValueError):
     """Predictions and targets cannot be compared (shape mismatch, empty input, one class only)."""
 
 

@@ -18,11 +18,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
+from echofm.errors import DownstreamError
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 
 
-class SplitError(ValueError):
+class SplitError(DownstreamError, ValueError):
     """The split cannot be made (bad fractions, missing patient pseudonyms)."""
 
 

@@ -22,12 +22,13 @@ import numpy as np
 
 from echofm.ingest.config import IngestConfig
 from echofm.ingest.discover import DiscoveredFile
+from echofm.ingest.header import FileHeader, decode_frames, read_header
 from echofm.ingest.qc import header_qc, pixel_qc, pixel_sha256
 from echofm.ingest.records import failed_row, file_row, write_part
 from echofm.ingest.views import ViewClassifier, load_view_classifier, view_rejection
-from echofm.io.clip import Clip
 from echofm.io.errors import EchoIOError, NotUltrasound, TooFewFrames
 from echofm.io.video import GREY_TOLERANCE
+from echofm.errors import IngestError
 
 if TYPE_CHECKING:
     from echofm.io.deid import Pseudonymizer
@@ -39,58 +40,8 @@ logger = logging.getLogger(__name__)
 _REJECTING_ERRORS: tuple[type[EchoIOError], ...] = (NotUltrasound, TooFewFrames)
 
 
-class ShardWriteError(OSError):
+class ShardWriteError(IngestError, OSError):
     """Writing a shard under OUTPUT failed (disk full, permissions): a systemic failure."""
-
-
-@dataclass(frozen=True)
-class FileHeader:
-    """What a file's header says, the same for DICOM and video.
-
-    height/width in source pixels, fps in frames/s, heart_rate_bpm when the header records one;
-    meta/pseudonyms as in `Clip` (allow-listed, never PHI).
-    """
-
-    source_format: str
-    n_frames: int
-    fps: float
-    fps_source: str
-    height: int
-    width: int
-    heart_rate_bpm: float | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    pseudonyms: dict[str, str] = field(default_factory=dict)
-
-
-def read_header(item: DiscoveredFile, pseudonymizer: Pseudonymizer | None) -> FileHeader:
-    """Header of a discovered media file without decoding pixels (raises the readers' errors)."""
-    if item.source_format == "dicom":
-        from echofm.io.dicom import scan_dicom
-
-        dicom = scan_dicom(item.path, pseudonymizer=pseudonymizer)
-        return FileHeader(
-            source_format="dicom",
-            n_frames=dicom.n_frames,
-            fps=dicom.fps,
-            fps_source=dicom.fps_source,
-            height=dicom.rows,
-            width=dicom.columns,
-            heart_rate_bpm=dicom.heart_rate_bpm,
-            meta=dict(dicom.meta),
-            pseudonyms=dict(dicom.pseudonyms),
-        )
-    from echofm.io.video import probe_video
-
-    video = probe_video(item.path)
-    return FileHeader(
-        source_format=item.source_format,
-        n_frames=video.n_frames,
-        fps=video.fps,
-        fps_source=video.fps_source,
-        height=video.height,
-        width=video.width,
-        meta={"container": video.container},
-    )
 
 
 def frames_to_decode(window_frames: np.ndarray, n_frames_source: int, min_sector_frames: int) -> np.ndarray:
@@ -107,18 +58,6 @@ def frames_to_decode(window_frames: np.ndarray, n_frames_source: int, min_sector
     count = min(min_sector_frames, n_frames_source)
     spread = np.floor(np.linspace(0, n_frames_source - 1, count) + 0.5).astype(np.int64)
     return np.union1d(window_frames, spread)
-
-
-def decode_frames(item: DiscoveredFile, indices: np.ndarray) -> Clip:
-    """Decode only the source frames `indices` (sorted, unique) of a media file (pseudonyms come
-    from `read_header`, not from here)."""
-    if item.source_format == "dicom":
-        from echofm.io.dicom import read_dicom
-
-        return read_dicom(item.path, indices.tolist())
-    from echofm.io.video import read_video
-
-    return read_video(item.path, indices.tolist())
 
 
 def inside_mask(mask: np.ndarray, size: int) -> np.ndarray:

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from echofm.errors import IngestError
 
 SUITE_PATH = Path(__file__).resolve().parents[2] / "schemas" / "manifest_expectations.json"
 VALIDATION_FILENAME = "validation.json"
@@ -29,7 +30,7 @@ _MAX_LISTED_VALUES = 5
 logger = logging.getLogger(__name__)
 
 
-class ContractInputError(Exception):
+class ContractInputError(IngestError):
     """The manifest or the suite cannot be read, so the contract cannot be checked at all."""
 
 

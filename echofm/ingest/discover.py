@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from echofm.data.digest import file_sha256 as sha256_file
+from echofm.errors import IngestError
 
 MEDIA_FORMATS: tuple[str, ...] = ("dicom", "mp4", "avi")
 # ISO-BMFF top-level boxes a valid MP4/MOV may start with (`ftyp` normally comes first; old
@@ -27,7 +28,7 @@ _BMFF_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"sk
 _DATASET_FIRST_GROUPS = frozenset({0x0002, 0x0008})
 
 
-class SourceError(OSError):
+class SourceError(IngestError, OSError):
     """SOURCE is missing, not a directory, or cannot be listed: a systemic failure of a run."""
 
 

@@ -20,7 +20,7 @@ from echofm.data.manifest import NO_WINDOW, make_clip_id, write_manifest
 from echofm.ingest.discover import DiscoveredFile
 
 if TYPE_CHECKING:
-    from echofm.ingest.batch import FileHeader
+    from echofm.ingest.header import FileHeader
     from echofm.ingest.qc import QCResult
     from echofm.ingest.views import ViewPrediction
     from echofm.preprocess.sector import SectorMask

@@ -26,17 +26,18 @@ from echofm.ingest.batch import BatchResult, process_batch
 from echofm.ingest.config import IngestConfig
 from echofm.ingest.discover import DiscoveredFile, SourceError, discover
 from echofm.ingest.records import PARTS_DIRNAME, discovery_row, write_part
+from echofm.errors import IngestError
 
 logger = logging.getLogger(__name__)
 
 QC_DIRNAME = "qc"
 
 
-class OutputError(OSError):
+class OutputError(IngestError, OSError):
     """OUTPUT cannot be created or written: a systemic failure of a run."""
 
 
-class ContractViolation(RuntimeError):
+class ContractViolation(IngestError, RuntimeError):
     """The merged manifest fails its data contract (the GX suite): a systemic failure."""
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from echofm.io.views import CANONICAL_VIEWS
+from echofm.errors import IngestError
 
 NON_CARDIAC = "NON_CARDIAC"
 UNKNOWN_VIEW = "unknown"
@@ -28,7 +29,7 @@ CARDIAC_VIEWS: tuple[str, ...] = tuple(v for v in CANONICAL_VIEWS if v not in (N
 DEFAULT_VIEWS: tuple[str, ...] = (*CARDIAC_VIEWS, UNKNOWN_VIEW)
 
 
-class ViewClassifierError(ValueError):
+class ViewClassifierError(IngestError, ValueError):
     """A view classifier spec that cannot be imported or does not build a classifier."""
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar
+from echofm.errors import EchoFMError
 
 
-class EchoIOError(Exception):
+class EchoIOError(EchoFMError):
     """Base class: a file that cannot become a clip."""
 
     reason: ClassVar[str] = "io_error"

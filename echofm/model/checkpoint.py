@@ -26,6 +26,7 @@ import torch
 from echofm.model.config import ModelConfig, ModelConfigError
 from echofm.model.mae import MaskedAutoencoderViT
 from echofm.model.presets import PRESETS, preset_config
+from echofm.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ _PROJECTOR = "slice_projector."
 _RESERVED = frozenset({"config", "model", "format"})
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ModelError, ValueError):
     """A checkpoint cannot be read or does not match the model it describes; names the file."""
 
     def __init__(self, path: str | os.PathLike[str], message: str) -> None:

@@ -7,11 +7,12 @@ keep every field a plain int/float/str/bool for that reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from echofm.errors import ModelError
 
 MASK_MODES: tuple[str, ...] = ("random", "tube")
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ModelError, ValueError):
     """A model configuration is inconsistent (sizes that do not divide, ratios out of range)."""
 
 

@@ -19,11 +19,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from echofm.errors import ModelError
 
 HEAD_KINDS: tuple[str, ...] = ("linear", "mlp", "attentive", "segmentation")
 
 
-class HeadConfigError(ValueError):
+class HeadConfigError(ModelError, ValueError):
     """A head configuration that cannot be built."""
 
 

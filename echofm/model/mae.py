@@ -25,6 +25,7 @@ from echofm.model.masking import gather_tokens, make_mask
 from echofm.model.pos_embed import separable_pos_embed
 from echofm.model.projector import SliceProjector
 from echofm.model.triplet import slice_token_counts, temporal_triplet_loss
+from echofm.errors import ModelError
 
 # Parameter-name prefixes of everything `encode` uses (for encoder-only optimisers and exports).
 ENCODER_PREFIXES: tuple[str, ...] = (
@@ -53,7 +54,7 @@ NO_WEIGHT_DECAY: frozenset[str] = frozenset(
 )
 
 
-class VideoShapeError(ValueError):
+class VideoShapeError(ModelError, ValueError):
     """The video tensor does not have the `[B, C, T, H, W]` shape the model was built for."""
 
 

@@ -16,9 +16,10 @@ import dataclasses
 
 from echofm.model.config import ModelConfig, ModelConfigError
 from echofm.model.mae import MaskedAutoencoderViT
+from echofm.errors import ModelError
 
 
-class UnknownPreset(KeyError):
+class UnknownPreset(ModelError, KeyError):
     """No model preset of that name is registered."""
 
 

@@ -1,28 +1,37 @@
-"""Clips into encoder input, the same way for fine-tuning, evaluation and the registered pyfunc.
+"""Clips into encoder input: the one chain pretraining, fine-tuning, evaluation and the pyfunc share.
 
 Shard clips are uint8 `[32, 224, 224, C]` (already windowed by timestamps and resize-padded at
-ingestion). The encoder may be built for fewer frames or a smaller size (the tiny preset), so
-`fit_clip` takes evenly spaced frames and resizes; a raw clip handed to a registered model
-(`[T, H, W]` or `[T, H, W, C]`, any T and size) is resize-padded first, as ingestion would have.
+ingestion). The encoder may be built for fewer frames or a smaller size (the tiny preset). One
+rule picks frames (`even_indices`, every 2nd of 32 for 16) and one resizes them
+(`resize_frames`, antialiased bilinear); on top of them:
+
+- `prepare_clip`: the pretraining loader's path, float all the way, with augmentation;
+- `fit_clip` then `to_model_input`: the downstream path, which keeps fitted clips as uint8 in
+  memory between epochs; `fit_mask` carries label masks through the same frame choice;
+- `fit_raw_clip`: a raw clip handed to a registered model (`[T, H, W]` or `[T, H, W, C]`, any T
+  and size) is resize-padded first, as ingestion would have, and `unpad_masks` maps predicted
+  masks back onto it.
+
 `InputSpec` records all of it, including the pixel normalisation of pretraining, and travels in
 every fine-tuned checkpoint so the pyfunc reproduces it exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import Protocol
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from echofm.errors import PreprocessError
 from echofm.preprocess.resample import resize_pad
-from echofm.downstream.labels import snap_labelled_frames
 
 
-class ClipInputError(ValueError):
+class ClipInputError(PreprocessError, ValueError):
     """A clip array that is not uint8 `[T, H, W]` / `[T, H, W, C]` with C in (1, 3), or too short."""
 
 
@@ -78,28 +87,69 @@ def as_thwc(frames: np.ndarray) -> np.ndarray:
 def even_indices(n_source: int, n_out: int) -> np.ndarray:
     """`n_out` evenly strided frame indices over `[0, n_source)`: int64 `[n_out]`.
 
-    `k * n_source // n_out`, the pretraining loader's rule (every 2nd of 32 for 16), so a
-    window keeps its duration; with `n_out > n_source` frames repeat.
+    `k * n_source // n_out` (every 2nd of 32 for 16), so a window keeps its duration; with
+    `n_out > n_source` frames repeat.
     """
     if n_source < 1 or n_out < 1:
         raise ClipInputError("frame counts must be positive")
     return (np.arange(n_out, dtype=np.int64) * n_source) // n_out
 
 
-def resize_square(frames: np.ndarray, size: int, *, nearest: bool = False) -> np.ndarray:
-    """Square uint8 frames `[T, S, S, C]` to `[T, size, size, C]`.
+def resize_frames(frames: torch.Tensor, size: int, *, nearest: bool = False) -> torch.Tensor:
+    """Square float frames `[T, C, S, S]` to `[T, C, size, size]`: antialiased bilinear
+    (`nearest` for masks); unchanged when already that size."""
+    if frames.shape[-2:] == (size, size):
+        return frames
+    if nearest:
+        return F.interpolate(frames, size=(size, size), mode="nearest")
+    return F.interpolate(frames, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
-    Antialiased bilinear like the pretraining loader (`nearest` for masks), rounded back to uint8.
-    """
-    t, h, w, c = frames.shape
-    if (h, w) == (size, size):
+
+def resize_square(frames: np.ndarray, size: int, *, nearest: bool = False) -> np.ndarray:
+    """Square uint8 frames `[T, S, S, C]` to `[T, size, size, C]` (`resize_frames`, rounded back to uint8)."""
+    if frames.shape[1:3] == (size, size):
         return frames
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    if nearest:
-        x = F.interpolate(x, size=(size, size), mode="nearest")
-    else:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = resize_frames(x, size, nearest=nearest)
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+class Normalization(Protocol):
+    """Per-channel intensity statistics in [0, 1] units (the pretraining `ClipNormalization`)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def apply(self, clip: torch.Tensor) -> torch.Tensor: ...
+
+
+def prepare_clip(
+    frames: np.ndarray,
+    *,
+    img_size: int,
+    num_frames: int,
+    normalization: Normalization,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """uint8 `[T0, H0, W0, C]` (C = 1 or 3) -> standardised float `[3, num_frames, img_size, img_size]`.
+
+    Order: temporal subsampling (`even_indices`; a clip shorter than `num_frames` is refused),
+    spatial resize (`resize_frames`), augmentation (float `[C, T, H, W]` in [0, 1] units),
+    normalisation, grey to three channels. A grey clip is worked on as one channel and returned
+    as a broadcast view of three: the loader's per-clip cost is then a third of an RGB clip's
+    (collation copies it into the batch anyway).
+    """
+    if not 0 < num_frames <= frames.shape[0]:
+        raise ClipInputError(f"cannot take {num_frames} frames from a clip of {frames.shape[0]}")
+    picked = frames[even_indices(frames.shape[0], num_frames)]
+    clip = torch.from_numpy(np.ascontiguousarray(picked)).permute(0, 3, 1, 2).float().div_(255.0)  # [T, C, H, W]
+    clip = resize_frames(clip, img_size).transpose(0, 1)  # [C, T, H, W]
+    if augment is not None:
+        clip = augment(clip.contiguous())
+    if clip.shape[0] == 1 and len(set(normalization.mean)) == 1 and len(set(normalization.std)) == 1:
+        clip = clip.sub_(normalization.mean[0]).div_(normalization.std[0])
+        return clip.expand(3, -1, -1, -1)
+    return normalization.apply(clip)  # broadcasts a grey [1, T, H, W] clip to 3 channels
 
 
 def fit_clip(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -170,20 +220,32 @@ def to_model_input(clips: np.ndarray | torch.Tensor, spec: InputSpec) -> torch.T
     return (x - mean) / std
 
 
-def read_shard_clips(
-    shard_paths: Iterable[str | Path], clip_ids: Iterable[str], spec: InputSpec
-) -> dict[str, np.ndarray]:
-    """Decode the wanted clips from their shards, fitted to `spec`: `{clip_id: [T', s, s, C]}`.
+def snap_labelled_frames(
+    sampled: np.ndarray, labelled: Sequence[int] | np.ndarray, tolerance: float
+) -> list[tuple[int, int]]:
+    """Pairs `(i, k)`: labelled frame `labelled[i]` moves to sampled position `k`, the nearest
+    sampled frame within `tolerance` frames; each position takes the first label that reaches it,
+    and a label with no sampled frame that near is dropped."""
+    sampled = np.asarray(sampled)
+    taken: set[int] = set()
+    pairs = []
+    for i, frame in enumerate(labelled):
+        distance = np.abs(sampled - frame)
+        nearest = int(np.argmin(distance))
+        if distance[nearest] <= tolerance and nearest not in taken:
+            taken.add(nearest)
+            pairs.append((i, nearest))
+    return pairs
 
-    Each shard is read once, front to back (tar archives have no index); samples not wanted are
-    skipped without decoding.
-    """
-    from echofm.data.loader import decode_sample, iter_shard_samples
 
-    wanted = set(clip_ids)
-    found: dict[str, np.ndarray] = {}
-    for sample in iter_shard_samples(sorted({Path(p) for p in shard_paths})):
-        key = sample["__key__"]
-        if key in wanted and key not in found:
-            found[key] = fit_clip(decode_sample(sample), spec)
-    return found
+def unpad_masks(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Undo `resize_pad` on mask probabilities `[T, s, s]`: uint8 masks `[T, height, width]`."""
+    size = probabilities.shape[-1]
+    scale = size / max(height, width)
+    new_h, new_w = min(size, max(1, round(height * scale))), min(size, max(1, round(width * scale)))
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out = np.empty((probabilities.shape[0], height, width), dtype=np.uint8)
+    for i, frame in enumerate(probabilities):
+        crop = np.ascontiguousarray(frame[top : top + new_h, left : left + new_w], dtype=np.float32)
+        out[i] = cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR) >= 0.5
+    return out

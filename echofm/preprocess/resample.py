@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from echofm.errors import PreprocessError
 
 DEFAULT_NUM_FRAMES = 32
 DEFAULT_WINDOW_MS = 1280.0
@@ -37,7 +38,7 @@ DEFAULT_SIZE = 224
 HEART_RATE_RANGE_BPM = (20.0, 300.0)
 
 
-class ResampleInputError(ValueError):
+class ResampleInputError(PreprocessError, ValueError):
     """Arguments or frames outside the documented ranges (a caller bug, not bad data)."""
 
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
+from echofm.errors import PreprocessError
 
 if TYPE_CHECKING:
     # Only the box fields are read; importing at run time would pull in the readers (pydicom).
@@ -55,7 +56,7 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1: inclusive pixel bounds
 _SPATIAL_FORMAT_2D = 1
 
 
-class SectorInputError(ValueError):
+class SectorInputError(PreprocessError, ValueError):
     """Frames or a mask that do not have the documented dtype/shape (a caller bug, not bad data)."""
 
 

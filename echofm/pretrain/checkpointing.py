@@ -28,13 +28,14 @@ from torch import nn
 
 from echofm.model import save_checkpoint
 from echofm.pretrain.distributed import DistContext, unwrap_model
+from echofm.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 
 
-class NoCheckpoint(FileNotFoundError):
+class NoCheckpoint(TrainingError, FileNotFoundError):
     """`--resume` was asked for but the run directory holds no readable checkpoint."""
 
     def __init__(self, ckpt_dir: Path) -> None:
@@ -42,7 +43,7 @@ class NoCheckpoint(FileNotFoundError):
         self.path = ckpt_dir
 
 
-class ResumeMismatch(ValueError):
+class ResumeMismatch(TrainingError, ValueError):
     """The checkpoint was written by a run that computes something else (config or world size)."""
 
     def __init__(self, path: Path, message: str) -> None:

@@ -14,10 +14,11 @@ from typing import Any
 import torch
 
 from echofm.data.augment import AugmentConfig
+from echofm.store import ENCODER_MODEL_NAME
+from echofm.errors import TrainingError
 
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-REGISTERED_MODEL_NAME = "echofm-encoder"
 
 # Fields that may change between a run and its resumption without changing what it computes.
 RESUMABLE_CHANGES: frozenset[str] = frozenset(
@@ -36,7 +37,7 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset(
 )
 
 
-class PretrainConfigError(ValueError):
+class PretrainConfigError(TrainingError, ValueError):
     """A pretraining configuration is inconsistent (ranges, missing run length)."""
 
 
@@ -87,7 +88,7 @@ class PretrainConfig:
     seed: int = 0
     tracking: bool = True  # MLflow records on rank 0 (off: benchmarks, debugging)
     register_model: bool = True
-    registered_model_name: str = REGISTERED_MODEL_NAME
+    registered_model_name: str = ENCODER_MODEL_NAME
     experiment_name: str = "echofm-pretrain"
     record_samples: bool = False  # write each rank's clip ids (tests of the data split)
 
@@ -152,13 +153,6 @@ class PretrainConfig:
         """Fields that differ from `other` and would change what a resumed run computes."""
         mine, theirs = self.to_dict(), other.to_dict()
         return sorted(k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs[k])
-
-
-def resolve_device(choice: str) -> torch.device:
-    """`auto` is CUDA when available (this process's local GPU under torchrun), else CPU."""
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cuda")
-    return torch.device("cpu")
 
 
 def resolve_precision(choice: str, device: torch.device) -> str:

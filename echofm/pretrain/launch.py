@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from echofm.pretrain.config import PretrainConfig
+from echofm.errors import TrainingError
 
 CONFIG_FILE = "pretrain_config.json"
 FAILURE_FILE = "failure.json"
 RESULT_FILE = "result.json"
 
 
-class TrainingJobFailed(RuntimeError):
+class TrainingJobFailed(TrainingError, RuntimeError):
     """torchrun exited non-zero: a worker crashed, was killed, or a node was lost.
 
     `tail` holds the last lines of the job's output. Resuming from the last checkpoint is the

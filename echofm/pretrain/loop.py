@@ -42,7 +42,8 @@ from echofm.pretrain.checkpointing import (
     load_training_checkpoint,
     save_training_checkpoint,
 )
-from echofm.pretrain.config import AUTOCAST_DTYPES, PretrainConfig, resolve_device, resolve_precision
+from echofm.device import resolve_device
+from echofm.pretrain.config import AUTOCAST_DTYPES, PretrainConfig, resolve_precision
 from echofm.pretrain.distributed import (
     DistContext,
     all_reduce_mean,
@@ -52,16 +53,10 @@ from echofm.pretrain.distributed import (
     wrap_model,
 )
 from echofm.pretrain.optim import build_optimizer, build_scheduler, scaled_lr
-from echofm.pretrain.tracker import (
-    PretrainTracker,
-    RegisteredEncoder,
-    code_version,
-    collapse_warning,
-    dataset_digest,
-    dataset_record,
-    mean_pairwise_cosine,
-    reconstruction_figure,
-)
+from echofm.pretrain.figures import collapse_warning, mean_pairwise_cosine, reconstruction_figure
+from echofm.pretrain.tracker import PretrainTracker, RegisteredEncoder, dataset_digest, dataset_record
+from echofm.store import code_version
+from echofm.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +64,7 @@ RESULT_FILE = "result.json"
 ENCODER_FILE = "encoder.pt"  # final weights + config + normalisation, no optimiser state
 
 
-class NonFiniteLoss(FloatingPointError):
+class NonFiniteLoss(TrainingError, FloatingPointError):
     """The training loss became NaN or infinite; the run stopped before applying that step.
 
     `step` is the optimiser step (1-based) whose loss was not finite; `last_checkpoint` is the

@@ -7,10 +7,10 @@ Inside: frames taken evenly over the clip, resize-pad to the
 shard size then the encoder's size, grey to three channels, the pretraining normalisation (all
 from the checkpoint's `InputSpec`, see `echofm.preprocess.clips`).
 
-Output per task:
-- ef: DataFrame `ef` (percent).
-- view: DataFrame `view` (class name), `confidence`, and `prob_<class>` per class.
-- reduced_ef: DataFrame `reduced_ef_probability` and `reduced_ef` (probability >= threshold).
+Output per kind of task (`echofm.downstream.objectives`; one column group named after the task):
+- regression (ef): DataFrame with one column per output (`ef`, in percent).
+- multiclass (view): DataFrame `<task>` (class name), `confidence`, and `prob_<class>` per class.
+- binary (reduced_ef): DataFrame `<task>_probability` and `<task>` (probability >= threshold).
 - segmentation: dict `masks` uint8 `[N, T', H, W]` (LV masks at the input's size for the T'
   frames the model saw) and `frame_indices` int64 `[N, T']` (which input frames those are).
 """
@@ -20,31 +20,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import mlflow.pyfunc
 import numpy as np
-import pandas as pd
 import torch
 
-from echofm.preprocess.clips import ClipInputError, InputSpec, fit_raw_clip, to_model_input
 from echofm.downstream.model import DownstreamModel, load_downstream
+from echofm.preprocess.clips import ClipInputError, InputSpec, fit_raw_clip, to_model_input
+from echofm.store import pip_requirements
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 DEFAULT_THRESHOLD = 0.5
 BATCH_SIZE = 8
-
-
-def unpad_masks(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Undo `resize_pad` on mask probabilities `[T, s, s]`: uint8 masks `[T, height, width]`."""
-    size = probabilities.shape[-1]
-    scale = size / max(height, width)
-    new_h, new_w = min(size, max(1, round(height * scale))), min(size, max(1, round(width * scale)))
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    out = np.empty((probabilities.shape[0], height, width), dtype=np.uint8)
-    for i, frame in enumerate(probabilities):
-        crop = np.ascontiguousarray(frame[top : top + new_h, left : left + new_w], dtype=np.float32)
-        out[i] = cv2.resize(crop, (width, height), interpolation=cv2.INTER_LINEAR) >= 0.5
-    return out
 
 
 def as_clip_list(clips: Any) -> list[np.ndarray]:
@@ -77,25 +63,7 @@ def predict_clips(model: DownstreamModel, clips: Any, threshold: float = DEFAULT
             video = to_model_input(np.stack(fitted[start : start + BATCH_SIZE]), spec)
             decoded.append(model.task.decode(model(video)))
     out = np.concatenate(decoded)
-    task = model.task
-    if task.task == "ef":
-        return pd.DataFrame({"ef": out.astype(np.float64)})
-    if task.task == "view":
-        best = out.argmax(axis=1)
-        frame = pd.DataFrame({"view": [task.classes[i] for i in best], "confidence": out.max(axis=1).astype(np.float64)})
-        for i, name in enumerate(task.classes):
-            frame[f"prob_{name}"] = out[:, i].astype(np.float64)
-        return frame
-    if task.task == "reduced_ef":
-        return pd.DataFrame({"reduced_ef_probability": out.astype(np.float64), "reduced_ef": out >= threshold})
-    masks = [unpad_masks((p >= threshold).astype(np.float32), clip.shape[1], clip.shape[2])
-             for p, clip in zip(out, clips)]
-    if len({m.shape for m in masks}) == 1:
-        return {"masks": np.stack(masks), "frame_indices": np.stack(indices).astype(np.int64)}
-    # Clips of different sizes: one mask array per clip, at that clip's size.
-    ragged = np.empty(len(masks), dtype=object)
-    ragged[:] = masks
-    return {"masks": ragged, "frame_indices": np.stack(indices).astype(np.int64)}
+    return model.task.objective.outputs(model.task, out, clips, np.stack(indices), threshold)
 
 
 class EchoFMPyfunc(mlflow.pyfunc.PythonModel):
@@ -132,32 +100,23 @@ def signature_for(model: DownstreamModel) -> Any:
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
     inputs = Schema([TensorSpec(np.dtype(object), (-1,))])
-    task = model.task
-    if task.task == "ef":
-        outputs = Schema([ColSpec("double", "ef")])
-    elif task.task == "view":
-        outputs = Schema([ColSpec("string", "view"), ColSpec("double", "confidence")]
-                         + [ColSpec("double", f"prob_{name}") for name in task.classes])
-    elif task.task == "reduced_ef":
-        outputs = Schema([ColSpec("double", "reduced_ef_probability"), ColSpec("boolean", "reduced_ef")])
+    columns = model.task.objective.output_columns(model.task)
+    if all(len(column) == 2 for column in columns):
+        outputs = Schema([ColSpec(kind, name) for name, kind in columns])
     else:
-        outputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1), "masks"),
-                          TensorSpec(np.dtype(np.int64), (-1, -1), "frame_indices")])
+        outputs = Schema([TensorSpec(dtype, shape, name) for name, dtype, shape in columns])
     params = ParamSchema([ParamSpec("threshold", "double", DEFAULT_THRESHOLD)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 def log_pyfunc(model: DownstreamModel, checkpoint: Path, *, registered_model_name: str | None = None) -> Any:
     """Log the checkpoint as a pyfunc model named "model" in the active run; returns ModelInfo."""
-    from echofm.pretrain.tracker import package_version
-
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"echofm-pipeline=={package_version()}"]
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=EchoFMPyfunc(),
         artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
         signature=signature_for(model),
         input_example=input_example(model.inputs),
-        pip_requirements=requirements,
+        pip_requirements=pip_requirements(),
         registered_model_name=registered_model_name,
     )

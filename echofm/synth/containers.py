@@ -26,6 +26,7 @@ from pydicom import uid as dcm_uid
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
+from echofm.errors import SynthError
 
 US_MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
@@ -38,7 +39,7 @@ TAG_FRAME_TIME_VECTOR = 0x00181065
 FPS_TAG_PRIORITY: tuple[str, ...] = ("FrameTime", "FrameTimeVector", "CineRate", "RecommendedDisplayFrameRate")
 
 
-class ContainerError(RuntimeError):
+class ContainerError(SynthError, RuntimeError):
     """A writer could not produce its file (an encoder or OpenCV backend is missing)."""
 
 

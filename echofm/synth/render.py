@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from echofm.synth.heart import HeartParams, cycle_phase, lv_volume, view_shapes
+from echofm.errors import SynthError
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, inclusive
 
@@ -30,7 +31,7 @@ ECG_RGB = (40, 220, 60)
 CURSOR_RGB = (250, 220, 40)
 
 
-class LayoutError(ValueError):
+class LayoutError(SynthError, ValueError):
     """The requested image is too small to hold the fan, the text bands and the ECG."""
 
 

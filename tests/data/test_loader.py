@@ -16,13 +16,12 @@ from echofm.data.loader import (
     batches_for_worker,
     load_clips,
     make_pretrain_loader,
-    prepare_clip,
     shard_keys,
     skipped_for_worker,
-    temporal_indices,
     list_shards,
     training_clips,
 )
+from echofm.preprocess.clips import even_indices, prepare_clip
 from tests.factories.shards import FRAME_SIDE, clip_index, clip_key, synthetic_frames, write_test_shards
 
 NORM = ClipNormalization(mean=(0.2, 0.2, 0.2), std=(0.25, 0.25, 0.25))
@@ -78,7 +77,9 @@ def test_prepare_clip_subsamples_time_resizes_and_normalises():
     expected = (torch.from_numpy(frames[..., 0]).float() / 255 - 0.2) / 0.25
     assert torch.allclose(full[0], expected, atol=1e-6)
     assert torch.allclose(NORM.invert(full)[0], torch.from_numpy(frames[..., 0]).float() / 255, atol=1e-6)
-    assert list(temporal_indices(32, 8)) == [0, 4, 8, 12, 16, 20, 24, 28]
+    assert list(even_indices(32, 8)) == [0, 4, 8, 12, 16, 20, 24, 28]
+    with pytest.raises(ValueError):
+        prepare_clip(frames, img_size=24, num_frames=33, normalization=NORM)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

@@ -17,7 +17,8 @@ from echofm.downstream.model import load_downstream
 from echofm.downstream.encoder import layer_decay_groups, load_encoder, set_trainable_layers
 from echofm.downstream.evaluate import EvaluationError, evaluate
 from echofm.downstream.finetune import STRATEGIES, FinetuneConfig, FinetuneConfigError, finetune
-from echofm.downstream.labels import TASKS, LabelError, join_labels
+from echofm.downstream.labels import LabelError, join_labels
+from echofm.downstream.tasks import TASKS
 from echofm.registry.pyfunc import predict_clips
 from echofm.downstream.splits import SplitConfig
 from tests.factories.downstream import (
@@ -173,7 +174,7 @@ def test_raw_clip_preparation_handles_any_length_and_size() -> None:
 def test_config_validation_and_cli_choices() -> None:
     from echofm.cli import finetune as finetune_command
 
-    assert finetune_command.TASKS == TASKS and finetune_command.STRATEGIES == STRATEGIES
+    assert finetune_command.TASKS == TASKS.names() and finetune_command.STRATEGIES == STRATEGIES
     with pytest.raises(FinetuneConfigError):
         FinetuneConfig(task="ejection")
     with pytest.raises(FinetuneConfigError):

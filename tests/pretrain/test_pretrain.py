@@ -11,13 +11,8 @@ from echofm.data.loader import ClipNormalization, file_digest
 from echofm.model import build_model, load_checkpoint
 from echofm.pretrain.config import PretrainConfig, PretrainConfigError, resolve_precision
 from echofm.pretrain.loop import plan_run, pretrain
-from echofm.pretrain.tracker import (
-    COLLAPSE_THRESHOLD,
-    collapse_warning,
-    mean_pairwise_cosine,
-    reconstruction_figure,
-    resolve_tracking_uri,
-)
+from echofm.pretrain.figures import COLLAPSE_THRESHOLD, collapse_warning, mean_pairwise_cosine, reconstruction_figure
+from echofm.store import resolve_tracking_uri
 from tests.factories.shards import write_test_shards
 
 
@@ -87,7 +82,7 @@ def test_mean_pairwise_cosine_and_collapse_warning(caplog):
     assert mean_pairwise_cosine(same) == pytest.approx(1.0)
     assert mean_pairwise_cosine(torch.eye(4)) == pytest.approx(0.0)
     assert mean_pairwise_cosine(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1.0)
-    with caplog.at_level(logging.WARNING, logger="echofm.pretrain.tracker"):
+    with caplog.at_level(logging.WARNING, logger="echofm.pretrain.figures"):
         assert collapse_warning(0.99, step=7)
         assert not collapse_warning(COLLAPSE_THRESHOLD - 0.01, step=8)
     assert len(caplog.records) == 1 and "step 7" in caplog.records[0].getMessage()

@@ -14,22 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from echofm.downstream.model import PRIMARY_METRIC
 from echofm.downstream.finetune import FinetuneConfig, finetune
-from echofm.registry.register import (
-    CHALLENGER,
-    CHAMPION,
-    PROMOTION_RULES,
-    PromotionRule,
-    RegistryError,
-    RegistryViewClassifier,
-    log_and_register,
-    model_name,
-    promote,
-    registered_versions,
-    task_of,
-    tracking_uri_scope,
-)
+from echofm.downstream.task import PromotionRule
+from echofm.downstream.tasks import TASKS
+from echofm.errors import RegistryError
+from echofm.registry.promote import PROMOTION_RULES, promote, registered_versions
+from echofm.registry.register import log_and_register
+from echofm.registry.views import RegistryViewClassifier
+from echofm.store import CHALLENGER, CHAMPION, tracking_uri_scope
 from echofm.downstream.splits import SplitConfig
 from tests.factories.servers import mlflow_server_process, wait_for_http
 
@@ -59,8 +51,12 @@ def _finetune(archive, out: Path, **overrides):
 
 
 def test_rules_judge_each_task_by_its_primary_metric() -> None:
-    assert {t: (r.metric, r.higher_is_better) for t, r in PROMOTION_RULES.items()} == PRIMARY_METRIC
-    assert model_name("reduced_ef") == "echofm-reduced-ef" and task_of("echofm-reduced-ef") == "reduced_ef"
+    assert set(PROMOTION_RULES) == set(TASKS.names())
+    for task in TASKS:
+        assert (PROMOTION_RULES[task.name].metric, PROMOTION_RULES[task.name].higher_is_better) == (
+            task.primary_metric, task.higher_is_better)
+    assert TASKS["reduced_ef"].model_name == "echofm-reduced-ef"
+    assert TASKS.by_model_name("echofm-reduced-ef").name == "reduced_ef"
 
 
 def test_register_promote_and_load_champion(mlflow_server, downstream_archive, tmp_path) -> None:
@@ -184,7 +180,7 @@ def test_finetune_from_the_registered_encoder(mlflow_server, downstream_archive,
 def test_encoder_becomes_champion_only_when_every_downstream_model_was_promoted(mlflow_server) -> None:
     from mlflow import MlflowClient
 
-    from echofm.registry.register import promote_encoder, tracking_uri_scope
+    from echofm.registry.promote import promote_encoder
 
     # The encoder registered by the previous test is version 1 of echofm-encoder.
     kept = promote_encoder("echofm-encoder", "1", [{"name": "echofm-ef", "promoted": True},

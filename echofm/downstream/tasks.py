@@ -1,0 +1,63 @@
+"""The downstream tasks, each registered once; CLI choices, flow parameters, fine-tuning,
+evaluation, the pyfunc, registration and promotion all read `TASKS`.
+
+Adding a task of a known kind is one `TASKS.register(Task(...))` here plus its tests; see
+docs/architecture.md ("Adding a downstream task") for the recipe.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from echofm.downstream.task import LabelColumns, PromotionRule, Task, TaskRegistry
+
+# Reduced ejection fraction: EF below 40 % (heart failure with reduced EF, HFrEF).
+REDUCED_EF_THRESHOLD = 40.0
+
+TASKS = TaskRegistry()
+
+TASKS.register(Task(
+    name="ef",
+    title="ejection fraction (%)",
+    kind="regression",
+    label_columns=("ef",),
+    promotion=PromotionRule("mae", higher_is_better=False, min_improvement=0.5),
+))
+
+TASKS.register(Task(
+    name="view",
+    title="echo view",
+    kind="multiclass",
+    label_columns=("view",),
+    promotion=PromotionRule("accuracy", higher_is_better=True, min_improvement=0.01),
+))
+
+
+def reduced_ef_target(columns: LabelColumns) -> Any:
+    """1.0 when EF < 40 %, else 0.0: the table's own `reduced_ef` column when it has one,
+    else derived from `ef` (missing where EF is)."""
+    if columns.has("reduced_ef"):
+        return columns("reduced_ef").astype(float)
+    ef = columns("ef").astype(float)
+    return (ef < REDUCED_EF_THRESHOLD).astype(float).where(ef.notna())
+
+
+TASKS.register(Task(
+    name="reduced_ef",
+    title=f"reduced EF (EF < {REDUCED_EF_THRESHOLD:g} %)",
+    kind="binary",
+    label_columns=("reduced_ef", "ef"),
+    target=reduced_ef_target,
+    promotion=PromotionRule("auroc", higher_is_better=True, min_improvement=0.01),
+))
+
+TASKS.register(Task(
+    name="segmentation",
+    title="LV segmentation (masks from mask_file)",
+    kind="segmentation",
+    label_columns=("mask_file",),
+    promotion=PromotionRule("dice", higher_is_better=True, min_improvement=0.01),
+))
+
+# The task names as a type: the Prefect UI renders it as a choice list.
+TaskName = Literal[TASKS.names()]  # type: ignore[valid-type]
