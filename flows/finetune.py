@@ -21,41 +21,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from pydantic import BaseModel, ConfigDict, Field
 
-from echofm.downstream.finetune import FinetuneConfig
-from echofm.downstream.splits import SplitConfig
+from echofm.downstream.config import FinetuneConfig, FinetuneOptions
+from echofm.downstream.tasks import TaskName
+from echofm.store import CHALLENGER
 
 REGISTERED_EVENT = "echofm.downstream.registered"
-
-
-class FinetuneOptions(BaseModel):
-    """Fine-tuning options (rendered as a form in the Prefect UI)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    strategy: str = Field(default="linear", pattern="^(linear|mlp|attentive|full|progressive)$",
-                          description="frozen encoder + linear/mlp/attentive head, full fine-tuning, or progressive unfreezing")
-    head: str | None = Field(default=None, pattern="^(linear|mlp|attentive)$", description="head for full/progressive")
-    epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=8, ge=1)
-    lr: float | None = Field(default=None, gt=0, description="default 1e-3 frozen, 3e-4 full/progressive")
-    layer_decay: float = Field(default=0.75, gt=0, le=1, description="layer-wise lr decay")
-    unfreeze_every: int = Field(default=1, ge=1, description="progressive: epochs per newly unfrozen block")
-    val_fraction: float = Field(default=0.15, ge=0, lt=1)
-    test_fraction: float = Field(default=0.15, ge=0, lt=1)
-    seed: int = Field(default=0)
-    compare_random_init: bool = Field(default=True, description="also train on a random encoder (the baseline)")
-    device: str = Field(default="auto")
-    promote: bool = Field(default=True, description="run the promotion step after registering")
-
-    def to_config(self, task: str) -> FinetuneConfig:
-        return FinetuneConfig(
-            task=task, strategy=self.strategy, head=self.head, epochs=self.epochs, batch_size=self.batch_size,
-            lr=self.lr, layer_decay=self.layer_decay, unfreeze_every=self.unfreeze_every, seed=self.seed,
-            compare_random_init=self.compare_random_init, device=self.device,
-            split=SplitConfig(val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed),
-        )
 
 
 @task(name="finetune", cache_policy=NO_CACHE)
@@ -88,7 +59,7 @@ def register_task(checkpoint: str, labels: str, tracking_uri: str) -> str:
         event=REGISTERED_EVENT,
         resource={"prefect.resource.id": f"mlflow.model-version.{registered.name}.{registered.version}",
                   "prefect.resource.name": registered.name},
-        payload={"model_uri": registered.model_uri, "run_id": registered.run_id, "alias": "challenger"},
+        payload={"model_uri": registered.model_uri, "run_id": registered.run_id, "alias": CHALLENGER},
     )
     return registered.model_uri
 
@@ -106,7 +77,7 @@ def promote_task(model_uri: str, tracking_uri: str) -> dict[str, Any]:
 
 @flow(name="finetune-and-register")
 def finetune_and_register(
-    task: str,
+    task: TaskName,
     encoder: str,
     shards: str,
     labels: str,
@@ -114,22 +85,24 @@ def finetune_and_register(
     manifest: str | None = None,
     tracking_uri: str | None = None,
     options: FinetuneOptions | None = None,
+    promote: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune `encoder` (RUN_DIR, checkpoint or models:/echofm-encoder@champion) for `task`
-    (ef | view | reduced_ef | segmentation), register the result, and try to promote it.
+    (a registered task, `echofm.downstream.tasks`), register the result, and with `promote`
+    try to promote it.
 
     Returns the model URI, both arms' metrics, the re-scored test metrics and the promotion
-    decision (None when `options.promote` is off).
+    decision (None when `promote` is off).
     """
     from echofm.store import default_tracking_uri
 
     options = options or FinetuneOptions()
-    config = options.to_config(task)  # invalid options fail here, before any work
+    config = options.for_task(task)
     tracking_uri = tracking_uri or default_tracking_uri(encoder, out)
     trained = finetune_task(config, encoder, shards, labels, manifest, out, tracking_uri)
     scored = evaluate_task(trained["checkpoint"], shards, labels, manifest)
     model_uri = register_task(trained["checkpoint"], labels, tracking_uri)
-    decision = promote_task(model_uri, tracking_uri) if options.promote else None
+    decision = promote_task(model_uri, tracking_uri) if promote else None
     return {"task": task, "model_uri": model_uri, "tracking_uri": tracking_uri, "checkpoint": trained["checkpoint"],
             "pretrained": trained["pretrained"], "random_init": trained["random_init"], "test": scored,
             "promotion": decision, "out": str(Path(out))}

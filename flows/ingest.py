@@ -22,45 +22,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field
 
 from echofm.ingest.batch import BatchResult
-from echofm.ingest.config import IngestConfig
+from echofm.ingest.config import IngestConfig, IngestOptions
 from echofm.ingest.run import BatchSpec, IngestOutcome, IngestPlan, finalize_ingest, plan_ingest, run_batch
 from echofm.ingest.summary import IngestSummary, summarize, summary_markdown
-from echofm.ingest.views import DEFAULT_VIEWS
 
 COMPLETED_EVENT = "echofm.ingest.completed"
-
-
-class IngestOptions(BaseModel):
-    """Run options (rendered as a form in the Prefect UI)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    views: list[str] = Field(default=list(DEFAULT_VIEWS), min_length=1, description="canonical views to keep")
-    batch_size: int = Field(default=64, ge=1, le=10_000, description="files per batch task")
-    workers: int | None = Field(default=None, ge=1, description="local worker processes (default: all cores)")
-    dask_address: str | None = Field(default=None, description="run batches on this Dask scheduler (tcp://host:port)")
-    window_ms: float | None = Field(default=None, gt=0, description="clip window in ms (default: one cardiac cycle, else 1280 ms)")
-    max_windows: int = Field(default=1, ge=1, le=64, description="most clips cut from one cine")
-    codec: str | None = Field(default=None, description="shard codec (default: echofm.data.codec.DEFAULT_CODEC)")
-    view_classifier: str | None = Field(default=None, description="'module:callable' of a ViewClassifier factory")
-    min_new_clips_for_pretraining: int = Field(
-        default=1000, ge=0,
-        description="the completed event is labelled echofm.enough-new-clips=true (which triggers the "
-                    "pretraining deployment) when the run accepted at least this many new clips",
-    )
-
-    def to_config(self) -> IngestConfig:
-        return IngestConfig(
-            views=tuple(self.views),
-            batch_size=self.batch_size,
-            window_ms=self.window_ms,
-            max_windows=self.max_windows,
-            codec=self.codec,
-            view_classifier=self.view_classifier,
-        )
 
 
 def batch_task_runner(*, workers: int | None, dask_address: str | None) -> TaskRunner[Any]:

@@ -18,12 +18,15 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from echofm.report import loss_history, pipeline_report
-from echofm.downstream.tasks import TASKS, TaskName
+from echofm.downstream.config import FinetuneOptions
+from echofm.downstream.tasks import PIPELINE_TASKS, TASKS, TaskName
+from echofm.ingest.config import IngestOptions
+from echofm.pretrain.config import PretrainOptions
 from echofm.registry.promote import promote_encoder, registered_versions
 from echofm.store import ENCODER_MODEL_NAME, resolve_tracking_uri
-from flows.finetune import FinetuneOptions, finetune_and_register
-from flows.ingest import IngestOptions, ingest_archive
-from flows.pretrain import PretrainOptions, pretrain
+from flows.finetune import finetune_and_register
+from flows.ingest import ingest_archive
+from flows.pretrain import pretrain
 
 @task(name="promote-encoder", cache_policy=NO_CACHE)
 def promote_encoder_task(name: str, version: str, downstream: list[dict[str, Any]], tracking_uri: str) -> dict[str, Any]:
@@ -36,7 +39,7 @@ def echo_pipeline(
     output: Annotated[str, Field(description="ingestion output: shards/, manifest.parquet, qc/")],
     runs: Annotated[str, Field(description="where the pretraining and fine-tuning runs are written")],
     labels: Annotated[str | None, Field(description="labels CSV/Parquet for fine-tuning; none: stop after pretraining")] = None,
-    tasks: Annotated[list[TaskName], Field(min_length=0, description="downstream tasks to fine-tune")] = ("ef", "view"),
+    tasks: Annotated[list[TaskName], Field(min_length=0, description="downstream tasks to fine-tune")] = PIPELINE_TASKS,
     ingest: IngestOptions | None = None,
     pretraining: PretrainOptions | None = None,
     finetuning: FinetuneOptions | None = None,
@@ -55,13 +58,13 @@ def echo_pipeline(
 
     downstream: dict[str, dict[str, Any]] = {}
     if labels:
-        for task in tasks:
-            downstream[task] = finetune_and_register(
-                task=task,
+        for name in tasks:
+            downstream[name] = finetune_and_register(
+                task=name,
                 encoder=encoder,
                 shards=str(Path(output) / "shards"),
                 labels=labels,
-                out=str(runs_dir / f"finetune-{task}"),
+                out=str(runs_dir / f"finetune-{name}"),
                 tracking_uri=tracking_uri,
                 options=finetuning,
             )

@@ -1,8 +1,11 @@
-"""The `echofm` command.
+"""The `echofm` command: the entry-point layer, the only part of `echofm` that runs flows.
 
 Each sub-command lives in its own module under `echofm.cli` and exposes
-`add_parser(subparsers) -> argparse.ArgumentParser` and `run(args) -> int`. This file only wires
-them together, so adding a stage never touches another stage's command.
+`add_parser(subparsers) -> argparse.ArgumentParser` and `run(args) -> int`; command modules parse
+arguments (their flags built from the stages' options, `echofm.cli.options`) and call into the
+core library or a flow, holding no pipeline logic of their own. This file only wires them
+together, so adding a stage never touches another stage's command. A user error that a command
+does not report itself (any `EchoFMError`) is printed as one line, exit status 2.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+EXIT_USAGE = 2
 # Order is the order `echofm --help` lists them in: the pipeline's own order.
 COMMAND_MODULES: tuple[str, ...] = (
     "synth",
@@ -64,7 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("echofm", "flows"):
         logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    return int(args._run(args) or 0)
+    from echofm.errors import EchoFMError
+
+    try:
+        return int(args._run(args) or 0)
+    except EchoFMError as exc:
+        sys.stderr.write(f"echofm {args.command}: {exc}\n")
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from echofm.cli.pipeline import add_pipeline_arguments, pipeline_parameters
 from echofm.errors import EchoFMError
@@ -26,6 +27,18 @@ from echofm.errors import EchoFMError
 log = logging.getLogger(__name__)
 # A folder holding this file was made by the demo and may be replaced by the next demo.
 DEMO_MARKER = ".echofm-demo"
+
+
+# Sized for about five minutes on two idle cores: ~3 clips per patient gives test splits of
+# several patients; the tiny preset on 16 x 64 x 64 clips takes ~0.3 s per step; a peak lr of
+# ~1e-3 (base 0.03 per 256 clips at the default batch of 8) moves the weights within a few
+# hundred steps; ingestion batches of 24 files keep both cores busy.
+DEMO_DEFAULTS: dict[str, Any] = {
+    "tasks": ["ef", "view", "reduced_ef"],
+    "pretraining": {"steps": 300, "base_lr": 0.03, "img_size": 64, "num_frames": 16},
+    "finetuning": {"epochs": 30},
+    "ingest": {"batch_size": 24},
+}
 
 
 class DemoOutputNotOurs(EchoFMError, RuntimeError):
@@ -38,13 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="everything the demo makes")
     parser.add_argument("--n-clips", type=int, default=96, help="synthetic clips (plus one file per fault kind)")
     parser.add_argument("--seed", type=int, default=0)
-    add_pipeline_arguments(parser)
-    # Sized for about five minutes on two idle cores: ~3 clips per patient gives test splits of
-    # several patients; the tiny preset on 16 x 64 x 64 clips takes ~0.3 s per step; a peak lr of
-    # ~1e-3 (base 0.03 per 256 clips at batch 8) moves the weights within a few hundred steps;
-    # ingestion batches of 24 files keep both cores busy.
-    parser.set_defaults(tasks=["ef", "view", "reduced_ef"], steps=300, batch_size=8, base_lr=0.03, img_size=64,
-                        num_frames=16, finetune_epochs=30, ingest_batch_size=24)
+    add_pipeline_arguments(parser, defaults=DEMO_DEFAULTS)
     return parser
 
 

@@ -12,6 +12,9 @@ import json
 import logging
 from pathlib import Path
 
+from echofm.downstream.splits import SPLITS
+from echofm.downstream.tasks import TASKS
+
 EXIT_USAGE = 2
 logger = logging.getLogger(__name__)
 
@@ -24,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--manifest", type=Path, default=None)
     parser.add_argument("--labels", type=Path, required=True)
     parser.add_argument("--mask-root", type=Path, default=None)
-    parser.add_argument("--task", default=None, help="expected task (a guard)")
-    parser.add_argument("--split", choices=("train", "val", "test"), default="test")
+    parser.add_argument("--task", choices=TASKS.names(), default=None, help="expected task (a guard)")
+    parser.add_argument("--split", choices=SPLITS, default="test")
     parser.add_argument("--split-seed", type=int, default=None, help="default: the model's own split")
     parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI")
     return parser
@@ -34,16 +37,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
-    from echofm.downstream.evaluate import EvaluationError, evaluate
-    from echofm.downstream.labels import LabelError
+    from echofm.downstream.evaluate import evaluate
     from echofm.downstream.splits import SplitConfig
+    from echofm.errors import EchoFMError
 
     split_config = SplitConfig(seed=args.split_seed) if args.split_seed is not None else None
     try:
         metrics = evaluate(args.model, shards=args.shards, labels=args.labels, manifest=args.manifest,
                            task=args.task, split=args.split, split_config=split_config,
                            mask_root=args.mask_root, tracking_uri=args.tracking_uri)
-    except (EvaluationError, LabelError, MlflowException, FileNotFoundError) as exc:
+    except (EchoFMError, MlflowException, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
     print(json.dumps({"model": args.model, "split": args.split, "metrics": metrics}, indent=2))

@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from echofm.ingest.views import CANONICAL_VIEWS, DEFAULT_VIEWS
+from echofm.cli.options import add_option_flags, given_options
+from echofm.ingest.config import IngestOptions
 
 EXIT_SYSTEMIC = 2
+# The ingestion options this command offers (the rest keep the config's defaults).
+FLAGS: tuple[str, ...] = ("views", "batch_size", "workers", "dask_address", "window_ms", "max_windows", "codec",
+                          "view_classifier")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,48 +29,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("source", help="archive directory, walked recursively")
     parser.add_argument("output", help="output directory: shards/, manifest.parquet, qc/")
-    parser.add_argument(
-        "--views",
-        nargs="+",
-        choices=CANONICAL_VIEWS,
-        default=list(DEFAULT_VIEWS),
-        metavar="VIEW",
-        help=f"views to keep (default: all cardiac views and unknown); choices: {' '.join(CANONICAL_VIEWS)}",
-    )
-    parser.add_argument("--batch-size", type=int, default=64, help="files per batch task (default 64)")
-    parser.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
-    parser.add_argument("--dask-address", default=None, help="run batches on this Dask scheduler, e.g. tcp://host:8786")
-    parser.add_argument("--window-ms", type=float, default=None, help="clip window in ms (default: one cardiac cycle, else 1280)")
-    parser.add_argument("--max-windows", type=int, default=1, help="most clips cut from one cine (default 1)")
-    parser.add_argument("--codec", default=None, help="shard codec (default: the measured default of echofm.data.codec)")
-    parser.add_argument("--view-classifier", default=None, help="'module:callable' building a ViewClassifier")
+    add_option_flags(parser, IngestOptions, FLAGS)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from echofm.data.manifest import ManifestError
     from echofm.ingest.batch import ShardWriteError
+    from echofm.ingest.config import IngestConfigError
     from echofm.ingest.contract import ContractInputError
     from echofm.ingest.discover import SourceError
     from echofm.ingest.run import ContractViolation, OutputError
     from echofm.ingest.views import ViewClassifierError
-    from flows.ingest import IngestOptions, ingest_archive
+    from flows.ingest import ingest_archive
 
     try:
-        options = IngestOptions(
-            views=list(args.views),
-            batch_size=args.batch_size,
-            workers=args.workers,
-            dask_address=args.dask_address,
-            window_ms=args.window_ms,
-            max_windows=args.max_windows,
-            codec=args.codec,
-            view_classifier=args.view_classifier,
-        )
-        options.to_config()
-    except (ValidationError, ValueError) as exc:
+        options = IngestOptions(**given_options(args, IngestOptions))
+    except IngestConfigError as exc:
         sys.stderr.write(f"echofm ingest: invalid options: {exc}\n")
         return EXIT_SYSTEMIC
     try:

@@ -14,9 +14,23 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from echofm.cli.finetune import STRATEGIES, TASKS
+from echofm.cli.options import add_option_flags, given_options
+from echofm.downstream.config import FinetuneOptions
+from echofm.downstream.tasks import PIPELINE_TASKS, TASKS
+from echofm.ingest.config import IngestOptions
+from echofm.pretrain.config import PretrainOptions
 
 log = logging.getLogger(__name__)
+
+# Each stage's options this command offers, by the flow parameter they fill, with the flag of
+# each (a stage's options keep their names, but three stages have a `batch_size`).
+STAGE_FLAGS: dict[str, tuple[type[Any], dict[str, str]]] = {
+    "ingest": (IngestOptions, {"workers": "--workers", "batch_size": "--ingest-batch-size"}),
+    "pretraining": (PretrainOptions, {"preset": "--preset", "steps": "--steps", "batch_size": "--batch-size",
+                                      "base_lr": "--base-lr", "img_size": "--img-size", "num_frames": "--num-frames",
+                                      "nproc_per_node": "--nproc-per-node"}),
+    "finetuning": (FinetuneOptions, {"epochs": "--finetune-epochs", "strategy": "--strategy"}),
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,50 +44,42 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by `echofm pipeline` and `echofm demo`."""
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=["ef", "view"])
-    parser.add_argument("--preset", default="tiny", help="model preset (tiny for CPU)")
-    parser.add_argument("--steps", type=int, default=None, help="pretraining steps (default: the flow's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="pretraining clips per process")
-    parser.add_argument("--base-lr", type=float, default=None, help="pretraining lr per 256 clips of effective batch")
-    parser.add_argument("--img-size", type=int, default=None, help="pretraining frame side (default: the preset's)")
-    parser.add_argument("--num-frames", type=int, default=None, help="pretraining frames per clip (default: the preset's)")
-    parser.add_argument("--nproc-per-node", type=int, default=1, help="pretraining processes (torchrun)")
-    parser.add_argument("--finetune-epochs", type=int, default=None)
-    parser.add_argument("--strategy", default="linear", choices=STRATEGIES)
-    parser.add_argument("--workers", type=int, default=None, help="ingestion worker processes")
-    parser.add_argument("--ingest-batch-size", type=int, default=None, help="files per ingestion batch task")
+def add_pipeline_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+    """Options shared by `echofm pipeline` and `echofm demo`; `defaults` replaces the stages'
+    own defaults for a command (`{"tasks": [...], "pretraining": {"steps": 300}, ...}`)."""
+    defaults = defaults or {}
+    tasks = list(defaults.get("tasks", PIPELINE_TASKS))
+    parser.add_argument("--tasks", nargs="+", choices=TASKS.names(), default=tasks, metavar="TASK",
+                        help=f"downstream tasks to fine-tune, of {' '.join(TASKS.names())} (default {' '.join(tasks)})")
+    for stage, (model, flags) in STAGE_FLAGS.items():
+        group = parser.add_argument_group(f"{stage} options")
+        add_option_flags(group, model, flags, flags=flags, dest_prefix=f"{stage}.", defaults=defaults.get(stage))
 
 
 def pipeline_parameters(args: argparse.Namespace, *, source: Path, output: Path, runs: Path,
                         labels: Path | None) -> dict[str, Any]:
     """The flow's parameters from the command line (only what the user set overrides a default)."""
-    from flows.finetune import FinetuneOptions
-    from flows.ingest import IngestOptions
-    from flows.pretrain import PretrainOptions
-
-    pretrain_fields = {"preset": args.preset, "steps": args.steps, "batch_size": args.batch_size, "base_lr": args.base_lr,
-                       "img_size": args.img_size, "num_frames": args.num_frames,
-                       "nproc_per_node": args.nproc_per_node}
-    finetune_fields = {"epochs": args.finetune_epochs, "strategy": args.strategy}
-    ingest_fields = {"workers": args.workers, "batch_size": args.ingest_batch_size}
-    return {
+    params: dict[str, Any] = {
         "source": str(source.resolve()),
         "output": str(output.resolve()),
         "runs": str(runs.resolve()),
         "labels": str(labels.resolve()) if labels else None,
         "tasks": list(args.tasks),
-        "ingest": IngestOptions(**{k: v for k, v in ingest_fields.items() if v is not None}),
-        "pretraining": PretrainOptions(**{k: v for k, v in pretrain_fields.items() if v is not None}),
-        "finetuning": FinetuneOptions(**{k: v for k, v in finetune_fields.items() if v is not None}),
     }
+    for stage, (model, _) in STAGE_FLAGS.items():
+        params[stage] = model(**given_options(args, model, dest_prefix=f"{stage}."))
+    return params
 
 
 def run(args: argparse.Namespace) -> int:
+    from echofm.errors import EchoFMError
     from flows.pipeline import echo_pipeline
 
-    params = pipeline_parameters(args, source=args.source, output=args.output, runs=args.runs, labels=args.labels)
+    try:
+        params = pipeline_parameters(args, source=args.source, output=args.output, runs=args.runs, labels=args.labels)
+    except EchoFMError as exc:
+        log.error("invalid options: %s", exc)
+        return 2
     try:
         result = echo_pipeline(**params)
     except Exception as exc:  # the flow run already logged the traceback; say which stage in one line

@@ -15,6 +15,8 @@ import json
 import logging
 from pathlib import Path
 
+from echofm.downstream.splits import SPLITS
+
 EXIT_USAGE = 2
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--shards", type=Path, default=None, help="evaluation set: re-score both versions on it")
     parser.add_argument("--manifest", type=Path, default=None)
     parser.add_argument("--labels", type=Path, default=None)
-    parser.add_argument("--split", choices=("train", "val", "test"), default="test")
+    parser.add_argument("--split", choices=SPLITS, default="test")
     return parser
 
 

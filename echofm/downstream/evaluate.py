@@ -11,7 +11,6 @@ means the same patients it never saw, unless `split_config` says otherwise.
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,7 @@ def _split_config(meta: dict[str, Any]) -> SplitConfig:
     saved = (meta.get("config") or {}).get("split")
     if not saved:
         return SplitConfig()
-    names = {f.name for f in fields(SplitConfig)}
+    names = set(SplitConfig.model_fields)
     return SplitConfig(**{k: v for k, v in saved.items() if k in names})
 
 

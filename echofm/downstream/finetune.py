@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from echofm.device import resolve_device
-from echofm.model.heads import HEAD_KINDS, HeadConfig, build_head
+from echofm.model.heads import HeadConfig, build_head
 from echofm.preprocess.clips import InputSpec, to_model_input
 from echofm.downstream.dataset import TaskData, build_task_data
 from echofm.downstream.model import DownstreamModel, save_downstream
@@ -43,89 +43,15 @@ from echofm.downstream.encoder import (
     random_like,
     set_trainable_layers,
 )
+from echofm.downstream.config import FinetuneConfig, FinetuneConfigError
 from echofm.downstream.objectives import OBJECTIVES, TaskSpec
 from echofm.downstream.tasks import TASKS
 from echofm.pretrain.optim import fused_adamw_ok
-from echofm.downstream.splits import SplitConfig
-from echofm.errors import DownstreamError
 
 log = logging.getLogger(__name__)
 
-STRATEGIES: tuple[str, ...] = ("linear", "mlp", "attentive", "full", "progressive")
-FROZEN_STRATEGIES: tuple[str, ...] = ("linear", "mlp", "attentive")
 CHECKPOINT_NAME = "model.pt"
 RESULT_NAME = "result.json"
-
-
-class FinetuneConfigError(DownstreamError, ValueError):
-    """A fine-tuning configuration that cannot run (unknown task/strategy, bad numbers)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class FinetuneConfig:
-    """One fine-tuning run.
-
-    head: the head for `full`/`progressive` (linear|mlp|attentive, default linear); frozen
-    strategies use the head they name, segmentation its decoder. lr: base learning rate
-    (default 1e-3 for frozen strategies, 3e-4 otherwise); encoder layer i of depth d trains at
-    `lr * layer_decay ** (d + 1 - i)`. Learning rates follow a cosine over the epochs.
-    """
-
-    task: str
-    strategy: str = "linear"
-    head: str | None = None
-    epochs: int = 10
-    batch_size: int = 8
-    lr: float | None = None
-    weight_decay: float = 0.05
-    layer_decay: float = 0.75
-    unfreeze_every: int = 1
-    hidden_dim: int = 256
-    dropout: float = 0.0
-    split: SplitConfig = field(default_factory=SplitConfig)
-    seed: int = 0
-    compare_random_init: bool = True
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise FinetuneConfigError(f"task {self.task!r} not in {TASKS.names()}")
-        if self.strategy not in STRATEGIES:
-            raise FinetuneConfigError(f"strategy {self.strategy!r} not in {STRATEGIES}")
-        if self.head is not None and self.head not in HEAD_KINDS:
-            raise FinetuneConfigError(f"head {self.head!r} not in {HEAD_KINDS}")
-        if self.head == "segmentation" and TASKS[self.task].head != "segmentation":
-            raise FinetuneConfigError("the segmentation head is for segmentation tasks only")
-        if self.epochs < 1 or self.batch_size < 1 or self.unfreeze_every < 1:
-            raise FinetuneConfigError("epochs, batch_size and unfreeze_every must be >= 1")
-        if self.lr is not None and not self.lr > 0:
-            raise FinetuneConfigError(f"lr must be positive, got {self.lr}")
-        if not 0.0 < self.layer_decay <= 1.0:
-            raise FinetuneConfigError(f"layer_decay must lie in (0, 1], got {self.layer_decay}")
-        if self.weight_decay < 0:
-            raise FinetuneConfigError("weight_decay must be >= 0")
-
-    @property
-    def frozen(self) -> bool:
-        return self.strategy in FROZEN_STRATEGIES
-
-    @property
-    def head_kind(self) -> str:
-        forced = TASKS[self.task].head
-        if forced is not None:
-            return forced
-        if self.frozen:
-            return self.strategy
-        return self.head or "linear"
-
-    @property
-    def base_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 1e-3 if self.frozen else 3e-4
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

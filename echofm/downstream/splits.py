@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
-import pandas as pd
+from pydantic import Field, model_validator
+
 from echofm.errors import DownstreamError
+from echofm.options import Options
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 
@@ -27,25 +32,22 @@ class SplitError(DownstreamError, ValueError):
     """The split cannot be made (bad fractions, missing patient pseudonyms)."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class SplitConfig:
+class SplitConfig(Options):
     """Fractions of patients per split and the hashing seed."""
 
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 0
-    # With at least 3 patients, val and test each get at least this many (taken from train).
-    min_patients_per_split: int = 1
+    error: ClassVar[type[Exception]] = SplitError
 
-    def __post_init__(self) -> None:
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise SplitError(f"{name} must be in [0, 1), got {value}")
+    val_fraction: float = Field(default=0.15, ge=0.0, lt=1.0, description="patients in the validation split")
+    test_fraction: float = Field(default=0.15, ge=0.0, lt=1.0, description="patients in the test split")
+    seed: int = Field(default=0, description="seed of the patient hash")
+    # With at least 3 patients, val and test each get at least this many (taken from train).
+    min_patients_per_split: int = Field(default=1, ge=0, description="patients val and test get at least")
+
+    @model_validator(mode="after")
+    def _leaves_training(self) -> SplitConfig:
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise SplitError("val_fraction + test_fraction must leave patients for training")
-        if self.min_patients_per_split < 0:
-            raise SplitError("min_patients_per_split must be >= 0")
+            raise ValueError("val_fraction + test_fraction must leave patients for training")
+        return self
 
     @property
     def train_fraction(self) -> float:

@@ -116,6 +116,8 @@ class Task:
             raise TaskError(f"task {self.name!r}: threshold must lie in (0, 1)")
         if self.kind == "regression" and not self.outputs:
             object.__setattr__(self, "outputs", (self.name,))
+        if len(self.outputs) > 1 and self.target is None and len(self.label_columns) != len(self.outputs):
+            raise TaskError(f"task {self.name!r}: {len(self.outputs)} outputs need as many label columns or a target")
         if not self.model_name:
             object.__setattr__(self, "model_name", f"echofm-{self.name.replace('_', '-')}")
 

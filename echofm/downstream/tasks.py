@@ -59,5 +59,8 @@ TASKS.register(Task(
     promotion=PromotionRule("dice", higher_is_better=True, min_improvement=0.01),
 ))
 
+# What a pipeline run fine-tunes when it is not told.
+PIPELINE_TASKS: tuple[str, ...] = ("ef", "view")
+
 # The task names as a type: the Prefect UI renders it as a choice list.
 TaskName = Literal[TASKS.names()]  # type: ignore[valid-type]

@@ -1,14 +1,22 @@
 """Configuration of an ingestion run: which views to keep, how to cut clips, QC thresholds.
 
 Everything a run decides by number lives here, frozen and validated, so a run is reproducible
-from its config alone and the manifest's reasons can be traced to a threshold.
+from its config alone and the manifest's reasons can be traced to a threshold. `IngestOptions`
+adds where batches run; it is the flow's form and the source of `echofm ingest`'s flags.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
+from pydantic import Field, field_validator
+
+from echofm.errors import IngestError
 from echofm.ingest.views import CANONICAL_VIEWS, DEFAULT_VIEWS
+from echofm.options import Options
+
+View = Literal[CANONICAL_VIEWS]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,8 +57,11 @@ class QCThresholds:
             raise ValueError("blank and frozen thresholds must be >= 0")
 
 
-@dataclass(frozen=True, kw_only=True)
-class IngestConfig:
+class IngestConfigError(IngestError, ValueError):
+    """Ingestion options that cannot run (unknown views, bad sizes, a malformed classifier spec)."""
+
+
+class IngestConfig(Options):
     """How one ingestion run turns files into clips.
 
     views: canonical views to keep (see `echofm.ingest.views.CANONICAL_VIEWS`); `unknown` keeps
@@ -68,36 +79,47 @@ class IngestConfig:
         classifier. A spec (not an object) so every worker process can build its own.
     """
 
-    views: tuple[str, ...] = DEFAULT_VIEWS
-    window_ms: float | None = None
-    max_windows: int = 1
-    num_frames: int = 32
-    size: int = 224
-    batch_size: int = 64
-    codec: str | None = None
-    shard_max_clips: int = 1000
-    min_sector_frames: int = 24
-    view_classifier: str | None = None
-    qc: QCThresholds = field(default_factory=QCThresholds)
+    error: ClassVar[type[Exception]] = IngestConfigError
 
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.views) - set(CANONICAL_VIEWS))
+    views: tuple[View, ...] = Field(default=DEFAULT_VIEWS, min_length=1, description="views to keep (default: all cardiac views and unknown)")
+    window_ms: float | None = Field(default=None, gt=0, description="clip window in ms (default: one cardiac cycle, else 1280)")
+    max_windows: int = Field(default=1, ge=1, le=64, description="most clips cut from one cine")
+    num_frames: int = Field(default=32, ge=1, description="frames per output clip")
+    size: int = Field(default=224, ge=8, description="output frame side in pixels")
+    batch_size: int = Field(default=64, ge=1, le=10_000, description="files per batch task")
+    codec: str | None = Field(default=None, description="shard codec (default: the measured default of echofm.data.codec)")
+    shard_max_clips: int = Field(default=1000, ge=1, description="clips per shard")
+    min_sector_frames: int = Field(default=24, ge=2, description="distinct frames the sector mask is estimated from")
+    view_classifier: str | None = Field(default=None, description="'module:callable' building a ViewClassifier")
+    qc: QCThresholds = Field(default_factory=QCThresholds, description="per-clip quality limits")
+
+    @field_validator("views", mode="before")
+    @classmethod
+    def _known_views(cls, views: Any) -> Any:
+        unknown = sorted(set(views) - set(CANONICAL_VIEWS)) if isinstance(views, (list, tuple)) else []
         if unknown:
             raise ValueError(f"unknown views {unknown}; choose from {list(CANONICAL_VIEWS)}")
-        if not self.views:
-            raise ValueError("views must name at least one view")
-        if self.window_ms is not None and self.window_ms <= 0:
-            raise ValueError("window_ms must be > 0")
-        if self.max_windows < 1:
-            raise ValueError("max_windows must be >= 1")
-        if self.num_frames < 1 or self.size < 8:
-            raise ValueError("num_frames must be >= 1 and size >= 8")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        if self.min_sector_frames < 2:
-            raise ValueError("min_sector_frames must be >= 2")
-        if self.shard_max_clips < 1:
-            raise ValueError("shard_max_clips must be >= 1")
-        if self.view_classifier is not None and ":" not in self.view_classifier:
+        return views
+
+    @field_validator("view_classifier")
+    @classmethod
+    def _spec(cls, spec: str | None) -> str | None:
+        if spec is not None and ":" not in spec:
             raise ValueError("view_classifier must be a 'module:callable' spec")
-        object.__setattr__(self, "views", tuple(self.views))
+        return spec
+
+
+class IngestOptions(IngestConfig):
+    """The `ingest-archive` flow's form and the flags of `echofm ingest`: the run's config, where
+    its batches run, and when its completed event asks for pretraining."""
+
+    workers: int | None = Field(default=None, ge=1, description="local worker processes (default: all cores)")
+    dask_address: str | None = Field(default=None, description="run batches on this Dask scheduler, e.g. tcp://host:8786")
+    min_new_clips_for_pretraining: int = Field(
+        default=1000, ge=0,
+        description="the completed event is labelled echofm.enough-new-clips=true (which triggers the "
+                    "pretraining deployment) when the run accepted at least this many new clips",
+    )
+
+    def to_config(self) -> IngestConfig:
+        return self.narrow(IngestConfig)

@@ -14,13 +14,18 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     "PretrainConfig": "echofm.pretrain.config",
     "PretrainConfigError": "echofm.pretrain.config",
+    "LaunchSpec": "echofm.pretrain.config",
+    "PretrainOptions": "echofm.pretrain.config",
+    "check_run": "echofm.pretrain.plan",
+    "build_run": "echofm.pretrain.loop",
+    "run_pretraining": "echofm.pretrain.loop",
     "pretrain": "echofm.pretrain.loop",
     "PretrainResult": "echofm.pretrain.loop",
     "NonFiniteLoss": "echofm.pretrain.loop",
-    "LaunchSpec": "echofm.pretrain.launch",
     "launch_pretraining": "echofm.pretrain.launch",
     "TrainingJobFailed": "echofm.pretrain.launch",
     "TrainingDiverged": "echofm.pretrain.launch",
+    "TrainingJobRejected": "echofm.pretrain.launch",
 }
 
 __all__ = sorted(_EXPORTS)

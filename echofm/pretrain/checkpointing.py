@@ -17,6 +17,7 @@ import hashlib
 import logging
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from echofm.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
+CHECKPOINTS_DIR = "checkpoints"  # inside the run directory
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 
 
@@ -180,6 +182,38 @@ def rotate_checkpoints(ckpt_dir: Path, keep_last: int) -> list[Path]:
     return doomed
 
 
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """What the newest readable checkpoint of a run says, as a resumed job would find it: its
+    file, optimiser step, stored `PretrainConfig` (a dict) and the ranks that wrote it."""
+
+    path: Path
+    step: int
+    config: dict[str, Any]
+    world_size: int
+
+
+def _readable(ckpt_dir: Path, *, mmap: bool = False) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Complete checkpoints, newest first, loaded; one that cannot be read (a disk that filled
+    up, say) is skipped for the one before."""
+    for _, path in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except (RuntimeError, EOFError, OSError) as err:
+            log.warning("skipping unreadable checkpoint %s: %s", path, err)
+            continue
+        yield path, ckpt
+
+
+def read_checkpoint(ckpt_dir: Path) -> StoredCheckpoint:
+    """The newest readable checkpoint's description, its tensors memory-mapped rather than read
+    (what the launcher checks before starting a resumed job). Raises NoCheckpoint."""
+    for path, ckpt in _readable(ckpt_dir, mmap=True):
+        return StoredCheckpoint(path=path, step=int(ckpt["step"]), config=ckpt["pretrain_config"],
+                                world_size=len(ckpt["rng"]))
+    raise NoCheckpoint(Path(ckpt_dir))
+
+
 def load_training_checkpoint(
     ckpt_dir: Path,
     *,
@@ -191,18 +225,11 @@ def load_training_checkpoint(
 ) -> TrainingState:
     """Restore the newest readable checkpoint into the given objects, and this rank's RNG state.
 
-    A checkpoint that cannot be read (a disk that filled up, say) is skipped for the one before.
-
     Raises:
         NoCheckpoint: nothing readable in `ckpt_dir`.
         ResumeMismatch: it was written by a job of another world size.
     """
-    for _, path in reversed(list_checkpoints(ckpt_dir)):
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError) as err:
-            log.warning("skipping unreadable checkpoint %s: %s", path, err)
-            continue
+    for path, ckpt in _readable(ckpt_dir):
         rng_states = ckpt["rng"]
         if len(rng_states) != ctx.world_size:
             raise ResumeMismatch(path, f"written by {len(rng_states)} ranks, resuming with {ctx.world_size}")

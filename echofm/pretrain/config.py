@@ -1,24 +1,25 @@
-"""The frozen configuration of one pretraining run.
+"""The frozen configuration of one pretraining run, defined once.
 
 Everything that decides the weights a run ends with lives here (the checkpoint stores it, and a
 resumed run refuses a config that differs in any of those fields); paths and the process layout
-(ranks, nodes) are given to `pretrain` and the launcher separately.
+(ranks, nodes: `echofm.pretrain.launch.LaunchSpec`) are given to `pretrain` and the launcher
+separately. `echofm pretrain` builds its flags from these fields and the `pretrain` flow takes
+them as its form (`PretrainOptions`); torch-free, so neither has to load torch to do so.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-import torch
+from pydantic import Field, model_validator
 
-from echofm.data.augment import AugmentConfig
-from echofm.store import ENCODER_MODEL_NAME
+from echofm.data.augment_config import AugmentConfig
 from echofm.errors import TrainingError
+from echofm.options import Options
+from echofm.store import ENCODER_MODEL_NAME
 
-PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Device = Literal["auto", "cpu", "cuda"]
 
 # Fields that may change between a run and its resumption without changing what it computes.
 RESUMABLE_CHANGES: frozenset[str] = frozenset(
@@ -41,8 +42,7 @@ class PretrainConfigError(TrainingError, ValueError):
     """A pretraining configuration is inconsistent (ranges, missing run length)."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class PretrainConfig:
+class PretrainConfig(Options):
     """One pretraining run.
 
     Run length: `steps` optimiser steps, or `epochs` x `steps_per_epoch` (default: one pass over
@@ -51,79 +51,62 @@ class PretrainConfig:
     x world_size, and lr = base_lr x effective batch / 256 (the MAE rule).
     """
 
-    preset: str = "tiny"
-    img_size: int | None = None  # None: the preset's
-    num_frames: int | None = None  # None: the preset's; fewer than 32 subsample time
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    mask_ratio: float | None = None  # None: the model config's
+    error: ClassVar[type[Exception]] = PretrainConfigError
 
-    steps: int | None = None
-    epochs: int | None = None
-    steps_per_epoch: int | None = None
-    # Steps the lr schedule spans (default: the run length). Set it to the full length when a
-    # long schedule is run in pieces (`steps` = where this piece stops, then `--resume`).
-    schedule_steps: int | None = None
-    batch_size: int = 8
-    accum_steps: int = 1
+    preset: str = Field(default="tiny", description="model preset: tiny, base or large")
+    img_size: int | None = Field(default=None, ge=16, description="frame side in pixels (default: the preset's)")
+    num_frames: int | None = Field(default=None, ge=4, description="frames per clip (default: the preset's; fewer than 32 subsample time)")
+    model_overrides: dict[str, Any] = Field(default_factory=dict, description="further ModelConfig fields")
+    mask_ratio: float | None = Field(default=None, ge=0.0, lt=1.0, description="default: the model config's (0.75)")
 
-    base_lr: float = 1.5e-4
-    min_lr: float = 0.0
-    warmup_steps: int | None = None  # None: 5% of the run
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    clip_grad: float | None = 1.0
-    precision: str = "auto"
-    device: str = "auto"
+    steps: int | None = Field(default=None, ge=1, description="optimiser steps")
+    epochs: int | None = Field(default=None, ge=1, description="passes over the training clips")
+    steps_per_epoch: int | None = Field(default=None, ge=1, description="default: one pass at the effective batch")
+    # Set it to the full length when a long schedule is run in pieces (`steps` = where this
+    # piece stops, then `--resume`).
+    schedule_steps: int | None = Field(default=None, ge=1, description="steps the lr schedule spans (default: the run)")
+    batch_size: int = Field(default=8, ge=1, description="clips per process per micro-batch")
+    accum_steps: int = Field(default=1, ge=1, description="micro-batches per optimiser step")
 
-    num_workers: int = 2
-    shuffle_buffer: int = 64
-    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
-    norm_max_clips: int = 256
-    holdout_clips: int = 8  # fixed held-out batch for the reconstruction figure and collapse monitor
+    base_lr: float = Field(default=1.5e-4, gt=0, description="lr per 256 clips of effective batch")
+    min_lr: float = Field(default=0.0, ge=0, description="lr at the end of the cosine")
+    warmup_steps: int | None = Field(default=None, ge=0, description="linear warm-up steps (default 5% of the run)")
+    weight_decay: float = Field(default=0.05, ge=0)
+    betas: tuple[float, float] = Field(default=(0.9, 0.95), description="AdamW betas, each in [0, 1)")
+    clip_grad: float | None = Field(default=1.0, gt=0, description="gradient norm clip (none: no clipping)")
+    precision: Precision = Field(default="auto", description="auto: bf16 where supported, else fp16 on GPU, fp32 on CPU")
+    device: Device = "auto"
 
-    ckpt_every: int = 100
-    keep_last: int = 3
-    eval_every: int = 100
-    log_every: int = 1
+    num_workers: int = Field(default=2, ge=0, description="data-loader processes per rank")
+    shuffle_buffer: int = Field(default=64, ge=1, description="clips mixed across a worker's shards")
+    augment: AugmentConfig | None = Field(default_factory=AugmentConfig, description="per-clip intensity and affine augmentation (none: off)")
+    norm_max_clips: int = Field(default=256, ge=1, description="clips the normalisation statistics are computed from")
+    holdout_clips: int = Field(default=8, ge=0, description="held-out clips for figures and the collapse monitor")
+
+    ckpt_every: int = Field(default=100, ge=1, description="steps between checkpoints")
+    keep_last: int = Field(default=3, ge=1, description="checkpoints kept")
+    eval_every: int = Field(default=100, ge=0, description="steps between evaluations (0: none)")
+    log_every: int = Field(default=1, ge=1, description="steps between logged metrics")
     seed: int = 0
-    tracking: bool = True  # MLflow records on rank 0 (off: benchmarks, debugging)
-    register_model: bool = True
+    tracking: bool = Field(default=True, description="MLflow records on rank 0 (off: benchmarks, debugging)")
+    register_model: bool = Field(default=True, description="register the encoder as echofm-encoder@challenger")
     registered_model_name: str = ENCODER_MODEL_NAME
-    experiment_name: str = "echofm-pretrain"
-    record_samples: bool = False  # write each rank's clip ids (tests of the data split)
+    experiment_name: str = Field(default="echofm-pretrain", description="MLflow experiment name")
+    record_samples: bool = Field(default=False, description="write each rank's clip ids (tests of the data split)")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _consistent(self) -> PretrainConfig:
         if (self.steps is None) == (self.epochs is None):
-            raise PretrainConfigError("give exactly one of steps or epochs")
-        for name in ("steps", "epochs", "steps_per_epoch", "schedule_steps", "img_size", "num_frames"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise PretrainConfigError(f"{name} must be at least 1, got {value}")
-        for name in ("batch_size", "accum_steps", "ckpt_every", "keep_last", "log_every", "norm_max_clips"):
-            if getattr(self, name) < 1:
-                raise PretrainConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.eval_every < 0 or self.num_workers < 0 or self.holdout_clips < 0:
-            raise PretrainConfigError("eval_every, num_workers and holdout_clips must be >= 0")
+            raise ValueError("give exactly one of steps or epochs")
         if self.register_model and not self.tracking:
-            raise PretrainConfigError("register_model needs tracking (the model is logged to MLflow)")
+            raise ValueError("register_model needs tracking (the model is logged to MLflow)")
         if self.eval_every and self.holdout_clips < 2:
-            raise PretrainConfigError("evaluation (eval_every > 0) needs holdout_clips >= 2")
-        if not self.base_lr > 0 or self.min_lr < 0 or self.min_lr > self.base_lr:
-            raise PretrainConfigError("need base_lr > 0 and 0 <= min_lr <= base_lr")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise PretrainConfigError("warmup_steps must be >= 0")
-        if self.weight_decay < 0:
-            raise PretrainConfigError("weight_decay must be >= 0")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise PretrainConfigError(f"betas must be two values in [0, 1), got {self.betas}")
-        if self.clip_grad is not None and not self.clip_grad > 0:
-            raise PretrainConfigError("clip_grad must be > 0 or None")
-        if self.precision not in PRECISIONS:
-            raise PretrainConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.device not in DEVICES:
-            raise PretrainConfigError(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.mask_ratio is not None and not 0.0 <= self.mask_ratio < 1.0:
-            raise PretrainConfigError("mask_ratio must lie in [0, 1)")
+            raise ValueError("evaluation (eval_every > 0) needs holdout_clips >= 2")
+        if self.min_lr > self.base_lr:
+            raise ValueError("need 0 <= min_lr <= base_lr")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two values in [0, 1), got {self.betas}")
+        return self
 
     def model_kwargs(self) -> dict[str, Any]:
         """Overrides for `echofm.model.build_model(self.preset, **...)`."""
@@ -134,37 +117,67 @@ class PretrainConfig:
             kwargs["num_frames"] = self.num_frames
         return kwargs
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain containers only (checkpoints load with `weights_only=True`; JSON and MLflow params)."""
-        data = dataclasses.asdict(self)
-        data["betas"] = list(self.betas)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        data = dict(data)
-        if data.get("augment") is not None:
-            data["augment"] = AugmentConfig(**data["augment"])
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
-        return cls(**data)
-
     def resume_conflicts(self, other: PretrainConfig) -> list[str]:
         """Fields that differ from `other` and would change what a resumed run computes."""
         mine, theirs = self.to_dict(), other.to_dict()
         return sorted(k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs[k])
 
 
-def resolve_precision(choice: str, device: torch.device) -> str:
-    """The precision actually used: `auto` is bf16 on GPUs that have it, fp16 (with a gradient
-    scaler) on older GPUs, and on CPU bf16 only where the CPU computes it natively (AVX-512 BF16 /
-    AMX); elsewhere CPU bf16 is emulated and slower than fp32, so fp32."""
-    if choice != "auto":
-        return choice
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    native_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return "bf16" if native_bf16 else "fp32"
+class LaunchError(TrainingError, ValueError):
+    """A process layout that cannot start (a node rank outside the job, no rendezvous for several nodes)."""
 
 
-AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+class LaunchSpec(Options):
+    """Process layout of a job: processes per node, nodes and the rendezvous.
+
+    rdzv_endpoint: `HOST:PORT` of the c10d rendezvous (required with nnodes > 1).
+    rdzv_id: a name shared by every node of one job.
+    """
+
+    error: ClassVar[type[Exception]] = LaunchError
+
+    nproc_per_node: int = Field(default=1, ge=1, description="processes on this node (GPUs, or CPU ranks)")
+    nnodes: int = Field(default=1, ge=1, description="nodes in the job")
+    node_rank: int = Field(default=0, ge=0, description="this node's place among them")
+    rdzv_endpoint: str | None = Field(default=None, description="HOST:PORT of the c10d rendezvous (multi-node)")
+    rdzv_id: str = Field(default="echofm-pretrain-job", description="job id shared by every node")
+    max_restarts: int = Field(default=0, ge=0, description="times torchrun restarts a failed worker group")
+    python: str | None = Field(default=None, description="the workers' interpreter (default: this one)")
+
+    @model_validator(mode="after")
+    def _layout(self) -> LaunchSpec:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} outside {self.nnodes} nodes")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("a multi-node job needs rdzv_endpoint HOST:PORT")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
+# The run length of a pretraining flow run that names none.
+DEFAULT_FLOW_STEPS = 100
+
+
+class PretrainOptions(PretrainConfig, LaunchSpec):
+    """The `pretrain` flow's form: the run (`PretrainConfig`), its process layout (`LaunchSpec`)
+    and how the flow retries it. Without `steps` or `epochs` it runs DEFAULT_FLOW_STEPS steps."""
+
+    retries: int = Field(default=2, ge=0, le=10, description="resumed retries after an infrastructure failure")
+    retry_delay_seconds: int = Field(default=30, ge=0, description="pause before a retry (lets a node come back)")
+    resume: bool = Field(default=False, description="continue the run directory's last checkpoint")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_length(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("steps") is None and data.get("epochs") is None:
+            data = {**data, "steps": DEFAULT_FLOW_STEPS}
+        return data
+
+    def to_config(self) -> PretrainConfig:
+        return self.narrow(PretrainConfig)
+
+    def to_spec(self) -> LaunchSpec:
+        return self.narrow(LaunchSpec)

@@ -20,24 +20,29 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from echofm.pretrain.config import PretrainConfig
+from echofm.pretrain.config import LaunchSpec, PretrainConfig
+from echofm.pretrain.loop import RESULT_FILE
+from echofm.pretrain.plan import check_run
 from echofm.errors import TrainingError
 
 CONFIG_FILE = "pretrain_config.json"
 FAILURE_FILE = "failure.json"
-RESULT_FILE = "result.json"
+# Kinds of failure a worker records in FAILURE_FILE.
+NON_FINITE_LOSS = "non_finite_loss"
+USER_ERROR = "user_error"
 
 
 class TrainingJobFailed(TrainingError, RuntimeError):
     """torchrun exited non-zero: a worker crashed, was killed, or a node was lost.
 
     `tail` holds the last lines of the job's output. Resuming from the last checkpoint is the
-    remedy for infrastructure failures.
+    remedy for infrastructure failures (`infrastructure` is true for those only).
     """
+
+    infrastructure: ClassVar[bool] = True
 
     def __init__(self, returncode: int, out_dir: Path, tail: Sequence[str]) -> None:
         lines = "\n".join(tail)
@@ -51,36 +56,27 @@ class TrainingDiverged(TrainingJobFailed):
     """The job stopped on a NaN/inf loss (see `failure.json`): resuming would diverge again, so
     this is not an infrastructure failure and should not be retried as one."""
 
+    infrastructure = False
 
-@dataclass(frozen=True, kw_only=True)
-class LaunchSpec:
-    """Process layout of a job: processes per node, nodes and the rendezvous.
 
-    rdzv_endpoint: `HOST:PORT` of the c10d rendezvous (required with nnodes > 1).
-    rdzv_id: a name shared by every node of one job.
-    """
+class TrainingJobRejected(TrainingJobFailed):
+    """A worker stopped on a user error it found only once running (see `failure.json`): the
+    same job would stop the same way, so it is not retried. `reason` is the error's one line."""
 
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    node_rank: int = 0
-    rdzv_endpoint: str | None = None
-    rdzv_id: str = "echofm-pretrain"
-    max_restarts: int = 0
-    python: str = sys.executable
+    infrastructure = False
 
-    def __post_init__(self) -> None:
-        if self.nproc_per_node < 1 or self.nnodes < 1:
-            raise ValueError("nproc_per_node and nnodes must be at least 1")
-        if not 0 <= self.node_rank < self.nnodes:
-            raise ValueError(f"node_rank {self.node_rank} outside {self.nnodes} nodes")
-        if self.nnodes > 1 and not self.rdzv_endpoint:
-            raise ValueError("a multi-node job needs rdzv_endpoint HOST:PORT")
+    def __init__(self, returncode: int, out_dir: Path, tail: Sequence[str], reason: str) -> None:
+        super().__init__(returncode, out_dir, tail)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 def torchrun_command(spec: LaunchSpec, worker_args: Sequence[str]) -> list[str]:
     """The torchrun command line that runs `echofm.pretrain.worker` with `worker_args`."""
     cmd = [
-        spec.python,
+        spec.python or sys.executable,
         "-m",
         "torch.distributed.run",
         "--nproc-per-node",
@@ -153,6 +149,17 @@ def stream_command(
     return returncode, list(tail)
 
 
+def job_failure(returncode: int, out_dir: Path, tail: Sequence[str]) -> TrainingJobFailed:
+    """What a failed job's exit means, from what its workers recorded in `failure.json`."""
+    failure = out_dir / FAILURE_FILE
+    recorded = json.loads(failure.read_text()) if failure.exists() else {}
+    if recorded.get("kind") == NON_FINITE_LOSS:
+        return TrainingDiverged(returncode, out_dir, tail)
+    if recorded.get("kind") == USER_ERROR:
+        return TrainingJobRejected(returncode, out_dir, tail, recorded["message"])
+    return TrainingJobFailed(returncode, out_dir, tail)
+
+
 def launch_pretraining(
     config: PretrainConfig,
     shards_dir: str | Path,
@@ -166,12 +173,16 @@ def launch_pretraining(
     """Run one pretraining job under torchrun on this node and wait for it.
 
     Returns the job's `result.json` (written by global rank 0; `{}` on the other nodes).
+    Before any process starts, `check_run` refuses what every worker would stop on.
 
     Raises:
+        EchoFMError subclasses of `check_run`: unusable options, data or checkpoint.
         TrainingDiverged: the loss became NaN/inf.
+        TrainingJobRejected: a worker stopped on a user error.
         TrainingJobFailed: any other non-zero exit (crash, kill, lost node).
     """
     shards_dir, out_dir = Path(shards_dir).resolve(), Path(out_dir).resolve()
+    check_run(config, shards_dir, out_dir, world_size=spec.world_size, resume=resume)
     config_path = write_run_config(config, out_dir)
     failure = out_dir / FAILURE_FILE
     failure.unlink(missing_ok=True)
@@ -179,8 +190,6 @@ def launch_pretraining(
     on_line("launching: " + " ".join(cmd))
     returncode, tail = stream_command(cmd, on_line=on_line, env=env)
     if returncode != 0:
-        if failure.exists() and json.loads(failure.read_text()).get("kind") == "non_finite_loss":
-            raise TrainingDiverged(returncode, out_dir, tail)
-        raise TrainingJobFailed(returncode, out_dir, tail)
+        raise job_failure(returncode, out_dir, tail)
     result = out_dir / RESULT_FILE
     return json.loads(result.read_text()) if result.exists() else {}

@@ -13,11 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from echofm.data.loader import (
-    ClipNormalization,
-    load_clips,
-    make_pretrain_loader,
-    select_holdout,
-    training_clips,
-)
+from echofm.data.loader import ClipNormalization, load_clips, make_pretrain_loader
 from echofm.model import build_model, save_checkpoint
 from echofm.pretrain.checkpointing import (
-    ResumeMismatch,
+    CHECKPOINTS_DIR,
     checkpoint_path,
     gather_rng_states,
     weights_digest,
@@ -42,8 +35,8 @@ from echofm.pretrain.checkpointing import (
     load_training_checkpoint,
     save_training_checkpoint,
 )
-from echofm.device import resolve_device
-from echofm.pretrain.config import AUTOCAST_DTYPES, PretrainConfig, resolve_precision
+from echofm.device import AUTOCAST_DTYPES, resolve_device, resolve_precision
+from echofm.pretrain.config import PretrainConfig
 from echofm.pretrain.distributed import (
     DistContext,
     all_reduce_mean,
@@ -52,9 +45,10 @@ from echofm.pretrain.distributed import (
     init_distributed,
     wrap_model,
 )
-from echofm.pretrain.optim import build_optimizer, build_scheduler, scaled_lr
+from echofm.pretrain.optim import build_optimizer, build_scheduler
+from echofm.pretrain.plan import RunData, RunPlan, check_resumable, fix_normalization, plan_data
 from echofm.pretrain.figures import collapse_warning, mean_pairwise_cosine, reconstruction_figure
-from echofm.pretrain.tracker import PretrainTracker, RegisteredEncoder, dataset_digest, dataset_record
+from echofm.pretrain.tracker import PretrainTracker, RegisteredEncoder, dataset_digest, dataset_record, run_params
 from echofm.store import code_version
 from echofm.errors import TrainingError
 
@@ -81,18 +75,6 @@ class NonFiniteLoss(TrainingError, FloatingPointError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunPlan:
-    """Sizes a run derives from its config, the data and the world."""
-
-    total_steps: int
-    schedule_steps: int
-    warmup_steps: int
-    steps_per_epoch: int
-    effective_batch: int
-    peak_lr: float
-
-
-@dataclass(frozen=True, kw_only=True)
 class PretrainResult:
     """What a finished run produced (also written to `RUN_DIR/result.json` by rank 0)."""
 
@@ -112,22 +94,74 @@ class PretrainResult:
         return data
 
 
-def plan_run(config: PretrainConfig, n_clips: int, world_size: int) -> RunPlan:
-    """Derive the run length, warm-up and learning rate (see `PretrainConfig`)."""
-    effective_batch = config.batch_size * config.accum_steps * world_size
-    steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(n_clips / effective_batch))
-    total = config.steps if config.steps is not None else config.epochs * steps_per_epoch
-    schedule = config.schedule_steps or total
-    if schedule < total:
-        raise ValueError(f"schedule_steps ({schedule}) must cover the run ({total} steps)")
-    warmup = config.warmup_steps if config.warmup_steps is not None else round(0.05 * schedule)
-    return RunPlan(
-        total_steps=total,
-        schedule_steps=schedule,
-        warmup_steps=min(warmup, schedule),
-        steps_per_epoch=steps_per_epoch,
-        effective_batch=effective_batch,
-        peak_lr=scaled_lr(config.base_lr, effective_batch),
+@dataclass(kw_only=True)
+class PretrainRun:
+    """One rank's run, built and ready to train: what `run_pretraining` works with."""
+
+    config: PretrainConfig
+    ctx: DistContext
+    device: torch.device
+    precision: str
+    shards_dir: Path
+    out_dir: Path
+    ckpt_dir: Path
+    data: RunData
+    normalization: ClipNormalization
+    model: nn.Module
+    ddp_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    start_step: int
+    resume: bool
+
+
+def build_run(
+    config: PretrainConfig,
+    shards_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+) -> PretrainRun:
+    """Join the process group, plan the data, build model, optimiser and schedule, and with
+    `resume` restore them from the run directory's last checkpoint."""
+    ctx = init_distributed()
+    shards_dir, out_dir = Path(shards_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out_dir / CHECKPOINTS_DIR
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    data = plan_data(config, shards_dir, ctx.world_size)
+    plan = data.plan
+    normalization = fix_normalization(config, shards_dir, out_dir, ctx)
+
+    torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts)
+    model = build_model(config.preset, **config.model_kwargs()).to(device)
+    ddp_model = wrap_model(model, ctx)
+    optimizer = build_optimizer(model, lr=plan.peak_lr, weight_decay=config.weight_decay, betas=config.betas)
+    scheduler = build_scheduler(
+        optimizer,
+        total_steps=plan.schedule_steps,
+        warmup_steps=plan.warmup_steps,
+        min_ratio=config.min_lr / config.base_lr,
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    start_step = 0
+    if resume:
+        state = load_training_checkpoint(
+            ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, ctx=ctx
+        )
+        check_resumable(config, plan, state.config, state.path)
+        start_step = state.step
+        log.info("rank %d resumed from %s at step %d", ctx.rank, state.path, start_step)
+    else:
+        # Masking noise differs per rank; the data already does.
+        _seed_everything(config.seed + 1 + ctx.rank)
+    return PretrainRun(
+        config=config, ctx=ctx, device=device, precision=precision, shards_dir=shards_dir, out_dir=out_dir,
+        ckpt_dir=ckpt_dir, data=data, normalization=normalization, model=model, ddp_model=ddp_model,
+        optimizer=optimizer, scheduler=scheduler, scaler=scaler, start_step=start_step, resume=resume,
     )
 
 
@@ -145,58 +179,28 @@ def pretrain(
         NonFiniteLoss: the loss became NaN/inf (no checkpoint is written for that step).
         NoCheckpoint, ResumeMismatch: `resume` without a usable checkpoint of the same run.
     """
-    ctx = init_distributed()
-    shards_dir, out_dir = Path(shards_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out_dir / "checkpoints"
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
+    return run_pretraining(build_run(config, shards_dir, out_dir, resume=resume))
 
-    clips = training_clips(shards_dir)
-    holdout = select_holdout(clips, config.holdout_clips)
-    train_clips = {k: v for k, v in clips.items() if k not in set(holdout)}
-    plan = plan_run(config, len(train_clips), ctx.world_size)
-    normalization = _normalization(config, shards_dir, out_dir, ctx)
 
-    torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts)
-    model = build_model(config.preset, **config.model_kwargs()).to(device)
-    mcfg = model.config
-    ddp_model = wrap_model(model, ctx)
-    optimizer = build_optimizer(model, lr=plan.peak_lr, weight_decay=config.weight_decay, betas=config.betas)
-    scheduler = build_scheduler(
-        optimizer,
-        total_steps=plan.schedule_steps,
-        warmup_steps=plan.warmup_steps,
-        min_ratio=config.min_lr / config.base_lr,
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-    start_step = 0
-    if resume:
-        state = load_training_checkpoint(
-            ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, ctx=ctx
-        )
-        _check_resumable(config, plan, state.config, state.path)
-        start_step = state.step
-        log.info("rank %d resumed from %s at step %d", ctx.rank, state.path, start_step)
-    else:
-        # Masking noise differs per rank; the data already does.
-        _seed_everything(config.seed + 1 + ctx.rank)
-
+def run_pretraining(run: PretrainRun) -> PretrainResult:
+    """Train a built run to its last step: the loop, MLflow on rank 0, the final encoder and
+    its registration, `result.json`."""
+    config, ctx, plan, data = run.config, run.ctx, run.data.plan, run.data
+    mcfg = run.model.config
     log.info(
         "rank %d/%d on %s (%s): steps %d..%d, %d training clips, effective batch %d, peak lr %.3g",
         ctx.rank,
         ctx.world_size,
-        device,
-        precision,
-        start_step,
+        run.device,
+        run.precision,
+        run.start_step,
         plan.total_steps,
-        len(train_clips),
+        len(data.train_clips),
         plan.effective_batch,
         plan.peak_lr,
     )
     loader = make_pretrain_loader(
-        shards_dir,
+        run.shards_dir,
         batch_size=config.batch_size,
         num_workers=config.num_workers,
         seed=config.seed,
@@ -204,67 +208,68 @@ def pretrain(
         img_size=mcfg.img_size,
         num_frames=mcfg.num_frames,
         augment=config.augment,
-        normalization=normalization,
+        normalization=run.normalization,
         rank=ctx.rank,
         world_size=ctx.world_size,
         shuffle_buffer=config.shuffle_buffer,
         with_keys=True,
-        clips=train_clips,
+        clips=data.train_clips,
     )
     eval_batch = None
     tracker = None
     if ctx.is_main and config.tracking:
-        if config.eval_every and holdout:
+        if config.eval_every and data.holdout:
             eval_batch = load_clips(
-                clips, holdout, img_size=mcfg.img_size, num_frames=mcfg.num_frames, normalization=normalization
+                data.clips, data.holdout, img_size=mcfg.img_size, num_frames=mcfg.num_frames,
+                normalization=run.normalization,
             )
-        tracker = PretrainTracker(out_dir, experiment_name=config.experiment_name)
+        tracker = PretrainTracker(run.out_dir, experiment_name=config.experiment_name)
         tracker.start(
-            params=_run_params(config, plan, mcfg, ctx, precision, len(train_clips)),
-            dataset=dataset_record(shards_dir, train_clips),
-            resume=resume,
+            params=run_params(config, plan, mcfg, ctx.world_size, run.precision, len(data.train_clips)),
+            dataset=dataset_record(run.shards_dir, data.train_clips),
+            resume=run.resume,
         )
 
-    loop = _TrainLoop(
+    loop = TrainLoop(
         config=config,
         plan=plan,
         ctx=ctx,
-        device=device,
-        precision=precision,
-        model=model,
-        ddp_model=ddp_model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        scaler=scaler,
-        ckpt_dir=ckpt_dir,
-        out_dir=out_dir,
+        device=run.device,
+        precision=run.precision,
+        model=run.model,
+        ddp_model=run.ddp_model,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        scaler=run.scaler,
+        ckpt_dir=run.ckpt_dir,
+        out_dir=run.out_dir,
         tracker=tracker,
         eval_batch=eval_batch,
-        normalization=normalization,
+        normalization=run.normalization,
         checkpoint_extra={
-            "normalization": normalization.to_dict(),
+            "normalization": run.normalization.to_dict(),
             "mlflow_run_id": tracker.run_id if tracker is not None else None,
         },
     )
     try:
-        summary = loop.run(loader, start_step)
+        summary = loop.run(loader, run.start_step)
     except BaseException:
         if tracker is not None:
             tracker.end(status="FAILED")
         raise
     if config.record_samples:
-        (out_dir / f"weights-rank-{ctx.rank}.sha256").write_text(weights_digest(model))
+        (run.out_dir / f"weights-rank-{ctx.rank}.sha256").write_text(weights_digest(run.model))
 
     registered = None
     run_id = tracker.run_id if tracker is not None else None
-    final_ckpt = latest_checkpoint(ckpt_dir)
-    encoder_file = out_dir / ENCODER_FILE
+    final_ckpt = latest_checkpoint(run.ckpt_dir)
+    encoder_file = run.out_dir / ENCODER_FILE
     if ctx.is_main:
         save_checkpoint(
             encoder_file,
-            model,
+            run.model,
             extra={
-                "normalization": normalization.to_dict(),
+                "normalization": run.normalization.to_dict(),
                 "mlflow_run_id": run_id,
                 "step": plan.total_steps,
                 "pretrain_config": config.to_dict(),
@@ -273,11 +278,11 @@ def pretrain(
     if tracker is not None:
         if config.register_model:
             registered = tracker.register_encoder(
-                model,
+                run.model,
                 checkpoint=encoder_file,
                 name=config.registered_model_name,
                 tags={
-                    "manifest_digest": dataset_digest(shards_dir),
+                    "manifest_digest": dataset_digest(run.shards_dir),
                     "preset": config.preset,
                     "code_version": code_version(),
                     "checkpoint": str(final_ckpt),
@@ -285,9 +290,9 @@ def pretrain(
             )
         tracker.end()
     result = PretrainResult(
-        out_dir=out_dir,
+        out_dir=run.out_dir,
         step=plan.total_steps,
-        checkpoint=final_ckpt if final_ckpt is not None else checkpoint_path(ckpt_dir, plan.total_steps),
+        checkpoint=final_ckpt if final_ckpt is not None else checkpoint_path(run.ckpt_dir, plan.total_steps),
         final_loss=summary["loss"],
         clips_per_s=summary["clips_per_s"],
         data_wait_fraction=summary["data_wait_fraction"],
@@ -295,17 +300,37 @@ def pretrain(
         registered=registered,
     )
     if ctx.is_main:
-        (out_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2))
+        (run.out_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2))
     barrier(ctx)
     return result
 
 
-class _TrainLoop:
+@dataclass(kw_only=True)
+class TrainLoop:
     """Optimiser steps from `start_step` to the end: accumulation, clipping, logging, evaluation
-    and checkpoints. A class only to keep the many shared objects out of every signature."""
+    and checkpoints, over the parts `run_pretraining` hands it."""
 
-    def __init__(self, **parts: Any) -> None:
-        self.__dict__.update(parts)
+    config: PretrainConfig
+    plan: RunPlan
+    ctx: DistContext
+    device: torch.device
+    precision: str
+    model: nn.Module
+    ddp_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ckpt_dir: Path
+    out_dir: Path
+    tracker: PretrainTracker | None
+    eval_batch: torch.Tensor | None
+    normalization: ClipNormalization
+    checkpoint_extra: dict[str, Any]
+    # Of the last optimiser step, for its log line.
+    lr: float = field(default=0.0, init=False)
+    grad_norm: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
         dtype = AUTOCAST_DTYPES[self.precision]
         self.autocast = (
             (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
@@ -472,48 +497,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _check_resumable(config: PretrainConfig, plan: RunPlan, stored: dict[str, Any], path: Path) -> None:
-    stored = dict(stored)
-    stored_plan = stored.pop("_plan", {})
-    conflicts = config.resume_conflicts(PretrainConfig.from_dict(stored))
-    if conflicts:
-        raise ResumeMismatch(path, f"config differs from the checkpoint's in {conflicts}")
-    for key in ("schedule_steps", "warmup_steps", "effective_batch", "steps_per_epoch"):
-        if stored_plan.get(key) != getattr(plan, key):
-            raise ResumeMismatch(
-                path,
-                f"{key} is {getattr(plan, key)} now but {stored_plan.get(key)} in the checkpoint "
-                "(to run a schedule in pieces, set schedule_steps to its full length in every piece)",
-            )
-
-
-def _normalization(config: PretrainConfig, shards_dir: Path, out_dir: Path, ctx: DistContext) -> ClipNormalization:
-    """Rank 0 computes (or reads) the statistics and fixes them in the run directory; the others
-    wait and read that file, so every rank and every resumption uses the same numbers."""
-    path = out_dir / "normalization.json"
-    if ctx.is_main and not path.exists():
-        stats = ClipNormalization.for_shards(shards_dir, max_clips=config.norm_max_clips)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(stats.to_dict(), indent=2))
-        tmp.replace(path)
-    barrier(ctx)
-    return ClipNormalization.from_dict(json.loads(path.read_text()))
-
-
-def _run_params(
-    config: PretrainConfig, plan: RunPlan, model_config: Any, ctx: DistContext, precision: str, n_clips: int
-) -> dict[str, Any]:
-    params = {k: v for k, v in config.to_dict().items() if k not in ("augment", "model_overrides")}
-    params.update({f"plan.{k}": v for k, v in asdict(plan).items()})
-    params.update({f"model.{k}": v for k, v in asdict(model_config).items()})
-    params.update(
-        {
-            "world_size": ctx.world_size,
-            "precision_used": precision,
-            "train_clips": n_clips,
-            "augment": json.dumps(asdict(config.augment)) if config.augment else "none",
-        }
-    )
-    return params

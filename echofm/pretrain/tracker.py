@@ -15,9 +15,10 @@ and monitors of `echofm.pretrain.figures`, and at the end the encoder, registere
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ import torch
 from torch import nn
 
 from echofm.data.loader import file_digest, manifest_path_for
+from echofm.pretrain.config import PretrainConfig
+from echofm.pretrain.plan import RunPlan
 from echofm.store import (
     CHALLENGER,
     code_version,
@@ -104,6 +107,24 @@ class RegisteredEncoder:
     version: str
     alias: str
     model_uri: str  # models:/NAME/VERSION
+
+
+def run_params(
+    config: PretrainConfig, plan: RunPlan, model_config: Any, world_size: int, precision: str, n_clips: int
+) -> dict[str, Any]:
+    """What a run records as MLflow parameters: its config, plan and model, and what it resolved."""
+    params = {k: v for k, v in config.to_dict().items() if k not in ("augment", "model_overrides")}
+    params.update({f"plan.{k}": v for k, v in asdict(plan).items()})
+    params.update({f"model.{k}": v for k, v in asdict(model_config).items()})
+    params.update(
+        {
+            "world_size": world_size,
+            "precision_used": precision,
+            "train_clips": n_clips,
+            "augment": json.dumps(asdict(config.augment)) if config.augment else "none",
+        }
+    )
+    return params
 
 
 class PretrainTracker:

@@ -1,8 +1,9 @@
 """The per-process entry point torchrun starts: `python -m echofm.pretrain.worker --config ...`.
 
 Joins the process group from torchrun's environment, runs `pretrain`, and leaves the group. A
-NaN/inf loss is recorded in `RUN_DIR/failure.json` (so the launcher can tell divergence from an
-infrastructure failure) and exits with status 3.
+NaN/inf loss (exit 3) or a user error such as data that cannot feed the job (exit 2) is logged as
+one line and recorded in `RUN_DIR/failure.json`, so the launcher can tell both from an
+infrastructure failure and report the error itself rather than every rank's traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_NON_FINITE_LOSS = 3
+EXIT_USER_ERROR = 2
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -34,9 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO,
         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
     )
+    from echofm.errors import EchoFMError
     from echofm.pretrain.config import PretrainConfig
     from echofm.pretrain.distributed import cleanup_distributed, init_distributed
-    from echofm.pretrain.launch import FAILURE_FILE
+    from echofm.pretrain.launch import FAILURE_FILE, NON_FINITE_LOSS, USER_ERROR
     from echofm.pretrain.loop import NonFiniteLoss, pretrain
 
     config = PretrainConfig.from_dict(json.loads(args.config.read_text()))
@@ -48,13 +51,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLoss as err:
         log.error("%s", err)
         if ctx.is_main:
-            (args.out / FAILURE_FILE).write_text(
-                json.dumps({"kind": "non_finite_loss", "step": err.step, "message": str(err)})
-            )
+            _record_failure(args.out / FAILURE_FILE, {"kind": NON_FINITE_LOSS, "step": err.step, "message": str(err)})
         return EXIT_NON_FINITE_LOSS
+    except EchoFMError as err:
+        log.error("%s", err)
+        _record_failure(args.out / FAILURE_FILE, {"kind": USER_ERROR, "error": type(err).__name__, "message": str(err)})
+        return EXIT_USER_ERROR
     finally:
         cleanup_distributed()
     return 0
+
+
+def _record_failure(path: Path, record: dict) -> None:
+    """Write `record` whole (any rank may be the one that fails)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from echofm.model import build_model
+from echofm.model.heads import HEAD_KINDS
 from echofm.preprocess.clips import InputSpec, fit_raw_clip
 from echofm.downstream.dataset import build_task_data
 from echofm.downstream.model import load_downstream
 from echofm.downstream.encoder import layer_decay_groups, load_encoder, set_trainable_layers
 from echofm.downstream.evaluate import EvaluationError, evaluate
-from echofm.downstream.finetune import STRATEGIES, FinetuneConfig, FinetuneConfigError, finetune
+from echofm.downstream.config import STRATEGIES, FinetuneConfig, FinetuneConfigError
+from echofm.downstream.finetune import finetune
 from echofm.downstream.labels import LabelError, join_labels
 from echofm.downstream.tasks import TASKS
 from echofm.registry.pyfunc import predict_clips
@@ -172,13 +174,21 @@ def test_raw_clip_preparation_handles_any_length_and_size() -> None:
 
 
 def test_config_validation_and_cli_choices() -> None:
-    from echofm.cli import finetune as finetune_command
+    from echofm.cli import build_parser
 
-    assert finetune_command.TASKS == TASKS.names() and finetune_command.STRATEGIES == STRATEGIES
+    choices = {action.dest: action.choices for action in _subparser(build_parser(), "finetune")._actions}
+    assert tuple(choices["task"]) == TASKS.names() and tuple(choices["strategy"]) == STRATEGIES
+    # The head names the options offer (torch-free) are the heads the model builds.
+    assert set(choices["head"]) == set(HEAD_KINDS)
     with pytest.raises(FinetuneConfigError):
         FinetuneConfig(task="ejection")
     with pytest.raises(FinetuneConfigError):
         FinetuneConfig(task="ef", strategy="linear", layer_decay=0.0)
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    return commands.choices[name]
 
 
 def test_cli_finetune_then_evaluate(downstream_archive, tmp_path, capsys) -> None:

@@ -65,8 +65,6 @@ def _manifest_row(**values: object) -> dict:
 
 
 def make_archive(root: Path, n_patients: int = 12, clips_per_patient: int = 2, seed: int = 0) -> DownstreamArchive:
-    import torch
-
     from echofm.data.shards import ShardWriter
     from echofm.model import build_model, save_checkpoint
 

@@ -13,7 +13,8 @@ def test_flow_finetunes_evaluates_registers_and_promotes(prefect_harness, downst
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.finetune import FinetuneOptions, finetune_and_register
+    from echofm.downstream.config import FinetuneOptions
+    from flows.finetune import finetune_and_register
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     state = finetune_and_register(

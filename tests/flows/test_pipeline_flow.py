@@ -19,10 +19,11 @@ pytestmark = pytest.mark.slow
 
 def test_pipeline_runs_every_stage_and_promotes_the_encoder(prefect_harness, tmp_path: Path, monkeypatch) -> None:
     from echofm.synth.archive import SMALL_ARCHIVE_OPTIONS, generate_archive
-    from flows.finetune import FinetuneOptions
-    from flows.ingest import IngestOptions
+    from echofm.downstream.config import FinetuneOptions
+    from echofm.downstream.splits import SplitConfig
+    from echofm.ingest.config import IngestOptions
+    from echofm.pretrain.config import PretrainOptions
     from flows.pipeline import echo_pipeline
-    from flows.pretrain import PretrainOptions
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     archive = generate_archive(tmp_path / "synth", 12, seed=1, faults=True, **SMALL_ARCHIVE_OPTIONS)
@@ -35,7 +36,7 @@ def test_pipeline_runs_every_stage_and_promotes_the_encoder(prefect_harness, tmp
         ingest=IngestOptions(batch_size=8, workers=1),
         pretraining=PretrainOptions(steps=4, batch_size=2, img_size=32, num_frames=8, num_workers=0,
                                     holdout_clips=2, eval_every=0, ckpt_every=4, retries=0),
-        finetuning=FinetuneOptions(epochs=2, val_fraction=0.2, test_fraction=0.2),
+        finetuning=FinetuneOptions(epochs=2, split=SplitConfig(val_fraction=0.2, test_fraction=0.2)),
     )
 
     assert result["ingest"]["by_status"]["accepted"] >= 10

@@ -35,7 +35,8 @@ def test_flow_survives_a_killed_worker_registers_the_encoder_and_emits_the_event
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    from flows.pretrain import REGISTERED_EVENT, PretrainOptions, pretrain
+    from echofm.pretrain.config import PretrainOptions
+    from flows.pretrain import REGISTERED_EVENT, pretrain
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     (tmp_path / "mlflow").mkdir()

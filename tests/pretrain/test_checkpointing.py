@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import random
 import shutil
 from pathlib import Path
@@ -16,7 +17,8 @@ from echofm.pretrain.checkpointing import (
     restore_rng_state,
     rotate_checkpoints,
 )
-from echofm.pretrain.config import PretrainConfig
+from echofm.pretrain.config import LaunchSpec, PretrainConfig
+from echofm.pretrain.launch import launch_pretraining
 from echofm.pretrain.loop import NonFiniteLoss, pretrain
 from tests.factories.shards import write_test_shards
 
@@ -114,3 +116,32 @@ def test_resume_refuses_a_different_run(shards, tmp_path):
     pretrain(small_config(steps=1, accum_steps=1), shards, tmp_path / "run")
     with pytest.raises(ResumeMismatch, match="batch_size"):
         pretrain(small_config(steps=2, accum_steps=1, batch_size=3), shards, tmp_path / "run", resume=True)
+
+
+def test_a_resume_that_cannot_work_is_refused_before_torchrun_starts(shards, tmp_path, capsys):
+    from echofm.cli import pretrain as command
+
+    run_dir = tmp_path / "run"
+    pretrain(small_config(steps=1, accum_steps=1), shards, run_dir)
+    lines: list[str] = []
+    two_ranks = LaunchSpec(nproc_per_node=2)
+    with pytest.raises(ResumeMismatch, match="written by 1 ranks, resuming with 2"):
+        launch_pretraining(small_config(steps=2, accum_steps=1), shards, run_dir, spec=two_ranks, resume=True,
+                           on_line=lines.append)
+    with pytest.raises(ResumeMismatch, match="batch_size"):
+        launch_pretraining(small_config(steps=2, accum_steps=1, batch_size=3), shards, run_dir,
+                           spec=LaunchSpec(nproc_per_node=1), resume=True, on_line=lines.append)
+    with pytest.raises(NoCheckpoint):
+        launch_pretraining(small_config(steps=2), shards, tmp_path / "empty", spec=two_ranks, resume=True,
+                           on_line=lines.append)
+    assert lines == []  # no job was launched
+
+    # The command says why in one line, and does not suggest the --resume it was given.
+    parser = argparse.ArgumentParser()
+    command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["pretrain", "--shards", str(shards), "--steps", "2", "--img-size", "32",
+                              "--num-frames", "16", "--num-workers", "0", "--holdout-clips", "2", "--out", str(run_dir),
+                              "--resume", "--nproc-per-node", "2"])
+    assert command.run(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "written by 1 ranks" in err and "--resume" not in err

@@ -1,13 +1,24 @@
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from echofm.pretrain.config import PretrainConfig
-from echofm.pretrain.launch import LaunchSpec, launch_pretraining, torchrun_command
+from echofm.pretrain.config import LaunchSpec, PretrainConfig
+from echofm.pretrain.launch import (
+    FAILURE_FILE,
+    TrainingDiverged,
+    TrainingJobFailed,
+    TrainingJobRejected,
+    job_failure,
+    launch_pretraining,
+    torchrun_command,
+    write_run_config,
+)
 from tests.factories.shards import write_test_shards
 
 
@@ -72,3 +83,22 @@ def test_two_cpu_ranks_train_identical_weights_on_different_clips(tmp_path):
     assert seen[0] and seen[1] and seen[0].isdisjoint(seen[1])
     ckpt = torch.load(Path(result["checkpoint"]), map_location="cpu", weights_only=True)
     assert len(ckpt["rng"]) == 2  # every rank's RNG state, for an exact resume
+
+
+def test_a_worker_reports_a_user_error_in_one_line_and_the_launcher_names_it(tmp_path):
+    run_dir, empty = tmp_path / "run", tmp_path / "no-shards"
+    empty.mkdir()
+    config = write_run_config(PretrainConfig(steps=1, tracking=False, register_model=False), run_dir)
+    done = subprocess.run([sys.executable, "-m", "echofm.pretrain.worker", "--config", str(config), "--shards",
+                           str(empty), "--out", str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and done.stderr.count(" ERROR ") == 1 and "no *.tar shards" in done.stderr
+    rejected = job_failure(done.returncode, run_dir, [])
+    assert isinstance(rejected, TrainingJobRejected) and not rejected.infrastructure
+    assert "no *.tar shards" in str(rejected) and "\n" not in str(rejected)
+
+    (run_dir / FAILURE_FILE).write_text(json.dumps({"kind": "non_finite_loss", "step": 3, "message": "nan"}))
+    assert isinstance(job_failure(3, run_dir, []), TrainingDiverged)
+    (run_dir / FAILURE_FILE).unlink()
+    killed = job_failure(-9, run_dir, ["Killed"])
+    assert type(killed) is TrainingJobFailed and killed.infrastructure  # the one kind a flow retries

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import cv2
 import numpy as np
@@ -9,10 +10,12 @@ import torch
 
 from echofm.data.loader import ClipNormalization, file_digest
 from echofm.model import build_model, load_checkpoint
-from echofm.pretrain.config import PretrainConfig, PretrainConfigError, resolve_precision
-from echofm.pretrain.loop import plan_run, pretrain
+from echofm.device import resolve_precision
+from echofm.pretrain.config import PretrainConfig, PretrainConfigError
+from echofm.pretrain.loop import pretrain
+from echofm.pretrain.plan import plan_run
 from echofm.pretrain.figures import COLLAPSE_THRESHOLD, collapse_warning, mean_pairwise_cosine, reconstruction_figure
-from echofm.store import resolve_tracking_uri
+from echofm.store import resolve_tracking_uri, tracking_uri_scope
 from tests.factories.shards import write_test_shards
 
 
@@ -34,7 +37,12 @@ def tracked_run(tmp_path_factory):
         precision="bf16",
         experiment_name="test-pretrain",
     )
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
     result = pretrain(config, shards, root / "run")
+    # The run kept its records in its own store without redirecting this process's MLflow.
+    assert mlflow.get_tracking_uri() == before and "MLFLOW_TRACKING_URI" not in os.environ
     return result, shards, root / "run"
 
 
@@ -66,8 +74,8 @@ def test_run_is_recorded_in_mlflow_and_the_encoder_registered(tracked_run):
     assert version.tags["manifest_digest"] == digest
     assert version.tags["preset"] == "tiny" and version.tags["code_version"]
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(run_dir))
-    encoder = mlflow.pytorch.load_model("models:/echofm-encoder@challenger")
+    with tracking_uri_scope(resolve_tracking_uri(run_dir)):
+        encoder = mlflow.pytorch.load_model("models:/echofm-encoder@challenger")
     trained, ckpt = load_checkpoint(run_dir / "encoder.pt")
     assert ckpt["normalization"]["mean"] and ckpt["mlflow_run_id"] == result.run_id
     video = torch.randn(2, 3, 16, 32, 32)
