@@ -1,14 +1,16 @@
 """Prefect flow `finetune-and-register`: fine-tune -> evaluate -> register -> promote.
 
-Thin orchestration over `echofm.downstream` and `echofm.registry`: four tasks, each a separate step that can be retried or
-re-run on its own, passing paths and one `models:/NAME/VERSION` URI between them, never arrays.
+Thin orchestration over `echofm.downstream` and `echofm.registry`: four tasks, each a separate
+step that can be retried or re-run on its own, passing paths and one `models:/NAME/VERSION` URI
+between them, never arrays. The options are `echofm.downstream.config.FinetuneOptions`, the same
+model `echofm finetune` builds its flags from.
 
 1. `finetune`: trains the head/strategy on the pretrained encoder and on a random one (same split),
    writes `model.pt` + `result.json`.
 2. `evaluate`: re-scores the saved checkpoint on the test split (the file that gets registered is
    the file that was scored).
-3. `register`: logs the run and the raw-clip pyfunc to MLflow, registers `echofm-<task>`, alias
-   `challenger`; emits `echofm.downstream.registered`.
+3. `register`: logs the run and the raw-clip pyfunc to MLflow, registers the task's model
+   (`echofm-<task>`), alias `challenger`; emits `echofm.downstream.registered`.
 4. `promote`: moves `champion` to that version only if it beats the current champion by the
    thresholds of its task (`Task.promotion`, `echofm.downstream.tasks`) (or there is none).
 """

@@ -81,13 +81,18 @@ def add_option_flags(
         if origin in (list, tuple):
             kwargs["type"], kwargs["choices"] = _scalar(typing.get_args(annotation)[0])
             kwargs["nargs"] = "+"
-            if kwargs["choices"]:
-                kwargs["metavar"] = name.rstrip("s").upper()
         else:
             kwargs["type"], kwargs["choices"] = _scalar(annotation)
+        text = _help(field, default)
+        if not kwargs["choices"]:
+            kwargs["metavar"] = name.upper()  # not the prefixed destination
+        elif kwargs.get("nargs"):
+            # A long list of choices reads better in the help than in the usage line.
+            kwargs["metavar"] = name.rstrip("s").upper()
+            text += f"; of {' '.join(map(str, kwargs['choices']))}"
         if field.is_required() and name not in defaults:
             kwargs["required"] = True
-        parser.add_argument(flag, help=_help(field, default), **kwargs)
+        parser.add_argument(flag, help=text, **kwargs)
 
 
 def given_options(args: argparse.Namespace, model: type[BaseModel], *, dest_prefix: str = "") -> dict[str, Any]:

@@ -18,7 +18,7 @@ from echofm.cli.options import add_option_flags, given_options
 from echofm.downstream.config import FinetuneOptions
 from echofm.downstream.tasks import PIPELINE_TASKS, TASKS
 from echofm.ingest.config import IngestOptions
-from echofm.pretrain.config import PretrainOptions
+from echofm.pretrain.config import DEFAULT_FLOW_STEPS, PretrainOptions
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ STAGE_FLAGS: dict[str, tuple[type[Any], dict[str, str]]] = {
                                       "base_lr": "--base-lr", "img_size": "--img-size", "num_frames": "--num-frames",
                                       "nproc_per_node": "--nproc-per-node"}),
     "finetuning": (FinetuneOptions, {"epochs": "--finetune-epochs", "strategy": "--strategy"}),
+}
+
+
+STAGE_NOTES: dict[str, str] = {
+    "pretraining": f"without --steps a run of {DEFAULT_FLOW_STEPS} steps",
 }
 
 
@@ -52,7 +57,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, defaults: dict[str, 
     parser.add_argument("--tasks", nargs="+", choices=TASKS.names(), default=tasks, metavar="TASK",
                         help=f"downstream tasks to fine-tune, of {' '.join(TASKS.names())} (default {' '.join(tasks)})")
     for stage, (model, flags) in STAGE_FLAGS.items():
-        group = parser.add_argument_group(f"{stage} options")
+        group = parser.add_argument_group(f"{stage} options", STAGE_NOTES.get(stage))
         add_option_flags(group, model, flags, flags=flags, dest_prefix=f"{stage}.", defaults=defaults.get(stage))
 
 

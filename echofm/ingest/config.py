@@ -81,7 +81,7 @@ class IngestConfig(Options):
 
     error: ClassVar[type[Exception]] = IngestConfigError
 
-    views: tuple[View, ...] = Field(default=DEFAULT_VIEWS, min_length=1, description="views to keep (default: all cardiac views and unknown)")
+    views: tuple[View, ...] = Field(default=DEFAULT_VIEWS, min_length=1, description="canonical views to keep")
     window_ms: float | None = Field(default=None, gt=0, description="clip window in ms (default: one cardiac cycle, else 1280)")
     max_windows: int = Field(default=1, ge=1, le=64, description="most clips cut from one cine")
     num_frames: int = Field(default=32, ge=1, description="frames per output clip")
