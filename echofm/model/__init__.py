@@ -5,6 +5,8 @@
     out = model(video)                           # video [B, 3, T, H, W]; out.loss, out.pred ...
     latent = model.encode(video); rec = model.decode(latent)
     emb = model.forward_features(video)          # [B, D], no masking
+    model = load_pretrained("vit_base_patch16_224.safetensors")   # any published checkpoint;
+    model.load_report.summary()                                   # what was mapped and how
 """
 
 from echofm.model.checkpoint import (
@@ -29,11 +31,13 @@ from echofm.model.presets import (
     preset_config,
     preset_names,
 )
+from echofm.model.weights import LoadReport, WeightsError, load_pretrained
 
 __all__ = [
     "CheckpointError",
     "ENCODER_PREFIXES",
     "EncoderOutput",
+    "LoadReport",
     "MASK_MODES",
     "MAEOutput",
     "MaskPlan",
@@ -43,9 +47,11 @@ __all__ = [
     "PRESETS",
     "UnknownPreset",
     "VideoShapeError",
+    "WeightsError",
     "build_model",
     "infer_config",
     "load_checkpoint",
+    "load_pretrained",
     "make_mask",
     "num_visible",
     "preset_config",

@@ -1,14 +1,13 @@
 """Checkpoints that embed their config, so a model is rebuilt from the file alone.
 
 File layout (a `torch.save` dict): `{"config": asdict(ModelConfig), "model": state_dict,
-"format": 1, ...state, ...extra}`. The seed's format `{"model": state_dict}` also loads: the
-config is then taken from an explicit `preset`/`config` argument, or inferred from the tensor
-shapes (sizes from the shapes, head counts from the registered preset with the same widths and
-depths; see `infer_config`). Seed files whose attention stores separate `q`/`k`/`v` projections
-are merged into timm's fused `qkv` on load, and the published names of the slice projector
-(`decoder_block.*`, `decoder_prj_cls_token`; it shared the encoder's final norm) are mapped onto
-`slice_projector.*`. A file without a slice projector (it is used only by the pretraining loss)
-loads with a freshly initialised one and a warning.
+"format": 1, ...state, ...extra}`. A file without `config` (the seed's `{"model": state_dict}`,
+in this model's names or the published EchoFM ones) is read by the weights loader
+(`echofm.model.weights`) with its values as stored (no channel conversion): the config comes from
+an explicit `preset`/`config` argument or from the tensor shapes (`infer_config`), separate
+`q`/`k`/`v` projections are fused, the published slice-projector names are mapped, and any
+encoder tensor it lacks is an error. A file without a slice projector (it is used only by the
+pretraining loss) loads with a freshly initialised one and a warning.
 """
 
 from __future__ import annotations
@@ -17,16 +16,15 @@ import dataclasses
 import logging
 import os
 import pickle
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from echofm.errors import ModelError
 from echofm.model.config import ModelConfig, ModelConfigError
 from echofm.model.mae import MaskedAutoencoderViT
-from echofm.model.presets import PRESETS, preset_config
-from echofm.errors import ModelError
+from echofm.model.presets import preset_config
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +96,17 @@ def load_checkpoint(
         raise CheckpointError(path, f"cannot read checkpoint ({err})") from err
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(path, "not a model checkpoint: no 'model' entry")
-    state_dict = _merge_split_qkv(_rename_published_projector(dict(ckpt["model"])))
+    if "config" not in ckpt:
+        model = _from_seed(path, ckpt, config if config is not None else preset)
+        return model.to(map_location), ckpt
     try:
-        if config is None and preset is not None:
-            config = preset_config(preset)
-        if config is None and "config" in ckpt:
-            config = ModelConfig(**ckpt["config"])
         if config is None:
-            config = infer_config(state_dict)
+            config = preset_config(preset) if preset is not None else ModelConfig(**ckpt["config"])
     except (ModelConfigError, TypeError, KeyError) as err:
         raise CheckpointError(path, f"cannot determine the model config ({err})") from err
     model = MaskedAutoencoderViT(config)
     try:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as err:
         raise CheckpointError(path, f"weights do not fit {config}: {err}") from err
     absent = [key for key in missing if not key.startswith(_PROJECTOR)]
@@ -123,78 +119,34 @@ def load_checkpoint(
     return model.to(map_location), ckpt
 
 
+def _from_seed(
+    path: str | os.PathLike[str], ckpt: dict[str, Any], preset: str | ModelConfig | None
+) -> MaskedAutoencoderViT:
+    """A config-less (seed or published) file through the weights loader, values as stored."""
+    from echofm.model.weights.files import torch_container
+    from echofm.model.weights.load import build_from_file
+
+    model = build_from_file(torch_container(path, ckpt), preset=preset, bgr_to_rgb=False)
+    if model.load_report.records("initialised", "projector"):
+        log.warning("%s has no slice projector (pretraining-only); it starts from initialisation",
+                    path)
+    return model
+
+
 def infer_config(state_dict: dict[str, torch.Tensor]) -> ModelConfig:
     """Model config from the tensor shapes of a `MaskedAutoencoderViT` state dict.
 
     Widths, depths, patch sizes, channels, frames and (square) image size come from the shapes;
-    the head counts, which shapes do not reveal, come from the registered preset with the same
-    encoder and decoder widths and depths.
+    the head counts, which shapes do not reveal, from the registered preset of the same width
+    (see `echofm.model.weights.sizes`).
 
     Raises:
-        ModelConfigError: a required tensor is missing or no preset matches the widths/depths.
+        CheckpointError: a required tensor is missing or no rule gives the head counts.
     """
-    try:
-        proj = state_dict["patch_embed.proj.weight"]  # [D, C, pt, p, p]
-        spatial = state_dict["pos_embed_spatial"]  # [1, h*w, D]
-        temporal = state_dict["pos_embed_temporal"]  # [1, t, D]
-        decoder_width = state_dict["decoder_embed.weight"].shape[0]
-        fc1 = state_dict["blocks.0.mlp.fc1.weight"]
-    except KeyError as err:
-        raise ModelConfigError(f"state dict lacks {err}") from err
-    dim, chans, t_patch, patch, _ = proj.shape
-    side = round(spatial.shape[1] ** 0.5)
-    if side * side != spatial.shape[1]:
-        raise ModelConfigError(f"spatial table of {spatial.shape[1]} tokens is not square")
-    sizes = {
-        "embed_dim": dim,
-        "depth": _count_blocks(state_dict, "blocks"),
-        "decoder_embed_dim": decoder_width,
-        "decoder_depth": _count_blocks(state_dict, "decoder_blocks"),
-    }
-    for preset in PRESETS.values():
-        if all(getattr(preset, key) == value for key, value in sizes.items()):
-            return dataclasses.replace(
-                preset,
-                img_size=side * patch,
-                num_frames=temporal.shape[1] * t_patch,
-                patch_size=patch,
-                t_patch_size=t_patch,
-                in_chans=chans,
-                mlp_ratio=fc1.shape[0] / dim,
-            )
-    raise ModelConfigError(
-        f"no preset has encoder/decoder sizes {sizes}; pass config= or preset= explicitly"
-    )
+    from echofm.model.weights.files import WeightsFile
+    from echofm.model.weights.layouts import ReadOptions, read_echofm
+    from echofm.model.weights.sizes import source_config
 
-
-def _count_blocks(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
-    pattern = re.compile(rf"^{prefix}\.(\d+)\.")
-    indices = {int(m.group(1)) for key in state_dict if (m := pattern.match(key))}
-    return max(indices) + 1 if indices else 0
-
-
-def _rename_published_projector(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the published slice projector's names onto `slice_projector.*` (see module doc)."""
-    renamed = {}
-    for key, value in state_dict.items():
-        if key.startswith("decoder_block."):
-            key = _PROJECTOR + "block." + key.removeprefix("decoder_block.")
-        elif key == "decoder_prj_cls_token":
-            key = _PROJECTOR + "cls_token"
-        renamed[key] = value
-    if _PROJECTOR + "block.norm1.weight" in renamed and _PROJECTOR + "norm.weight" not in renamed:
-        for kind in ("weight", "bias"):
-            if f"norm.{kind}" in renamed:
-                renamed[f"{_PROJECTOR}norm.{kind}"] = renamed[f"norm.{kind}"].clone()
-    return renamed
-
-
-def _merge_split_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Fuse `attn.q/k/v.{weight,bias}` (MAE-ST's video_vit layout) into timm's `attn.qkv`."""
-    for key in [k for k in state_dict if k.endswith(".attn.q.weight")]:
-        stem = key[: -len("q.weight")]
-        for kind in ("weight", "bias"):
-            parts = [f"{stem}{name}.{kind}" for name in ("q", "k", "v")]
-            if all(p in state_dict for p in parts):
-                state_dict[f"{stem}qkv.{kind}"] = torch.cat([state_dict.pop(p) for p in parts])
-    return state_dict
+    file = WeightsFile(path=Path("<state dict>"), state=state_dict,
+                       original={k: k for k in state_dict})
+    return source_config(read_echofm(file, ReadOptions()), file.path)[0]
