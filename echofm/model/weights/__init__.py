@@ -9,6 +9,7 @@ models, the published EchoFM releases (2024, 2026), MAE-ST, VideoMAE/VideoMAEv2 
 ViTs, in `.pth .pt .pyth .bin .ckpt .safetensors` files. See docs/weights.md.
 """
 
+from echofm.model.weights.card import ModelCard
 from echofm.model.weights.errors import (
     IncompleteWeights,
     UnknownWeightsFormat,
@@ -16,17 +17,20 @@ from echofm.model.weights.errors import (
     WeightsConversionError,
     WeightsError,
 )
+from echofm.model.weights.export import ExportError, export_model
 from echofm.model.weights.layouts import LAYOUTS, detect_layout
 from echofm.model.weights.load import FORMATS, build_from_file, load_pretrained
 from echofm.model.weights.report import LoadReport, TensorRecord
 from echofm.model.weights.tables import INFLATIONS
 
 __all__ = [
+    "ExportError",
     "FORMATS",
     "INFLATIONS",
     "IncompleteWeights",
     "LAYOUTS",
     "LoadReport",
+    "ModelCard",
     "TensorRecord",
     "UnknownWeightsFormat",
     "UnreadableWeights",
@@ -34,5 +38,6 @@ __all__ = [
     "WeightsError",
     "build_from_file",
     "detect_layout",
+    "export_model",
     "load_pretrained",
 ]

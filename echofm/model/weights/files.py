@@ -16,6 +16,7 @@ the error, never unpickled).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pickle
@@ -161,11 +162,23 @@ def newest_checkpoint(directory: Path) -> Path:
     return max(candidates, key=lambda p: (p.stat().st_mtime, p.name))
 
 
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _read_export(directory: Path) -> WeightsFile:
     try:
         config = json.loads((directory / EXPORT_CONFIG).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise UnreadableWeights(directory, f"unreadable {EXPORT_CONFIG} ({err})") from err
+    expected = config.get("weights", {}).get("sha256")
+    if expected and expected != sha256_file(directory / EXPORT_WEIGHTS):
+        raise UnreadableWeights(directory, f"{EXPORT_WEIGHTS} does not match the sha256 in "
+                                           f"{EXPORT_CONFIG} (changed or half-copied)")
     state, _ = _safetensors_load(directory / EXPORT_WEIGHTS)
     meta = {"export": config, "config": config.get("model_config"),
             "normalization": config.get("input", {}).get("normalization")}
