@@ -149,6 +149,15 @@ def _patch_embed(b: SourceBuilder, flip_channels: bool) -> torch.Tensor:
     return kernel
 
 
+def _final_norm(b: SourceBuilder) -> None:
+    """`norm`, or for mean-pooling models (no per-token norm) their `fc_norm`."""
+    if not b.has("norm.weight") and b.has("fc_norm.weight"):
+        for part in ("weight", "bias"):
+            b.copy(f"fc_norm.{part}", f"norm.{part}",
+                   "fc_norm (applied to the pooled features in the source) as the final norm")
+    b.copy_parts("norm", "norm")
+
+
 # ----------------------------------------------------------------- this project
 
 
@@ -248,11 +257,7 @@ def read_videomae(file: WeightsFile, options: ReadOptions) -> SourceModel:
     else:
         _split_joint(b, "pos_embed", "pos_embed_", grid, 0)
     b.blocks("blocks.", "blocks.")
-    if not b.has("norm.weight") and b.has("fc_norm.weight"):
-        for part in ("weight", "bias"):
-            b.copy(f"fc_norm.{part}", f"norm.{part}",
-                   "fc_norm (applied to the pooled features in the source) as the final norm")
-    b.copy_parts("norm", "norm")
+    _final_norm(b)
     if b.has("encoder_to_decoder.weight"):
         weight = b.take("encoder_to_decoder.weight")
         b.put("decoder_embed.weight", weight, ("encoder_to_decoder.weight",))
@@ -288,11 +293,7 @@ def read_timm_vit(file: WeightsFile, options: ReadOptions) -> SourceModel:
     b.put("pos_embed_temporal", table.new_zeros(1, 1, table.shape[-1]), (),
           "zeros: an image model has no time axis (every time slice starts alike)")
     b.blocks("blocks.", "blocks.")
-    if not b.has("norm.weight") and b.has("fc_norm.weight"):
-        for part in ("weight", "bias"):
-            b.copy(f"fc_norm.{part}", f"norm.{part}",
-                   "fc_norm (applied to the pooled features in the source) as the final norm")
-    b.copy_parts("norm", "norm")
+    _final_norm(b)
     why = "an image model has no frame count: this project's 32 frames in tubelets of 4"
     assumed = {"num_frames": (32, why), "t_patch_size": (4, why)}
     return b.finish(_classify, assumed=assumed)
