@@ -39,7 +39,7 @@ _ARG_FIELDS = {
 _FACTORY_HEADS = {"mae_vit_base_patch16": 12, "mae_vit_large_patch16": 16,
                   "mae_vit_huge_patch14": 16, "vit_base_patch16": 12, "vit_large_patch16": 16,
                   "vit_huge_patch14": 16}
-_HEAD = ("head.", "fc_norm_head.")
+_HEAD = "head."
 _KERNEL = "patch_embed.proj.weight"
 
 
@@ -191,9 +191,12 @@ def _read_mae_family(file: WeightsFile, fmt: str, *, flip: bool, frames: int) ->
         table = file.state.get("pos_embed")
         if table is None:
             raise WeightsConversionError(file.path, f"{fmt} file without position embeddings")
+        stated = hints.get("num_frames")
+        why = ("the joint position table's grid, with the frame count of the stored arguments"
+               if isinstance(stated, int) else
+               f"the joint position table's grid, read with {fmt}'s default {frames} frames")
         grid = _video_grid(file, table.shape[1] - int(has_cls), kernel,
-                           int(hints.get("num_frames", frames)), 224, assumed,
-                           f"grid of the joint position table read with {frames} frames")
+                           stated if isinstance(stated, int) else frames, 224, assumed, why)
         _split_joint(b, "pos_embed", "pos_embed_", grid, int(has_cls))
     b.blocks("blocks.", "blocks.")
     b.copy_parts("norm", "norm")
@@ -243,14 +246,21 @@ def read_mae_st(file: WeightsFile, options: ReadOptions) -> SourceModel:
 def read_videomae(file: WeightsFile, options: ReadOptions) -> SourceModel:
     """VideoMAE/VideoMAEv2: no CLS, fixed sin-cos (absent) or learned joint table, q/v biases.
 
-    Files carry no frame count or position table, so the grid defaults to 16 frames at 224 px.
+    Files carry no frame count or position table, so the grid comes from the stored training
+    arguments (`num_frames`, `input_size`) when there are any, else 16 frames at 224 px.
     """
     b = SourceBuilder("videomae", file.state, file.original)
     assumed: dict[str, tuple[Any, str]] = {}
     kernel = _patch_embed(b, bool(options.bgr_to_rgb))
-    why = "VideoMAE files carry no frame count or image size: its default 16 x 224 x 224"
+    args = _training_args(file.meta)
+    frames, img_size = args.get("num_frames"), args.get("input_size")
+    if isinstance(frames, int) and isinstance(img_size, int):
+        why = "from the training arguments stored beside the weights"
+    else:
+        frames, img_size = 16, 224
+        why = "VideoMAE files carry no frame count or image size: its default 16 x 224 x 224"
     table = file.state.get("pos_embed")
-    grid = _video_grid(file, None if table is None else table.shape[1], kernel, 16, 224,
+    grid = _video_grid(file, None if table is None else table.shape[1], kernel, frames, img_size,
                        assumed, why)
     if table is None:
         _sincos(b, "pos_embed_", kernel.shape[0], grid)
