@@ -104,7 +104,11 @@ def build_from_file(
     if inflation not in INFLATIONS:
         raise WeightsConversionError(file.path, f"inflation must be one of {INFLATIONS}")
     name = detect_layout(file) if format == "auto" else format
-    src = LAYOUTS[name].read(file, ReadOptions(bgr_to_rgb=bgr_to_rgb))
+    try:
+        src = LAYOUTS[name].read(file, ReadOptions(bgr_to_rgb=bgr_to_rgb))
+    except KeyError as err:
+        raise WeightsConversionError(file.path, f"not a complete {name} file: it has no tensor "
+                                                f"{err}") from err
     derive_cls(src)
     if preset is None:
         own, assumed = source_config(src, file.path)
