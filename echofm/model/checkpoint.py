@@ -21,10 +21,14 @@ from typing import Any
 
 import torch
 
-from echofm.errors import ModelError
 from echofm.model.config import ModelConfig, ModelConfigError
 from echofm.model.mae import MaskedAutoencoderViT
 from echofm.model.presets import preset_config
+from echofm.model.weights.errors import CheckpointError
+from echofm.model.weights.files import WeightsFile, torch_container
+from echofm.model.weights.layouts import ReadOptions, read_echofm
+from echofm.model.weights.load import build_from_file
+from echofm.model.weights.sizes import source_config
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +36,6 @@ CHECKPOINT_FORMAT = 1
 # State-dict prefix of the pretraining-only module a checkpoint may lack.
 _PROJECTOR = "slice_projector."
 _RESERVED = frozenset({"config", "model", "format"})
-
-
-class CheckpointError(ModelError, ValueError):
-    """A checkpoint cannot be read or does not match the model it describes; names the file."""
-
-    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = Path(path)
 
 
 def save_checkpoint(
@@ -123,9 +119,6 @@ def _from_seed(
     path: str | os.PathLike[str], ckpt: dict[str, Any], preset: str | ModelConfig | None
 ) -> MaskedAutoencoderViT:
     """A config-less (seed or published) file through the weights loader, values as stored."""
-    from echofm.model.weights.files import torch_container
-    from echofm.model.weights.load import build_from_file
-
     model = build_from_file(torch_container(path, ckpt), preset=preset, bgr_to_rgb=False)
     if model.load_report.records("initialised", "projector"):
         log.warning("%s has no slice projector (pretraining-only); it starts from initialisation",
@@ -143,10 +136,6 @@ def infer_config(state_dict: dict[str, torch.Tensor]) -> ModelConfig:
     Raises:
         CheckpointError: a required tensor is missing or no rule gives the head counts.
     """
-    from echofm.model.weights.files import WeightsFile
-    from echofm.model.weights.layouts import ReadOptions, read_echofm
-    from echofm.model.weights.sizes import source_config
-
     file = WeightsFile(path=Path("<state dict>"), state=state_dict,
                        original={k: k for k in state_dict})
     return source_config(read_echofm(file, ReadOptions()), file.path)[0]

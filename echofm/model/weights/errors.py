@@ -1,8 +1,19 @@
-"""Why a weights file could not be loaded. Every error names the file (`.path`)."""
+"""Why a checkpoint or weights file could not be loaded. Every error names the file (`.path`)."""
 
 from __future__ import annotations
 
-from echofm.model.checkpoint import CheckpointError
+import os
+from pathlib import Path
+
+from echofm.errors import ModelError
+
+
+class CheckpointError(ModelError, ValueError):
+    """A checkpoint cannot be read or does not match the model it describes; names the file."""
+
+    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = Path(path)
 
 
 class WeightsError(CheckpointError):

@@ -233,14 +233,3 @@ def torch_container(path: str | os.PathLike[str], loaded: Any) -> WeightsFile:
     state, original = strip_prefixes(raw)
     return WeightsFile(path=path, state=state, original=original, meta=meta)
 
-
-def download_model(uri: str, target: Path, tracking_uri: str | None = None) -> Path:
-    """Download a `models:/` or `runs:/` URI's artifacts into `target` (MLflow, imported lazily:
-    reading local files needs no tracking server)."""
-    import mlflow
-
-    try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target),
-                                                        tracking_uri=tracking_uri))
-    except Exception as err:  # noqa: BLE001 - mlflow raises several types for unknown names/servers
-        raise UnreadableWeights(uri, f"cannot download ({err})") from err

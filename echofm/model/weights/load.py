@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 
@@ -27,19 +25,21 @@ from echofm.model.presets import UnknownPreset, preset_config
 from echofm.model.weights.errors import (
     IncompleteWeights,
     UnknownWeightsFormat,
+    UnreadableWeights,
     WeightsConversionError,
+    WeightsError,
 )
-from echofm.model.weights.files import WeightsFile, download_model, read_weights
+from echofm.model.weights.files import WeightsFile, read_weights
 from echofm.model.weights.fit import derive_cls, fit_source
 from echofm.model.weights.layouts import LAYOUTS, ReadOptions, detect_layout
 from echofm.model.weights.report import LoadReport, compact_names
 from echofm.model.weights.sizes import source_config
 from echofm.model.weights.tables import INFLATIONS
+from echofm.store import downloaded, is_registry_uri
 
 log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("auto", *LAYOUTS)
-REGISTRY_SCHEMES: tuple[str, ...] = ("models:/", "runs:/")
 # Metadata too large or too internal for a report (the rest travels in `report.extra`).
 _NOT_EXTRA = frozenset({"config", "safetensors_metadata"})
 
@@ -76,14 +76,21 @@ def load_pretrained(
         `WeightsError`, each naming the file).
     """
     text = str(source)
-    if text.startswith(REGISTRY_SCHEMES):
-        with tempfile.TemporaryDirectory(prefix="echofm-weights-") as target:
-            file = read_weights(download_model(text, Path(target), tracking_uri))
-    else:
-        file = read_weights(source)
+    file = _read_registered(text, tracking_uri) if is_registry_uri(text) else read_weights(source)
     model = build_from_file(file, format=format, preset=preset, allow_partial=allow_partial,
                             inflation=inflation, bgr_to_rgb=bgr_to_rgb, label=text, **overrides)
     return model.to(map_location)
+
+
+def _read_registered(uri: str, tracking_uri: str | None) -> WeightsFile:
+    """The weights of a `models:/` / `runs:/` URI, read into memory (the download is deleted)."""
+    try:
+        with downloaded(uri, tracking_uri) as local:
+            return read_weights(local)
+    except WeightsError:
+        raise
+    except Exception as err:  # noqa: BLE001 - mlflow raises several types for unknown names/servers
+        raise UnreadableWeights(uri, f"cannot download ({err})") from err
 
 
 def build_from_file(
@@ -124,7 +131,8 @@ def build_from_file(
     model = MaskedAutoencoderViT(config)
     state, records, ignored = fit_source(src, model, inflation=inflation, path=file.path)
     report = LoadReport(
-        source=label or str(file.path), format=name, config=dataclasses.asdict(config),
+        source=label or str(file.path), path=str(file.path), format=name,
+        config=dataclasses.asdict(config),
         model_tensors=tuple(records), ignored=tuple(ignored), assumed=assumed,
         allow_partial=allow_partial,
         extra={k: v for k, v in file.meta.items() if k not in _NOT_EXTRA},

@@ -34,10 +34,13 @@ class TensorRecord:
 
 @dataclass(frozen=True)
 class LoadReport:
-    """See module doc. `assumed`: the file's config fields it does not state: value and rule;
+    """See module doc. `source`: what was asked for; `path`: the file read (a run directory's
+    checkpoint, a download's temporary copy); `assumed`: the file's config fields it does not
+    state: value and rule;
     `extra`: the container's plain entries (normalisation, run id, training arguments)."""
 
     source: str
+    path: str
     format: str
     config: dict[str, Any]
     model_tensors: tuple[TensorRecord, ...]

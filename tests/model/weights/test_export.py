@@ -10,7 +10,7 @@ import torch
 
 from echofm.model import MaskedAutoencoderViT, ModelConfig, load_pretrained
 from echofm.model.weights import ExportError, ModelCard, UnreadableWeights, export_model
-from tests.model.helpers import make_video, seeded
+from tests.factories.model import make_video, seeded
 
 NORMALIZATION = {"mean": [0.12, 0.12, 0.12], "std": [0.2, 0.2, 0.2], "n_clips": 8}
 

@@ -30,7 +30,7 @@ from tests.factories.weights import (
     training_args,
     videomae_state,
 )
-from tests.model.helpers import make_video
+from tests.factories.model import make_video
 
 # The published EchoFM layout at test size: 64 wide (one head by the width rule), 4 time slices.
 ECHOFM = ModelConfig(img_size=32, num_frames=16, patch_size=8, t_patch_size=4, embed_dim=64,
