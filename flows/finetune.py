@@ -5,8 +5,9 @@ step that can be retried or re-run on its own, passing paths and one `models:/NA
 between them, never arrays. The options are `echofm.downstream.config.FinetuneOptions`, the same
 model `echofm finetune` builds its flags from.
 
-1. `finetune`: trains the head/strategy on the pretrained encoder and on a random one (same split),
-   writes `model.pt` + `result.json`.
+1. `finetune`: trains the head/strategy on the pretrained encoder and on each baseline of
+   `options.compare` (a random one by default; imported ImageNet/Kinetics/published EchoFM
+   weights too), same split, writes `model.pt` + `result.json`.
 2. `evaluate`: re-scores the saved checkpoint on the test split (the file that gets registered is
    the file that was scored).
 3. `register`: logs the run and the raw-clip pyfunc to MLflow, registers the task's model
@@ -38,10 +39,12 @@ def finetune_task(config: FinetuneConfig, encoder: str, shards: str, labels: str
 
     result = finetune(config, encoder=encoder, shards=shards, labels=labels, manifest=manifest, out_dir=out,
                       tracking_uri=tracking_uri)
-    get_run_logger().info("%s test metrics: pretrained %s, random init %s", config.task, result.test_metrics,
-                          result.random_init.metrics.get("test") if result.random_init else None)
+    comparison = result.summary()["comparison"]
+    get_run_logger().info("%s test metrics by arm: %s", config.task, comparison["test"])
     return {"checkpoint": str(result.checkpoint), "pretrained": result.pretrained.metrics,
-            "random_init": result.random_init.metrics if result.random_init else None, "counts": result.counts}
+            "random_init": result.random_init.metrics if result.random_init else None,
+            "baselines": {name: arm.metrics for name, arm in result.baselines.items()},
+            "comparison": comparison, "counts": result.counts}
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -89,12 +92,13 @@ def finetune_and_register(
     options: FinetuneOptions | None = None,
     promote: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune `encoder` (RUN_DIR, checkpoint or models:/echofm-encoder@champion) for `task`
+    """Fine-tune `encoder` (RUN_DIR, checkpoint, export folder, models:/echofm-encoder@champion
+    or a published checkpoint: anything `echofm.model.load_pretrained` reads) for `task`
     (a registered task, `echofm.downstream.tasks`), register the result, and with `promote`
     try to promote it.
 
-    Returns the model URI, both arms' metrics, the re-scored test metrics and the promotion
-    decision (None when `promote` is off).
+    Returns the model URI, every arm's metrics (side by side under `comparison`), the re-scored
+    test metrics and the promotion decision (None when `promote` is off).
     """
     from echofm.store import default_tracking_uri
 
@@ -106,5 +110,6 @@ def finetune_and_register(
     model_uri = register_task(trained["checkpoint"], labels, tracking_uri)
     decision = promote_task(model_uri, tracking_uri) if promote else None
     return {"task": task, "model_uri": model_uri, "tracking_uri": tracking_uri, "checkpoint": trained["checkpoint"],
-            "pretrained": trained["pretrained"], "random_init": trained["random_init"], "test": scored,
+            "pretrained": trained["pretrained"], "random_init": trained["random_init"],
+            "baselines": trained["baselines"], "comparison": trained["comparison"], "test": scored,
             "promotion": decision, "out": str(Path(out))}

@@ -1,7 +1,9 @@
 """`echofm finetune --task TASK ...`: fine-tune the encoder on a registered downstream task.
 
-Trains the chosen head/strategy on the pretrained encoder and, on the same patient split, on a
-randomly initialised one, prints both arms' metrics, writes `model.pt` and `result.json` to
+Trains the chosen head/strategy on the pretrained encoder and, on the same patient split, on each
+initialisation of `--compare` (default: a randomly initialised encoder; also imported baselines,
+`imagenet:PATH`, `kinetics:PATH`, `echofm-published:PATH`), prints every arm's metrics side by
+side, writes `model.pt` and `result.json` to
 `--out`, and with `--register` logs the run to MLflow and registers the model under the task's
 name (`echofm-<task>`) with alias `challenger` (promotion is `echofm promote`). Tasks and their
 options are defined once: `echofm.downstream.tasks`, `echofm.downstream.config`.
@@ -16,7 +18,7 @@ import json
 import logging
 from pathlib import Path
 
-from echofm.cli.options import add_option_flags, given_options
+from echofm.cli.options import ENCODER_HELP, add_option_flags, given_options
 from echofm.downstream.config import FinetuneConfig, FinetuneOptions
 from echofm.downstream.splits import SplitConfig
 from echofm.downstream.tasks import TASKS
@@ -24,9 +26,8 @@ from echofm.downstream.tasks import TASKS
 EXIT_USAGE = 2
 # The fine-tuning options this command offers, and the flags not spelled `--field-name`.
 OPTION_FLAGS: tuple[str, ...] = ("strategy", "head", "epochs", "batch_size", "lr", "weight_decay", "layer_decay",
-                                 "unfreeze_every", "hidden_dim", "dropout", "seed", "compare_random_init", "device")
+                                 "unfreeze_every", "hidden_dim", "dropout", "seed", "compare", "device")
 SPLIT_FLAGS: tuple[str, ...] = ("val_fraction", "test_fraction")
-FLAG_NAMES: dict[str, str] = {"compare_random_init": "--no-random-baseline"}
 SPLIT_DEST = "split."
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--manifest", type=Path, default=None, help="default: OUTPUT/manifest.parquet beside the shards")
     parser.add_argument("--labels", type=Path, required=True, help="labels CSV or Parquet (by clip_id or source path)")
     parser.add_argument("--mask-root", type=Path, default=None, help="directory mask_file paths are relative to (default: the labels file's)")
-    parser.add_argument("--encoder", required=True, help="pretraining RUN_DIR, a checkpoint, or models:/echofm-encoder@champion")
-    add_option_flags(parser, FinetuneOptions, OPTION_FLAGS, flags=FLAG_NAMES)
+    parser.add_argument("--encoder", required=True, help=ENCODER_HELP)
+    add_option_flags(parser, FinetuneOptions, OPTION_FLAGS)
     add_option_flags(parser, SplitConfig, SPLIT_FLAGS, dest_prefix=SPLIT_DEST)
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--register", action="store_true", help="log to MLflow and register as the task's model @challenger")
@@ -73,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
     except (EchoFMError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
+    summary = result.summary()
     report = {"task": config.task, "strategy": config.strategy, "counts": result.counts,
               "pretrained": result.pretrained.metrics, "random_init": result.random_init.metrics if result.random_init else None,
-              "checkpoint": str(result.checkpoint)}
+              "baselines": {name: arm.metrics for name, arm in result.baselines.items()},
+              "comparison": summary["comparison"], "checkpoint": str(result.checkpoint)}
     if args.register:
         registered = log_and_register(result.checkpoint, tracking_uri=tracking_uri, labels_digest=file_digest(args.labels))
         report["registered"] = {"model_uri": registered.model_uri, "alias": CHALLENGER, "run_id": registered.run_id,

@@ -19,6 +19,9 @@ from pydantic.fields import FieldInfo
 
 # Unset flags leave no attribute; `_given` collects the ones present.
 _UNSET = argparse.SUPPRESS
+# What every `--encoder` flag takes (what `echofm.model.load_pretrained` reads).
+ENCODER_HELP = ("pretraining RUN_DIR, a checkpoint, an export folder, models:/echofm-encoder@champion, or a "
+                "published checkpoint (EchoFM, MAE-ST, VideoMAE, timm ViT; .pth/.pt/.pyth/.bin/.safetensors)")
 
 
 def _strip_optional(annotation: Any) -> Any:

@@ -6,9 +6,12 @@ echofm-published:echofm_vitl.pth
 Each entry is `random` (the chosen encoder's architecture, freshly initialised: the default, what
 pretraining must beat) or `NAME:SOURCE`, where SOURCE is anything `echofm.model.load_pretrained`
 reads (a file, an export folder, a run directory, a `models:/` URI) and NAME labels its arm in
-the report (`imagenet`, `kinetics`, `echofm-published` name the seed's baselines; any other slug
-works too). An imported encoder is built for the chosen encoder's input (frames, image size,
-channels), so every arm sees the same clips; its own widths, depth and tubelet stay.
+the report (`imagenet`, `kinetics` and `echofm-published` name the seed's baselines; any other
+slug works too); `none` compares with nothing. Every arm trains the same head with the same
+strategy, seed, split and epochs; an imported encoder is built for the chosen encoder's input
+(`echofm.downstream.encoder.baseline_encoder`), so every arm sees the same clips.
+
+Torch-free: the command line and the options model parse entries without loading a model.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from echofm.model import LoadReport, MaskedAutoencoderViT, load_pretrained
-from echofm.downstream.encoder import random_like
+from echofm.errors import DownstreamError
 
 RANDOM = "random"
+NONE = "none"
 DEFAULT_BASELINES: tuple[str, ...] = (RANDOM,)
 # The seed's named baselines (any other NAME is accepted too).
 KNOWN_BASELINES: dict[str, str] = {
@@ -29,12 +33,13 @@ KNOWN_BASELINES: dict[str, str] = {
     "kinetics": "video pretraining (MAE-ST, VideoMAE, VideoMAEv2)",
     "echofm-published": "the published EchoFM weights",
 }
+PRETRAINED_ARM = "pretrained"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-# Names that would be read as the start of a URI (`models:/...`) or that label the chosen arm.
-_RESERVED = frozenset({"models", "runs", "file", "s3", "pretrained"})
+# Names that would read as the start of a URI (`models:/...`) or that label other arms.
+_RESERVED = frozenset({"models", "runs", "file", "s3", PRETRAINED_ARM, RANDOM, NONE})
 
 
-class BaselineError(ValueError):
+class BaselineError(DownstreamError, ValueError):
     """A `--compare` entry that names no usable initialisation."""
 
 
@@ -51,25 +56,26 @@ class Baseline:
 
 
 def parse_baselines(specs: str | Sequence[str]) -> tuple[Baseline, ...]:
-    """`"random,imagenet:PATH"` (or a list of entries) -> baselines, in order.
+    """`"random,imagenet:PATH"` (or entries, each possibly comma-separated) -> baselines, in order.
 
     Raises:
         BaselineError: an entry without NAME:SOURCE, a bad or reserved name, a repeated name.
     """
-    entries = specs.split(",") if isinstance(specs, str) else list(specs)
+    entries = [part.strip() for spec in ([specs] if isinstance(specs, str) else specs)
+               for part in spec.split(",")]
     baselines: list[Baseline] = []
-    for entry in (e.strip() for e in entries):
-        if not entry:
+    for entry in entries:
+        if entry in ("", NONE):
             continue
         name, _, source = entry.partition(":")
         if name == RANDOM and not source:
             baseline = Baseline(RANDOM)
         elif not source:
-            raise BaselineError(f"{entry!r}: expected 'random' or NAME:SOURCE "
+            raise BaselineError(f"{entry!r}: expected {RANDOM!r}, {NONE!r} or NAME:SOURCE "
                                 f"(e.g. imagenet:vit_base_patch16_224.safetensors)")
-        elif not _NAME.match(name) or name in _RESERVED or name == RANDOM:
+        elif not _NAME.match(name) or name in _RESERVED:
             raise BaselineError(f"{entry!r}: {name!r} cannot name a baseline (lower-case letters, "
-                                f"digits, '-' or '_'; not {sorted(_RESERVED | {RANDOM})})")
+                                f"digits, '-' or '_'; not {', '.join(sorted(_RESERVED))})")
         else:
             baseline = Baseline(name, source)
         if any(b.name == baseline.name for b in baselines):
@@ -78,19 +84,22 @@ def parse_baselines(specs: str | Sequence[str]) -> tuple[Baseline, ...]:
     return tuple(baselines)
 
 
-def baseline_encoder(
-    baseline: Baseline, like: MaskedAutoencoderViT, *, seed: int, tracking_uri: str | None = None
-) -> tuple[MaskedAutoencoderViT, LoadReport | None]:
-    """The encoder of `baseline`, for the input of `like`; with its load report when imported.
+def comparison_table(arms: dict[str, dict[str, dict[str, float]]], split: str = "test") -> dict[str, dict[str, float]]:
+    """`{arm: metrics per split}` -> `{metric: {arm: value}}` for `split`: every arm side by side
+    (an arm without a metric has none in its row)."""
+    table: dict[str, dict[str, float]] = {}
+    for arm, metrics in arms.items():
+        for metric, value in (metrics.get(split) or {}).items():
+            table.setdefault(metric, {})[arm] = value
+    return table
 
-    Raises:
-        WeightsError (from `load_pretrained`): the source cannot be read or converted; a partial
-            load is refused, as anywhere else.
-    """
-    if baseline.source is None:
-        return random_like(like, seed), None
-    config = like.config
-    model = load_pretrained(baseline.source, num_frames=config.num_frames,
-                            img_size=config.img_size, in_chans=config.in_chans,
-                            tracking_uri=tracking_uri)
-    return model, model.load_report
+
+def summary_arms(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every arm's record in a fine-tuning summary, `pretrained` first; a record made before
+    `baselines` existed gives its `random_init` arm as `random`."""
+    arms = {PRETRAINED_ARM: summary.get(PRETRAINED_ARM) or {}}
+    if "baselines" in summary:
+        arms.update(summary["baselines"])
+    elif summary.get("random_init"):
+        arms[RANDOM] = summary["random_init"]
+    return arms

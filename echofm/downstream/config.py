@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
+from echofm.downstream.baselines import DEFAULT_BASELINES, Baseline, parse_baselines
 from echofm.downstream.splits import SplitConfig
 from echofm.downstream.tasks import TASKS
 from echofm.errors import DownstreamError
@@ -55,8 +56,22 @@ class FinetuneOptions(Options):
     dropout: float = Field(default=0.0, ge=0, lt=1, description="head dropout")
     split: SplitConfig = Field(default_factory=SplitConfig, description="patient split into train/val/test")
     seed: int = Field(default=0, description="initialisation, batch order and (unless the split sets one) split seed")
-    compare_random_init: bool = Field(default=True, description="also train on a random encoder (the baseline)")
+    compare: tuple[str, ...] = Field(
+        default=DEFAULT_BASELINES,
+        description="initialisations trained beside the encoder with the same head and split: random, "
+                    "NAME:SOURCE (imagenet:PATH, kinetics:PATH, echofm-published:PATH: any checkpoint "
+                    "load_pretrained reads) or none; comma- or space-separated")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+
+    @field_validator("compare", mode="before")
+    @classmethod
+    def _baselines(cls, value: Any) -> tuple[str, ...]:
+        return tuple(b.spec for b in parse_baselines([value] if isinstance(value, str) else value))
+
+    @property
+    def baselines(self) -> tuple[Baseline, ...]:
+        """The comparison arms, in order (`echofm.downstream.baselines`)."""
+        return parse_baselines(self.compare)
 
     @model_validator(mode="before")
     @classmethod

@@ -1,9 +1,11 @@
 """The pretrained encoder for downstream work: where it comes from and how it is optimised.
 
-Sources (`load_encoder`): a checkpoint file, a pretraining run directory (its newest checkpoint),
-or a registered model URI such as `models:/echofm-encoder@champion` (its artifacts are
-downloaded and the checkpoint inside is loaded). `random_like` builds the same architecture with
-fresh weights for the random-initialisation baseline.
+Sources (`load_encoder`): anything `echofm.model.load_pretrained` reads: this project's
+checkpoints, pretraining run directories (their newest checkpoint), export folders and registered
+model URIs such as `models:/echofm-encoder@champion`, and the published checkpoints (EchoFM,
+MAE-ST, VideoMAE, timm ViTs; docs/weights.md), each with its load report. `random_like` builds
+the same architecture with fresh weights for the random-initialisation baseline;
+`baseline_encoder` builds any comparison arm (`echofm.downstream.baselines`).
 
 Optimisation helpers: `layer_id` orders encoder parameters from input (0: tubelet embedding,
 position tables, CLS) through the blocks (1..depth) to the final norm (depth + 1), which is what
@@ -14,87 +16,73 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from echofm.model import load_checkpoint
+from echofm.downstream.baselines import Baseline
+from echofm.errors import DownstreamError
+from echofm.model import LoadReport, load_pretrained
 from echofm.model.config import ModelConfig
 from echofm.model.mae import MaskedAutoencoderViT
-from echofm.errors import DownstreamError
-from echofm.store import downloaded, is_registry_uri, parse_alias_uri
+from echofm.store import is_registry_uri, parse_alias_uri
 
 log = logging.getLogger(__name__)
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-# Preferred names inside a run directory or a registered model's artifacts, best first.
-_CHECKPOINT_NAMES = ("encoder.pt", "final.pt", "checkpoint-final.pt", "last.pt", "checkpoint.pt")
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
 class EncoderSourceError(DownstreamError, ValueError):
-    """The encoder source names no loadable checkpoint (missing file, empty run, bad URI)."""
+    """The encoder source names nothing loadable (no such file or directory, unknown alias)."""
 
 
 @dataclass(frozen=True)
 class LoadedEncoder:
     """An encoder and where it came from: `source` as given, `checkpoint` the file loaded (None
     when downloaded from the registry), `parent_run_id` the MLflow run that produced it when
-    known, `extra` the checkpoint's extra entries (e.g. the pretraining normalisation)."""
+    known, `extra` the checkpoint's extra entries (e.g. the pretraining normalisation), `report`
+    the load report (what was mapped, converted, initialised)."""
 
     model: MaskedAutoencoderViT
     source: str
     checkpoint: Path | None
     parent_run_id: str | None
     extra: dict
+    report: LoadReport
 
 
-def _newest_checkpoint(directory: Path) -> Path:
-    candidates = [p for p in directory.rglob("*") if p.suffix in _CHECKPOINT_SUFFIXES and p.is_file()]
-    if not candidates:
-        raise EncoderSourceError(f"{directory}: no checkpoint ({', '.join(_CHECKPOINT_SUFFIXES)}) inside")
-    for name in _CHECKPOINT_NAMES:
-        named = [p for p in candidates if p.name == name]
-        if named:
-            return min(named, key=lambda p: len(p.parts))
-    return max(candidates, key=lambda p: (p.stat().st_mtime, p.name))
-
-
-def _from_file(path: Path, source: str, parent_run_id: str | None) -> LoadedEncoder:
-    model, ckpt = load_checkpoint(path)
-    extra = {k: v for k, v in ckpt.items() if k not in ("model", "config", "optimizer")} if isinstance(ckpt, dict) else {}
-    run_id = parent_run_id or extra.get("mlflow_run_id") or extra.get("run_id")
-    return LoadedEncoder(model=model, source=source, checkpoint=path, parent_run_id=run_id, extra=extra)
-
-
-def _from_registry(uri: str, tracking_uri: str | None) -> LoadedEncoder:
+def _alias_run_id(uri: str, tracking_uri: str | None) -> str | None:
     from mlflow import MlflowClient
 
-    # The checkpoint is read into memory, so the downloaded copy can go right away.
+    alias = parse_alias_uri(uri)
+    if alias is None:
+        return None
     try:
-        with downloaded(uri, tracking_uri) as local:
-            alias = parse_alias_uri(uri)
-            parent = MlflowClient(tracking_uri).get_model_version_by_alias(*alias).run_id if alias else None
-            loaded = _from_file(_newest_checkpoint(local), uri, parent)
-    except EncoderSourceError:
-        raise
+        return MlflowClient(tracking_uri).get_model_version_by_alias(*alias).run_id
     except Exception as exc:  # mlflow raises several types for unknown names/aliases/servers
-        raise EncoderSourceError(f"cannot download {uri}: {exc}") from exc
-    return replace(loaded, checkpoint=None)
+        raise EncoderSourceError(f"cannot resolve {uri}: {exc}") from exc
 
 
 def load_encoder(source: str | Path, *, tracking_uri: str | None = None) -> LoadedEncoder:
-    """Load the encoder named by `source` (see module doc). Raises EncoderSourceError."""
+    """Load the encoder named by `source` (see module doc).
+
+    Raises:
+        EncoderSourceError: nothing at `source`, or an alias the registry does not know.
+        WeightsError (`echofm.model`): the file cannot become an encoder (unreadable, unknown
+            layout, a partial load); the message names the file and the tensors.
+    """
     text = str(source)
-    if is_registry_uri(text):
-        return _from_registry(text, tracking_uri)
-    path = Path(text)
-    if path.is_dir():
-        return _from_file(_newest_checkpoint(path), text, None)
-    if path.is_file():
-        return _from_file(path, text, None)
-    raise EncoderSourceError(f"{source}: no such checkpoint, run directory or models:/ URI")
+    registered = is_registry_uri(text)
+    if not registered and not Path(text).exists():
+        raise EncoderSourceError(f"{source}: no such checkpoint, run directory, export or models:/ URI")
+    model = load_pretrained(text, tracking_uri=tracking_uri)
+    report = model.load_report
+    extra = dict(report.extra)
+    run_id = (_alias_run_id(text, tracking_uri) if registered else None) \
+        or extra.get("mlflow_run_id") or extra.get("run_id")
+    return LoadedEncoder(model=model, source=text, checkpoint=None if registered else Path(report.path),
+                         parent_run_id=run_id, extra=extra, report=report)
 
 
 def random_like(model: MaskedAutoencoderViT, seed: int) -> MaskedAutoencoderViT:
@@ -105,6 +93,25 @@ def random_like(model: MaskedAutoencoderViT, seed: int) -> MaskedAutoencoderViT:
         return MaskedAutoencoderViT(model.config)
     finally:
         torch.random.set_rng_state(state)
+
+
+def baseline_encoder(
+    baseline: Baseline, like: MaskedAutoencoderViT, *, seed: int, tracking_uri: str | None = None
+) -> tuple[MaskedAutoencoderViT, LoadReport | None]:
+    """The encoder of one comparison arm, for the input of `like` (the chosen encoder): random
+    (`random_like`), or imported with `load_pretrained` at `like`'s frame count, image size and
+    channels, keeping its own widths, depth and tubelet; with its load report when imported.
+
+    Raises:
+        WeightsError: the source cannot be read or converted (a partial load is refused).
+    """
+    if baseline.source is None:
+        return random_like(like, seed), None
+    config = like.config
+    model = load_pretrained(baseline.source, num_frames=config.num_frames,
+                            img_size=config.img_size, in_chans=config.in_chans,
+                            tracking_uri=tracking_uri)
+    return model, model.load_report
 
 
 def encoder_from_config(config: dict) -> MaskedAutoencoderViT:

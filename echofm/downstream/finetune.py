@@ -1,4 +1,4 @@
-"""Fine-tune the pretrained encoder on a downstream task and compare with a random encoder.
+"""Fine-tune the pretrained encoder on a downstream task and compare it with its baselines.
 
 Strategies:
 - `linear`, `mlp`, `attentive`: the encoder stays frozen and only that head trains. Encoder
@@ -10,9 +10,11 @@ Strategies:
 Segmentation always uses the segmentation decoder as its head; the frozen strategies all mean
 "train the decoder on a frozen encoder" there.
 
-Every run trains the same head, with the same strategy, seed, split and epochs, on a randomly
-initialised encoder of the same architecture, and reports both (`FinetuneResult.pretrained`,
-`.random_init`): the gap is what pretraining bought.
+Every run trains the same head, with the same strategy, seed, split and epochs, on each
+initialisation of `config.compare` (`echofm.downstream.baselines`: by default a randomly
+initialised encoder of the same architecture; also imported ImageNet, Kinetics or published
+EchoFM weights) and reports them side by side (`FinetuneResult.pretrained`, `.baselines`,
+`summary()["comparison"]`): the gaps are what this pretraining bought.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ from echofm.model.heads import HeadConfig, build_head
 from echofm.preprocess.clips import InputSpec, to_model_input
 from echofm.downstream.dataset import TaskData, build_task_data
 from echofm.downstream.model import DownstreamModel, save_downstream
+from echofm.downstream.baselines import PRETRAINED_ARM, RANDOM, comparison_table
 from echofm.downstream.encoder import (
     LoadedEncoder,
+    baseline_encoder,
     layer_decay_groups,
     load_encoder,
     parameter_count,
-    random_like,
     set_trainable_layers,
 )
 from echofm.downstream.config import FinetuneConfig, FinetuneConfigError
@@ -56,13 +59,17 @@ RESULT_NAME = "result.json"
 
 @dataclass
 class ArmResult:
-    """One arm of the comparison: metrics per split ("val", "test"), loss per epoch."""
+    """One arm of the comparison: metrics per split ("val", "test"), loss per epoch; for an
+    imported encoder, `source` (what its `--compare` entry points at) and `load` (layout, tensor
+    counts and the load report's summary)."""
 
     metrics: dict[str, dict[str, float]]
     history: list[dict[str, float]]
     best_epoch: int
     seconds: float
     trainable_parameters: int
+    source: str | None = None
+    load: dict[str, Any] | None = None
 
 
 @dataclass
@@ -74,7 +81,7 @@ class FinetuneResult:
     task: TaskSpec
     inputs: InputSpec
     pretrained: ArmResult
-    random_init: ArmResult | None
+    baselines: dict[str, ArmResult]
     counts: dict[str, dict[str, int]]
     encoder_source: str
     parent_run_id: str | None
@@ -86,14 +93,23 @@ class FinetuneResult:
     def test_metrics(self) -> dict[str, float]:
         return self.pretrained.metrics.get("test", {})
 
+    @property
+    def random_init(self) -> ArmResult | None:
+        return self.baselines.get(RANDOM)
+
     def summary(self) -> dict[str, Any]:
-        """JSON-ready record of the run (no weights)."""
+        """JSON-ready record of the run (no weights); `comparison` holds every arm's metrics side
+        by side, `random_init` the random arm again (the key earlier records used)."""
+        arms = {PRETRAINED_ARM: self.pretrained, **self.baselines}
         return {
             "config": self.config.to_dict(),
             "task": self.task.to_dict(),
             "inputs": self.inputs.to_dict(),
             "pretrained": asdict(self.pretrained),
             "random_init": asdict(self.random_init) if self.random_init else None,
+            "baselines": {name: asdict(arm) for name, arm in self.baselines.items()},
+            "comparison": {split: comparison_table({n: a.metrics for n, a in arms.items()}, split)
+                           for split in ("val", "test")},
             "counts": self.counts,
             "encoder_source": self.encoder_source,
             "parent_run_id": self.parent_run_id,
@@ -280,10 +296,11 @@ def finetune(
     mask_root: str | Path | None = None,
     tracking_uri: str | None = None,
 ) -> FinetuneResult:
-    """Fine-tune `encoder` on `config.task` and compare with a random encoder (see module doc).
+    """Fine-tune `encoder` on `config.task` and compare with `config.compare` (see module doc).
 
-    encoder: a checkpoint file, a pretraining run directory, `models:/echofm-encoder@champion`
-    (resolved against `tracking_uri`), or an already loaded encoder. manifest: default
+    encoder: anything `echofm.model.load_pretrained` reads (a checkpoint file, a pretraining run
+    directory, an export folder, `models:/echofm-encoder@champion` resolved against
+    `tracking_uri`, a published checkpoint), or an already loaded encoder. manifest: default
     `<shards>/../manifest.parquet`. out_dir: when given, the fine-tuned model is saved there as
     `model.pt` with `result.json` beside it.
     """
@@ -301,14 +318,20 @@ def finetune(
     device = resolve_device(config.device)
 
     pretrained_encoder = copy.deepcopy(loaded.model)
-    model, pretrained = _train_arm("pretrained", pretrained_encoder, data, task, inputs, config, device)
-    random_init = None
-    if config.compare_random_init:
-        _, random_init = _train_arm("random-init", random_like(loaded.model, config.seed), data, task,
-                                    inputs, config, device)
+    model, pretrained = _train_arm(PRETRAINED_ARM, pretrained_encoder, data, task, inputs, config, device)
+    baselines = {}
+    for baseline in config.baselines:
+        arm_encoder, report = baseline_encoder(baseline, loaded.model, seed=config.seed,
+                                            tracking_uri=tracking_uri)
+        _, arm = _train_arm(baseline.name, arm_encoder, data, task, inputs, config, device)
+        if report is not None:
+            arm.source = baseline.source
+            arm.load = {"format": report.format, "counts": report.counts(),
+                        "summary": report.summary()}
+        baselines[baseline.name] = arm
     digest = file_digest(manifest) if isinstance(manifest, (str, Path)) and Path(manifest).is_file() else None
     result = FinetuneResult(
-        config=config, task=task, inputs=inputs, pretrained=pretrained, random_init=random_init,
+        config=config, task=task, inputs=inputs, pretrained=pretrained, baselines=baselines,
         counts=counts, encoder_source=loaded.source, parent_run_id=loaded.parent_run_id,
         manifest_digest=digest, model=model,
     )

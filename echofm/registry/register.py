@@ -1,13 +1,14 @@
 """MLflow registration of fine-tuned models: one run per checkpoint, the pyfunc, a model card.
 
-A fine-tuned checkpoint (`model.pt`) carries everything registration needs (config, both arms'
-metrics, provenance), so this step runs on its own: `log_and_register` logs the run (params,
+A fine-tuned checkpoint (`model.pt`) carries everything registration needs (config, every arm's
+metrics: the pretrained encoder and its baselines, provenance), so this step runs on its own: `log_and_register` logs the run (params,
 metrics, per-epoch losses, the raw-clip pyfunc of `echofm.registry.pyfunc`), registers the task's
 model (`Task.model_name`, e.g. `echofm-ef`) with alias `challenger`, writes the model card as the
 version's description and tags the version with its provenance and its evaluation.
 
 The evaluation a version is judged by is recorded on the version as tags: `eval.set` (a digest
-of manifest, labels, split and task) and `eval.<metric>`; promotion (`echofm.registry.promote`)
+of manifest, labels, split and task) and `eval.<metric>`, each baseline's as
+`eval.<arm>.<metric>` (an imported one's source as `baseline.<arm>.source`); promotion (`echofm.registry.promote`)
 compares recorded metrics only when both versions carry the same `eval.set`. Registry stages are
 not used (deprecated).
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from echofm.downstream.baselines import PRETRAINED_ARM, RANDOM, comparison_table, summary_arms
 from echofm.downstream.model import load_downstream
 from echofm.downstream.tasks import TASKS
 from echofm.errors import RegistryError
@@ -33,6 +35,8 @@ from echofm.store import CHALLENGER, code_version, default_artifact_location, tr
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "echofm-finetune"
+# Column titles of the model card's metrics table; imported arms are titled by name and layout.
+ARM_TITLES = {PRETRAINED_ARM: "pretrained encoder", RANDOM: "random-init encoder"}
 
 
 @dataclass(frozen=True)
@@ -50,18 +54,33 @@ def evaluation_set_digest(manifest_digest: str | None, labels_digest: str | None
 
 
 def _arm_test(summary: dict[str, Any], arm: str) -> dict[str, float]:
-    record = summary.get(arm) or {}
+    record = summary_arms(summary).get(arm) or {}
     return dict((record.get("metrics") or {}).get("test") or {})
+
+
+def _arm_title(name: str, record: dict[str, Any]) -> str:
+    if name in ARM_TITLES:
+        return ARM_TITLES[name]
+    load = record.get("load") or {}
+    return f"{name} ({load.get('format', 'imported')}: `{record.get('source')}`)"
+
+
+def _metrics_table(summary: dict[str, Any]) -> str:
+    """Markdown table of the test metrics, one column per arm (`pretrained` first)."""
+    arms = summary_arms(summary)
+    table = comparison_table({n: r.get("metrics") or {} for n, r in arms.items()}, "test")
+    lines = ["| metric | " + " | ".join(_arm_title(n, r) for n, r in arms.items()) + " |",
+             "|---" * (len(arms) + 1) + "|"]
+    for metric, values in sorted(table.items()):
+        cells = [f"{values[n]:.4g}" if n in values else "-" for n in arms]
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def model_card(summary: dict[str, Any], name: str, head_kind: str) -> str:
     """Markdown description of a fine-tuned version (data, metrics, intended use, limits), from
     the run summary a fine-tuned checkpoint carries (`FinetuneResult.summary()`)."""
     cfg, counts = summary["config"], summary["counts"]
-    test, rand = _arm_test(summary, "pretrained"), _arm_test(summary, "random_init")
-    rows = "\n".join(
-        f"| {k} | {v:.4g} | {rand.get(k, float('nan')):.4g} |" for k, v in sorted(test.items())
-    )
     classes = summary["task"].get("classes") or []
     class_text = f" Classes: {', '.join(classes)}." if classes else ""
     return f"""# {name}
@@ -75,9 +94,10 @@ train {counts['train']['clips']} ({counts['train']['patients']}), val {counts['v
 ({counts['val']['patients']}), test {counts['test']['clips']} ({counts['test']['patients']}).
 
 ## Metrics (test split)
-| metric | pretrained encoder | random-init encoder (same head, split, epochs) |
-|---|---|---|
-{rows}
+Every arm trains the same head with the same strategy, split, seed and epochs; imported encoders
+were converted for this input (their load reports are in the run's result.json).
+
+{_metrics_table(summary)}
 
 ## Intended use
 Research on echocardiography representation learning and as a pipeline component (e.g. view
@@ -138,8 +158,7 @@ def _log_and_register(path: Path, model: Any, summary: dict[str, Any], *, experi
         params = {k: str(v) for k, v in cfg.items() if k != "split"}
         params.update({f"split_{k}": str(v) for k, v in cfg["split"].items()})
         mlflow.log_params(params)
-        for arm in ("pretrained", "random_init"):
-            record = summary.get(arm)
+        for arm, record in summary_arms(summary).items():
             if not record:
                 continue
             for split, values in record["metrics"].items():
@@ -158,8 +177,12 @@ def _log_and_register(path: Path, model: Any, summary: dict[str, Any], *, experi
         **provenance,
         "eval.set": eval_set,
         **{f"eval.{k}": repr(float(v)) for k, v in _arm_test(summary, "pretrained").items()},
-        **{f"eval.random_init.{k}": repr(float(v)) for k, v in _arm_test(summary, "random_init").items()},
     }
+    for arm, record in summary_arms(summary).items():
+        if arm != PRETRAINED_ARM:
+            tags.update({f"eval.{arm}.{k}": repr(float(v)) for k, v in _arm_test(summary, arm).items()})
+            if record.get("source"):
+                tags[f"baseline.{arm}.source"] = str(record["source"])
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     log.info("registered %s version %s (alias %s)", name, version, CHALLENGER)

@@ -29,6 +29,7 @@ from tests.factories.downstream import (
     SHARD_SIZE,
     VIEWS,
 )
+from tests.factories.weights import timm_vit_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SPLIT = SplitConfig(seed=1)
@@ -128,7 +129,7 @@ def test_full_finetune_and_segmentation(downstream_archive, tmp_path) -> None:
     before = load_encoder(downstream_archive.encoder_path).model.state_dict()
     assert not torch.equal(before["patch_embed.proj.weight"], full.model.encoder.state_dict()["patch_embed.proj.weight"])
     seg = _run(downstream_archive, tmp_path, task="segmentation", strategy="linear", epochs=1,
-               compare_random_init=False)
+               compare="none")
     assert 0.0 <= seg.test_metrics["dice"] <= 1.0 and seg.random_init is None
     out = predict_clips(seg.model, np.full((1, 24, 50, 70, 1), 90, dtype=np.uint8))
     assert out["masks"].shape == (1, ENCODER_OVERRIDES["num_frames"], 50, 70)
@@ -200,15 +201,26 @@ def test_cli_finetune_then_evaluate(downstream_archive, tmp_path, capsys) -> Non
     for module in (finetune_command, evaluate_command):
         module.add_parser(sub).set_defaults(_run=module.run)
     out = tmp_path / "cli"
+    imagenet = timm_vit_file(tmp_path / "vit_tiny.safetensors")
     args = parser.parse_args([
         "finetune", "--task", "ef", "--shards", str(downstream_archive.shards),
         "--manifest", str(downstream_archive.manifest_path), "--labels", str(downstream_archive.labels_path),
         "--encoder", str(downstream_archive.encoder_path.parent), "--epochs", "1", "--out", str(out),
-        "--seed", "1",
+        "--seed", "1", "--compare", f"random,imagenet:{imagenet}",
     ])
     assert args._run(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["pretrained"]["test"]) == {"mae", "rmse", "r2"} and report["random_init"]
+    # Every arm side by side: same head, split and epochs; the imported one converted for this input.
+    assert set(report["comparison"]["test"]["mae"]) == {"pretrained", "random", "imagenet"}
+    assert report["baselines"]["random"] == report["random_init"]
+    assert report["comparison"]["test"]["mae"]["imagenet"] == report["baselines"]["imagenet"]["test"]["mae"]
+    recorded = json.loads((out / "result.json").read_text())
+    arm = recorded["baselines"]["imagenet"]
+    assert arm["source"] == str(imagenet) and arm["load"]["format"] == "timm-vit"
+    assert arm["load"]["counts"]["encoder"].get("initialised") is None
+    assert arm["trainable_parameters"] == 192 + 1  # the same linear head, on the 192-wide encoder
+    assert recorded["config"]["compare"] == ["random", f"imagenet:{imagenet}"]
     args = parser.parse_args(["evaluate", "--model", str(out), "--shards", str(downstream_archive.shards),
                               "--manifest", str(downstream_archive.manifest_path),
                               "--labels", str(downstream_archive.labels_path)])

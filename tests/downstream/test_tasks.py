@@ -87,7 +87,7 @@ def severity_task() -> Iterator[Task]:
 
 
 def test_a_new_task_is_one_definition(severity_task: Task, downstream_archive, tmp_path) -> None:
-    config = FinetuneConfig(task=severity_task.name, epochs=1, split=SPLIT, compare_random_init=False)
+    config = FinetuneConfig(task=severity_task.name, epochs=1, split=SPLIT, compare="none")
     result = finetune(config, encoder=downstream_archive.encoder_path, shards=downstream_archive.shards,
                       labels=downstream_archive.labels_path, manifest=downstream_archive.manifest_path,
                       out_dir=tmp_path / "severity")
@@ -119,7 +119,7 @@ def test_regression_of_several_outputs(two_output_task: Task, downstream_archive
                            spec=spec, split_config=SPLIT)
     assert data.targets.shape == (len(data.clip_ids), 2)
     np.testing.assert_allclose(data.targets[:, 1], 60.0)
-    config = FinetuneConfig(task=two_output_task.name, epochs=1, split=SPLIT, compare_random_init=False)
+    config = FinetuneConfig(task=two_output_task.name, epochs=1, split=SPLIT, compare="none")
     result = finetune(config, encoder=downstream_archive.encoder_path, shards=downstream_archive.shards,
                       labels=downstream_archive.labels_path, manifest=downstream_archive.manifest_path)
     assert {"mae", "ef_mae", "heart_rate_bpm_mae"} <= set(result.test_metrics)

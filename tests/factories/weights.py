@@ -24,11 +24,27 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from echofm.bench.reference import PublishedStepReference
 from echofm.model import ModelConfig
+
+
+def timm_vit_file(path: Path, *, depth: int = 2, img_size: int = 32, patch_size: int = 8,
+                  seed: int = 0) -> Path:
+    """An ImageNet-style baseline: timm's `vit_tiny_patch16_224` architecture (the tiny preset's
+    192 width, 3 heads) at test size, randomly initialised, saved as timm/Hugging Face do
+    (`.safetensors`)."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=depth,
+                            img_size=img_size, patch_size=patch_size)
+    save_file(vit.state_dict(), path)
+    return path
 
 
 def _random(generator: torch.Generator, *shape: int, scale: float = 0.02) -> torch.Tensor:

@@ -24,6 +24,7 @@ from echofm.registry.views import RegistryViewClassifier
 from echofm.store import CHALLENGER, CHAMPION, tracking_uri_scope
 from echofm.downstream.splits import SplitConfig
 from tests.factories.servers import mlflow_server_process, wait_for_http
+from tests.factories.weights import timm_vit_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 SPLIT = SplitConfig(seed=1)
@@ -66,7 +67,10 @@ def test_register_promote_and_load_champion(mlflow_server, downstream_archive, t
     assert decision.promoted and decision.reason == "no champion yet"
 
     # A second version, evaluated on the same set, against a rule it cannot meet: no promotion.
-    second = _finetune(downstream_archive, tmp_path / "v2", strategy="mlp")
+    # It is also compared with an imported ImageNet-style baseline beside the random one.
+    imagenet = timm_vit_file(tmp_path / "vit_tiny.safetensors")
+    second = _finetune(downstream_archive, tmp_path / "v2", strategy="mlp",
+                       compare=("random", f"imagenet:{imagenet}"))
     v2 = log_and_register(second, tracking_uri=mlflow_server)
     strict = {**PROMOTION_RULES, "ef": replace(PROMOTION_RULES["ef"], min_improvement=1e6)}
     kept = promote("echofm-ef", tracking_uri=mlflow_server, rules=strict)
@@ -93,6 +97,13 @@ def test_register_promote_and_load_champion(mlflow_server, downstream_archive, t
         assert version.tags["manifest_digest"] == second.manifest_digest
         assert version.tags["code_version"] and "parent_run_id" in version.tags
         assert "Intended use" in version.description and "random-init" in version.description
+        # Every arm side by side: in the card's table, the version's tags and the run's metrics.
+        assert f"imagenet (timm-vit: `{imagenet}`)" in version.description
+        assert float(version.tags["eval.imagenet.mae"]) == pytest.approx(second.baselines["imagenet"].metrics["test"]["mae"])
+        assert float(version.tags["eval.random.mae"]) == pytest.approx(second.random_init.metrics["test"]["mae"])
+        assert version.tags["baseline.imagenet.source"] == str(imagenet)
+        run_metrics = MlflowClient().get_run(version.run_id).data.metrics
+        assert {"pretrained/test_mae", "random/test_mae", "imagenet/test_mae"} <= set(run_metrics)
         model = mlflow.pyfunc.load_model("models:/echofm-ef@champion")
         rng = np.random.default_rng(0)
         grey = rng.integers(0, 255, size=(2, 19, 45, 61, 1), dtype=np.uint8)
@@ -166,7 +177,7 @@ def test_finetune_from_the_registered_encoder(mlflow_server, downstream_archive,
     tracker.end()
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
-    result = finetune(FinetuneConfig(task="ef", epochs=1, split=SPLIT, compare_random_init=False),
+    result = finetune(FinetuneConfig(task="ef", epochs=1, split=SPLIT, compare="none"),
                       encoder="models:/echofm-encoder@challenger", shards=downstream_archive.shards,
                       labels=downstream_archive.labels_path, manifest=downstream_archive.manifest_path,
                       tracking_uri=mlflow_server)
