@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "finetune",
     "evaluate",
     "promote",
+    "export",
     "pipeline",
     "demo",
     "bench",

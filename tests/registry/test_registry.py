@@ -206,3 +206,29 @@ def test_encoder_becomes_champion_only_when_every_downstream_model_was_promoted(
     assert won["promoted"]
     with tracking_uri_scope(mlflow_server):
         assert MlflowClient().get_model_version_by_alias("echofm-encoder", "champion").version == "1"
+
+
+def test_export_a_registered_encoder_with_its_records(mlflow_server, downstream_archive, tmp_path) -> None:
+    from mlflow import MlflowClient
+
+    from echofm.model import load_pretrained
+    from echofm.registry.export import export_encoder
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.create_experiment("export-test")
+    run_id = client.create_run(experiment).info.run_id
+    client.log_metric(run_id, "loss", 0.4375)
+    client.log_artifact(run_id, str(downstream_archive.encoder_path), "encoder")
+    name, digest = "echofm-encoder-export", "d1" * 32
+    client.create_registered_model(name)
+    version = client.create_model_version(name, f"runs:/{run_id}/encoder", run_id=run_id,
+                                          tags={"manifest_digest": digest, "preset": "tiny"})
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    out, card = export_encoder(f"models:/{name}@{CHALLENGER}", tmp_path / "export", tracking_uri=mlflow_server)
+    assert card.data == {"manifest digest": digest} and card.metrics == {"loss": 0.4375}
+    readme = (out / "README.md").read_text()
+    assert digest in readme and "EchoFM encoder (tiny)" in readme
+    video = torch.randn(1, 3, 8, 32, 32)
+    exported, original = load_pretrained(out), load_pretrained(downstream_archive.encoder_path)
+    with torch.no_grad():
+        assert torch.equal(exported.eval().forward_features(video), original.eval().forward_features(video))
