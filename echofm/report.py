@@ -44,18 +44,25 @@ def _loss_lines(history: Mapping[str, Sequence[tuple[int, float]]]) -> list[str]
 
 
 def _downstream_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per task: the primary test metric of every arm (pretrained, random init, then
+    each imported baseline of `--compare`), and the promotion decision."""
     from echofm.downstream.tasks import TASKS
 
-    lines = [f"  {'task':<13}{'metric':<10}{'pretrained':>12}{'random init':>13}  promotion"]
+    def arms(result: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+        found = {"pretrained": result.get("pretrained") or {}, "random": result.get("random_init") or {}}
+        found.update({k: v for k, v in (result.get("baselines") or {}).items() if k != "random"})
+        return found
+
+    names = list(dict.fromkeys(name for result in results.values() for name in arms(result)))
+    titles = {"pretrained": "pretrained", "random": "random init"}
+    lines = [f"  {'task':<13}{'metric':<10}" + "".join(f"{titles.get(n, n):>13}" for n in names) + "  promotion"]
     for task, result in results.items():
         metric = TASKS[task].primary_metric
-        pretrained = (result.get("pretrained") or {}).get("test", {})
-        random_init = (result.get("random_init") or {}).get("test", {})
+        found = arms(result)
         promotion = result.get("promotion") or {}
         decision = "promoted to champion" if promotion.get("promoted") else promotion.get("reason", "-")
-        lines.append(
-            f"  {task:<13}{metric:<10}{_fmt(pretrained.get(metric)):>12}{_fmt(random_init.get(metric)):>13}  {decision}"
-        )
+        cells = "".join(f"{_fmt((found.get(n) or {}).get('test', {}).get(metric)):>13}" for n in names)
+        lines.append(f"  {task:<13}{metric:<10}{cells}  {decision}")
     return lines
 
 

@@ -29,7 +29,7 @@ STAGE_FLAGS: dict[str, tuple[type[Any], dict[str, str]]] = {
     "pretraining": (PretrainOptions, {"preset": "--preset", "steps": "--steps", "batch_size": "--batch-size",
                                       "base_lr": "--base-lr", "img_size": "--img-size", "num_frames": "--num-frames",
                                       "nproc_per_node": "--nproc-per-node"}),
-    "finetuning": (FinetuneOptions, {"epochs": "--finetune-epochs", "strategy": "--strategy"}),
+    "finetuning": (FinetuneOptions, {"epochs": "--finetune-epochs", "strategy": "--strategy", "compare": "--compare"}),
 }
 
 

@@ -53,11 +53,12 @@ def test_pipeline_runs_every_stage_and_promotes_the_encoder(prefect_harness, tmp
     assert "files by status" in summary and "echofm-ef: v1 @challenger/@champion" in summary
 
 
-def test_report_puts_both_arms_side_by_side() -> None:
+def test_report_puts_every_arm_side_by_side() -> None:
     text = pipeline_report(
         ingest={"files": 3, "clips": 2, "by_status": {"accepted": 2, "failed": 1}, "by_reason": {"not_dicom": 1}},
         pretrain={"step": 10, "final_loss": 0.5, "clips_per_s": 4.0},
         downstream={"ef": {"pretrained": {"test": {"mae": 5.5}}, "random_init": {"test": {"mae": 7.25}},
+                           "baselines": {"random": {"test": {"mae": 7.25}}, "imagenet": {"test": {"mae": 6.0}}},
                            "promotion": {"promoted": False, "reason": "champion kept"}}},
         losses={"loss": [(1, 1.5), (10, 0.5)]},
         registry={"echofm-ef": [{"version": "2", "aliases": ["challenger"]}, {"version": "1", "aliases": ["champion"]}]},
@@ -65,8 +66,10 @@ def test_report_puts_both_arms_side_by_side() -> None:
     )
     assert "accepted 2, failed 1" in text and "not_dicom 1" in text
     assert "step 1: 1.5000  ->  step 10: 0.5000" in text
+    header = next(line for line in text.splitlines() if line.strip().startswith("task"))
+    assert header.split()[2:6] == ["pretrained", "random", "init", "imagenet"]
     ef_line = next(line for line in text.splitlines() if line.strip().startswith("ef"))
-    assert ef_line.split()[1:5] == ["mae", "5.5", "7.25", "champion"]
+    assert ef_line.split()[1:6] == ["mae", "5.5", "7.25", "6", "champion"]
     assert "echofm-ef: v2 @challenger, v1 @champion" in text
 
 
