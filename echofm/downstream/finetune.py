@@ -317,17 +317,18 @@ def finetune(
     task = _task_spec(config, data)
     device = resolve_device(config.device)
 
+    # Every baseline is loaded before any arm trains, so a bad --compare entry fails at once.
+    arm_encoders = [(baseline, *baseline_encoder(baseline, loaded.model, seed=config.seed,
+                                                 tracking_uri=tracking_uri))
+                    for baseline in config.baselines]
     pretrained_encoder = copy.deepcopy(loaded.model)
     model, pretrained = _train_arm(PRETRAINED_ARM, pretrained_encoder, data, task, inputs, config, device)
     baselines = {}
-    for baseline in config.baselines:
-        arm_encoder, report = baseline_encoder(baseline, loaded.model, seed=config.seed,
-                                            tracking_uri=tracking_uri)
+    for baseline, arm_encoder, report in arm_encoders:
         _, arm = _train_arm(baseline.name, arm_encoder, data, task, inputs, config, device)
         if report is not None:
             arm.source = baseline.source
-            arm.load = {"format": report.format, "counts": report.counts(),
-                        "summary": report.summary()}
+            arm.load = {"format": report.format, "counts": report.counts(), "summary": report.summary()}
         baselines[baseline.name] = arm
     digest = file_digest(manifest) if isinstance(manifest, (str, Path)) and Path(manifest).is_file() else None
     result = FinetuneResult(
