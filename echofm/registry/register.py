@@ -1,16 +1,17 @@
 """MLflow registration of fine-tuned models: one run per checkpoint, the pyfunc, a model card.
 
 A fine-tuned checkpoint (`model.pt`) carries everything registration needs (config, every arm's
-metrics: the pretrained encoder and its baselines, provenance), so this step runs on its own: `log_and_register` logs the run (params,
-metrics, per-epoch losses, the raw-clip pyfunc of `echofm.registry.pyfunc`), registers the task's
-model (`Task.model_name`, e.g. `echofm-ef`) with alias `challenger`, writes the model card as the
+metrics: the pretrained encoder and its baselines, provenance), so this step runs on its own:
+`log_and_register` logs the run (params, metrics per arm, per-epoch losses, the raw-clip pyfunc
+of `echofm.registry.pyfunc`), registers the task's model (`Task.model_name`, e.g. `echofm-ef`)
+with alias `challenger`, writes the model card (every arm's metrics side by side) as the
 version's description and tags the version with its provenance and its evaluation.
 
 The evaluation a version is judged by is recorded on the version as tags: `eval.set` (a digest
-of manifest, labels, split and task) and `eval.<metric>`, each baseline's as
-`eval.<arm>.<metric>` (an imported one's source as `baseline.<arm>.source`); promotion (`echofm.registry.promote`)
-compares recorded metrics only when both versions carry the same `eval.set`. Registry stages are
-not used (deprecated).
+of manifest, labels, split and task) and `eval.<metric>`; each baseline's as
+`eval.<arm>.<metric>` (an imported one's source as `baseline.<arm>.source`). Promotion
+(`echofm.registry.promote`) compares recorded metrics only when both versions carry the same
+`eval.set`. Registry stages are not used (deprecated).
 """
 
 from __future__ import annotations

@@ -117,13 +117,12 @@ def build_from_file(
         raise WeightsConversionError(file.path, f"not a complete {name} file: it has no tensor "
                                                 f"{err}") from err
     derive_cls(src)
-    if preset is None:
+    try:
         own, assumed = source_config(src, file.path)
-    else:  # the file's own sizes only serve to explain a refusal; a rule may not cover them
-        try:
-            own, assumed = source_config(src, file.path)
-        except WeightsConversionError:
-            own, assumed = None, {}
+    except WeightsConversionError:
+        if preset is None:
+            raise
+        own, assumed = None, {}  # with a preset, the file's own sizes only explain a refusal
     try:
         config = preset_config(own if preset is None else preset, **overrides)
     except (UnknownPreset, ModelConfigError) as err:
