@@ -27,8 +27,8 @@ from echofm.ingest.qc import header_qc, pixel_qc, pixel_sha256
 from echofm.ingest.records import failed_row, file_row, write_part
 from echofm.ingest.views import ViewClassifier, load_view_classifier, view_rejection
 from echofm.io.errors import EchoIOError, NotUltrasound, TooFewFrames
-from echofm.io.video import GREY_TOLERANCE
 from echofm.errors import IngestError
+from echofm.io.grey import GREY_TOLERANCE, channel_mean, channel_spread
 
 if TYPE_CHECKING:
     from echofm.io.deid import Pseudonymizer
@@ -75,23 +75,10 @@ def inside_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 def grey_if_balanced(frames: np.ndarray) -> np.ndarray:
     """Colour frames `[T, H, W, 3]` whose channels agree within `GREY_TOLERANCE` as one channel
-    `[T, H, W, 1]` (their mean): grey echo stored as YBR JPEG (most archives) stays grey."""
-    if frames.shape[-1] != 3:
+    `[T, H, W, 1]` (their rounded mean): grey echo stored as YBR JPEG (most archives) stays grey."""
+    if frames.shape[-1] != 3 or channel_spread(frames) > GREY_TOLERANCE:
         return frames
-    import cv2
-
-    # Element-wise on channel planes: numpy reductions over a length-3 last axis are ~20x slower.
-    # 2-D [T * H, W] views (no copy), which OpenCV takes as single-channel images of any size.
-    red, green, blue = (frames[..., c].reshape(-1, frames.shape[2]) for c in range(3))
-    spread = max(int(cv2.absdiff(red, green).max()), int(cv2.absdiff(green, blue).max()))
-    if spread > GREY_TOLERANCE:
-        return frames
-    total = red.astype(np.uint16)
-    total += green
-    total += blue
-    total += 1
-    total //= 3  # the rounded channel mean
-    return total.astype(np.uint8).reshape(*frames.shape[:3], 1)
+    return channel_mean(frames)
 
 
 class StageTimer:
@@ -277,7 +264,7 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
         # The cine covers too little of one window to stretch into a clip.
         return reject("too_short", prediction=prediction)
     with timer.stage("decode"):
-        clip = decode_frames(item, wanted)
+        clip = decode_frames(item, wanted, min_side=config.size if config.fast_decode else None)
     with timer.stage("resize"):
         # Every decoded frame once, at the output size: windows then index these small frames
         # (a frame repeated in an up-sampled window is resized once, nothing big is copied).

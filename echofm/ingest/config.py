@@ -77,6 +77,10 @@ class IngestConfig(Options):
         (short windows of low-frame-rate cines) get frames spread over the cine decoded as well.
     view_classifier: "module:callable" spec of a `ViewClassifier` factory; None uses the header
         classifier. A spec (not an object) so every worker process can build its own.
+    fast_decode: decode JPEG DICOM frames downscaled in the DCT domain (by 2, 4 or 8, the longer
+        side staying >= `size`) before the resize: ~1.4x the clips per core on 800 x 600 cines,
+        but the pixels differ from a full decode by more than the source's own JPEG error at the
+        output size (docs/benchmarks.md, `--fast-decode`), hence off by default.
     """
 
     error: ClassVar[type[Exception]] = IngestConfigError
@@ -91,6 +95,11 @@ class IngestConfig(Options):
     shard_max_clips: int = Field(default=1000, ge=1, description="clips per shard")
     min_sector_frames: int = Field(default=24, ge=2, description="distinct frames the sector mask is estimated from")
     view_classifier: str | None = Field(default=None, description="'module:callable' building a ViewClassifier")
+    fast_decode: bool = Field(
+        default=False,
+        description="decode JPEG DICOM frames downscaled in the DCT domain before the resize "
+                    "(faster; pixels differ from a full decode, see docs/benchmarks.md)",
+    )
     qc: QCThresholds = Field(default_factory=QCThresholds, description="per-clip quality limits")
 
     @field_validator("views", mode="before")

@@ -69,13 +69,14 @@ def read_header(item: DiscoveredFile, pseudonymizer: Pseudonymizer | None) -> Fi
     )
 
 
-def decode_frames(item: DiscoveredFile, indices: np.ndarray) -> Clip:
+def decode_frames(item: DiscoveredFile, indices: np.ndarray, *, min_side: int | None = None) -> Clip:
     """Decode only the source frames `indices` (sorted, unique) of a media file (pseudonyms come
-    from `read_header`, not from here)."""
+    from `read_header`, not from here). `min_side`: see `read_dicom` (JPEG DICOM frames may come
+    back downscaled in the DCT domain, longer side still >= min_side)."""
     if item.source_format == "dicom":
         from echofm.io.dicom import read_dicom
 
-        return read_dicom(item.path, indices.tolist())
+        return read_dicom(item.path, indices.tolist(), min_side=min_side)
     from echofm.io.video import read_video
 
     return read_video(item.path, indices.tolist())

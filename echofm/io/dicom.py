@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,7 +21,7 @@ import pydicom
 from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import get_decoder, iter_pixels
+from pydicom.pixels import iter_pixels
 
 from echofm.io.clip import Clip, UltrasoundRegion
 from echofm.io.deid import Pseudonymizer, technical_metadata
@@ -34,7 +34,10 @@ from echofm.io.errors import (
     UnsupportedTransferSyntax,
 )
 from echofm.io.fps import frame_rate
+from echofm.io.jpeg_frames import decode_jpeg_frames, downscale_factor
+from echofm.io.jpeg_frames import handles as jpeg_fast_path_handles
 from echofm.io.photometric import PALETTE, SUPPORTED, palette_lut, to_display
+from echofm.io.pixel_decoders import decoding_plugin
 
 ULTRASOUND_SOP_CLASSES = frozenset(
     {
@@ -76,6 +79,7 @@ class DicomHeader:
     regions: list[UltrasoundRegion] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     pseudonyms: dict[str, str] = field(default_factory=dict)
+    pixel_offset: int | None = None  # byte offset of the Pixel Data value in the file (None: deflated)
 
     @property
     def channels(self) -> int:
@@ -84,15 +88,11 @@ class DicomHeader:
 
 
 def dicom_is_supported(transfer_syntax: str | DicomHeader) -> bool:
-    """True when pydicom has an installed decoder plugin for this transfer syntax UID (or the
-    transfer syntax of a scanned header)."""
+    """True when an installed decoder handles this transfer syntax UID (any sample precision),
+    or the transfer syntax at the precision of a scanned header."""
     if isinstance(transfer_syntax, DicomHeader):
-        transfer_syntax = transfer_syntax.transfer_syntax
-    try:
-        decoder = get_decoder(uid.UID(transfer_syntax))
-    except (NotImplementedError, ValueError):
-        return False
-    return bool(decoder.is_available)
+        return decoding_plugin(transfer_syntax.transfer_syntax, transfer_syntax.bits_stored) is not None
+    return decoding_plugin(transfer_syntax) is not None
 
 
 def _open_dataset(fh: BinaryIO, path: Path) -> Dataset:
@@ -128,10 +128,11 @@ def _transfer_syntax(ds: Dataset) -> uid.UID:
     return uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian
 
 
-def _pixel_element_length(fh: BinaryIO, ds: Dataset) -> tuple[str, int, int] | None:
+def _pixel_element_length(fh: BinaryIO, ds: Dataset) -> tuple[str, int, int, int | None] | None:
     """At the position `dcmread(stop_before_pixels=True)` leaves, read the pixel element's tag,
-    value length (0xFFFFFFFF = undefined, i.e. encapsulated) and the bytes left in the file after
-    the element header. None when there is no pixel data.
+    value length (0xFFFFFFFF = undefined, i.e. encapsulated), the bytes left in the file after
+    the element header and the file offset where its value starts. None when there is no pixel
+    data.
 
     Uses the encoding the header was actually parsed with, which is known even when the transfer
     syntax UID is one pydicom does not recognise."""
@@ -148,14 +149,14 @@ def _pixel_element_length(fh: BinaryIO, ds: Dataset) -> tuple[str, int, int] | N
         return None
     size = os.fstat(fh.fileno()).st_size
     if implicit:
-        return keyword, int.from_bytes(head[4:8], endian), size - (start + 8)
+        return keyword, int.from_bytes(head[4:8], endian), size - (start + 8), start + 8
     # Explicit VR: OB/OW/OF/OD have 2 reserved bytes then a 4-byte length.
     if len(head) < 12:
         return None
-    return keyword, int.from_bytes(head[8:12], endian), size - (start + 12)
+    return keyword, int.from_bytes(head[8:12], endian), size - (start + 12), start + 12
 
 
-def _deflated_pixel_element(fh: BinaryIO, path: Path) -> tuple[str, int, int] | None:
+def _deflated_pixel_element(fh: BinaryIO, path: Path) -> tuple[str, int, int, int | None] | None:
     """`_pixel_element_length` for a deflated dataset, which cannot be read at a file offset: the
     whole dataset is inflated (deflate is rare in ultrasound, and such files are small)."""
     fh.seek(0)
@@ -166,7 +167,7 @@ def _deflated_pixel_element(fh: BinaryIO, path: Path) -> tuple[str, int, int] | 
     for keyword in _PIXEL_TAGS.values():
         if keyword in full:
             length = len(full[keyword].value or b"")
-            return keyword, length, length
+            return keyword, length, length, None
     return None
 
 
@@ -225,7 +226,7 @@ def _scan(fh: BinaryIO, path: Path, pseudonymizer: Pseudonymizer | None) -> tupl
         pixel = _pixel_element_length(fh, ds)
     if pixel is None:
         raise NoPixelData(path, "no Pixel Data element")
-    keyword, length, available = pixel
+    keyword, length, available, pixel_offset = pixel
     if keyword != "PixelData":
         raise UnsupportedTransferSyntax(path, f"{keyword} (floating-point pixels) is not an ultrasound image")
     if not dicom_is_supported(ts):
@@ -240,7 +241,11 @@ def _scan(fh: BinaryIO, path: Path, pseudonymizer: Pseudonymizer | None) -> tupl
         raise CorruptPixelData(path, f"image pixel module incomplete ({exc})") from exc
     if photometric not in SUPPORTED:
         raise UnsupportedTransferSyntax(path, f"photometric interpretation {photometric!r} is not supported")
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if decoding_plugin(ts, bits_stored) is None:
+        # e.g. 12-bit JPEG Extended where the only JPEG decoder is 8-bit libjpeg: refused here,
+        # not as a corrupt frame at decode time.
+        raise UnsupportedTransferSyntax(path, f"{ts.name} with {bits_stored}-bit samples: no installed decoder")
+    n_frames = _number_of_frames(ds, path)
     if ts.is_encapsulated:
         if length != 0xFFFFFFFF:
             raise CorruptPixelData(path, f"{ts.name} pixel data must be encapsulated (undefined length)")
@@ -274,8 +279,23 @@ def _scan(fh: BinaryIO, path: Path, pseudonymizer: Pseudonymizer | None) -> tupl
         regions=_regions(ds),
         meta=meta,
         pseudonyms=pseudonymizer.dataset_pseudonyms(ds) if pseudonymizer is not None else {},
+        pixel_offset=pixel_offset,
     )
     return header, ds
+
+
+def _number_of_frames(ds: Dataset, path: Path) -> int:
+    """NumberOfFrames (1 when absent or empty); CorruptPixelData when it is not a positive integer
+    (a malformed value such as "1A": its text is not quoted, header values may carry PHI)."""
+    try:
+        # pydicom parses the IS value on access, so a malformed one raises here.
+        element = ds.get("NumberOfFrames")
+        value = None if element is None or element == "" else int(element)
+    except (TypeError, ValueError, OverflowError):
+        raise CorruptPixelData(path, "NumberOfFrames is not an integer") from None
+    if value is not None and value < 0:
+        raise CorruptPixelData(path, "NumberOfFrames is negative")
+    return int(value or 1)
 
 
 def _open(path: Path) -> BinaryIO:
@@ -318,13 +338,19 @@ def read_dicom(
     *,
     pseudonymizer: Pseudonymizer | None = None,
     min_frames: int = 1,
+    min_side: int | None = None,
 ) -> Clip:
     """Decode a DICOM ultrasound file to a `Clip` (uint8 `[T, H, W, C]`, RGB, C = 1 or 3).
 
     frames: source frame indices to decode, in the order wanted (None = all). Only these frames
-    are read and decoded. Raises what `scan_dicom` raises, TooFewFrames when the file has fewer
-    than `min_frames` frames, CorruptPixelData when a frame fails to decode, and ValueError for
-    indices outside the file (a caller error).
+    are read and decoded. JPEG Baseline / 8-bit Extended frames are decoded by libjpeg-turbo
+    straight to grey or RGB (`echofm.io.jpeg_frames`), everything else through pydicom.
+    min_side: allow those JPEG frames to be decoded downscaled in the DCT domain (by 2, 4 or 8)
+    while their longer side stays >= min_side pixels; the clip's regions are then in the
+    downscaled pixel grid. None (default): full resolution.
+    Raises what `scan_dicom` raises, TooFewFrames when the file has fewer than `min_frames`
+    frames, CorruptPixelData when a frame fails to decode, and ValueError for indices outside the
+    file (a caller error).
     """
     path = Path(path)
     with _open(path) as fh:
@@ -333,7 +359,7 @@ def read_dicom(
             raise TooFewFrames(path, f"{header.n_frames} frame(s), at least {min_frames} needed")
         wanted = _wanted(frames, header.n_frames, path)
         unique = sorted(set(wanted))
-        decoded = _decode(fh, path, ds, header, unique)
+        decoded, scale = _decode(fh, path, ds, header, unique, min_side)
     position = {index: k for k, index in enumerate(unique)}
     stack = decoded[[position[i] for i in wanted]] if wanted != unique else decoded
     return Clip(
@@ -344,13 +370,47 @@ def read_dicom(
         n_frames_source=header.n_frames,
         meta=dict(header.meta),
         source=path,
-        regions=list(header.regions),
+        regions=_scaled_regions(header.regions, scale),
         pseudonyms=dict(header.pseudonyms),
     )
 
 
-def _decode(fh: BinaryIO, path: Path, ds: Dataset, header: DicomHeader, indices: list[int]) -> np.ndarray:
-    """Decode `indices` (sorted, unique) to uint8 `[len(indices), H, W, C]`."""
+def _scaled_regions(regions: list[UltrasoundRegion], scale: int) -> list[UltrasoundRegion]:
+    """Regions in the pixel grid of frames downscaled by `scale` (physical size per pixel grows)."""
+    if scale == 1:
+        return list(regions)
+
+    def grown(delta: float | None) -> float | None:
+        return None if delta is None else delta * scale
+
+    return [
+        replace(
+            region,
+            x0=region.x0 // scale,
+            y0=region.y0 // scale,
+            x1=region.x1 // scale,
+            y1=region.y1 // scale,
+            physical_delta_x=grown(region.physical_delta_x),
+            physical_delta_y=grown(region.physical_delta_y),
+        )
+        for region in regions
+    ]
+
+
+def _decode(
+    fh: BinaryIO, path: Path, ds: Dataset, header: DicomHeader, indices: list[int], min_side: int | None
+) -> tuple[np.ndarray, int]:
+    """Decode `indices` (sorted, unique) to uint8 `[len(indices), H, W, C]` and the factor the
+    frames were downscaled by (1 unless the JPEG path honoured `min_side`)."""
+    if indices and jpeg_fast_path_handles(header):
+        frames = decode_jpeg_frames(fh, path, header, indices, min_side=min_side)
+        if frames is not None:
+            return frames, downscale_factor(header.rows, header.columns, min_side)
+    return _decode_with_pydicom(fh, path, ds, header, indices), 1
+
+
+def _decode_with_pydicom(fh: BinaryIO, path: Path, ds: Dataset, header: DicomHeader, indices: list[int]) -> np.ndarray:
+    """Decode `indices` (sorted, unique) through pydicom to uint8 `[len(indices), H, W, C]`."""
     out = np.empty((len(indices), header.rows, header.columns, header.channels), dtype=np.uint8)
     if not indices:
         return out
@@ -358,7 +418,7 @@ def _decode(fh: BinaryIO, path: Path, ds: Dataset, header: DicomHeader, indices:
     ts = uid.UID(header.transfer_syntax)
     fh.seek(0)
     src: BinaryIO | Dataset = fh
-    options: dict[str, Any] = {"transfer_syntax_uid": ts}
+    options: dict[str, Any] = {"transfer_syntax_uid": ts, "decoding_plugin": decoding_plugin(ts, header.bits_stored) or ""}
     if ts == uid.DeflatedExplicitVRLittleEndian:
         # The deflated stream cannot be decoded at an offset: inflate the whole dataset first.
         src = pydicom.dcmread(fh)

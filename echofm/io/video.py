@@ -1,9 +1,16 @@
 """MP4 / AVI echo clips through OpenCV, returned as the same `Clip` as DICOM.
 
-Frames are decoded sequentially (seeking in compressed video is unreliable), but only up to the
-last frame wanted, and frames in between are skipped with `grab()` (demux + decode, no colour
-conversion or copy). Grey echo exported to video is normally stored as three equal channels
-(yuv420p with neutral chroma); such clips are returned with C = 1 (see `_is_grey`).
+Frames are decoded only up to the last frame wanted. A window that starts later in the file is
+reached by seeking (OpenCV seeks to the keyframe before it and decodes forward to the frame,
+which it checks); frames in between are skipped with `grab()` (demux + decode, no colour
+conversion or copy). Only wanted frames are converted, straight into one uint8 array: grey
+echo exported to video is normally stored as three equal channels (yuv420p with neutral chroma),
+and such clips are returned with C = 1, the integer mean of the channels (`echofm.io.grey`),
+never through float arrays.
+
+Reader choice: OpenCV, measured against PyAV (docs/benchmarks.md, ingestion): PyAV's Y plane
+saves about 0.5 ms per kept 800 x 600 frame, not enough to add a second FFmpeg build (~100 MB,
+with GPL codec libraries) next to OpenCV's.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ import numpy as np
 from echofm.io.clip import Clip
 from echofm.io.errors import TooFewFrames, UnreadableVideo
 from echofm.io.fps import DEFAULT_FPS
+from echofm.io.grey import channel_mean, is_grey
 
-# A grey clip encoded with chroma subsampling decodes with channel differences of a few levels
-# at most; colour Doppler or coloured annotations differ by tens.
-GREY_TOLERANCE = 6
 _GREY_SAMPLE_FRAMES = 4
 _MAX_FPS = 1000.0
+# FFmpeg decodes on one thread: ingestion runs one worker per core, and FFmpeg's frame threads
+# cost 15-30% more CPU per frame than one thread does (docs/benchmarks.md, ingestion).
+DECODE_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class VideoHeader:
 def _capture(path: Path) -> Iterator[cv2.VideoCapture]:
     if not path.is_file() or path.stat().st_size == 0:
         raise UnreadableVideo(path, "missing or empty file")
-    cap = cv2.VideoCapture(str(path))
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, DECODE_THREADS])
     try:
         if not cap.isOpened():
             raise UnreadableVideo(path, "OpenCV cannot open the container")
@@ -97,14 +105,9 @@ def probe_video(path: str | Path) -> VideoHeader:
     return header
 
 
-def _is_grey(frames: np.ndarray) -> bool:
-    """True when sampled frames of RGB `[T, H, W, 3]` have all channels within GREY_TOLERANCE."""
-    sample = frames[np.linspace(0, len(frames) - 1, min(len(frames), _GREY_SAMPLE_FRAMES)).astype(int)]
-    wide = sample.astype(np.int16)
-    return bool(
-        np.abs(wide[..., 0] - wide[..., 1]).max() <= GREY_TOLERANCE
-        and np.abs(wide[..., 1] - wide[..., 2]).max() <= GREY_TOLERANCE
-    )
+def _sampled_frames_grey(frames: np.ndarray) -> bool:
+    """True when sampled frames of `[T, H, W, 3]` have all channels within the grey tolerance."""
+    return is_grey(frames[np.linspace(0, len(frames) - 1, min(len(frames), _GREY_SAMPLE_FRAMES)).astype(int)])
 
 
 def read_video(path: str | Path, frames: Iterable[int] | None = None, *, min_frames: int = 1) -> Clip:
@@ -119,9 +122,9 @@ def read_video(path: str | Path, frames: Iterable[int] | None = None, *, min_fra
     with _capture(path) as cap:
         header = _header(cap, path)
         if frames is None:
-            decoded = _read_all(cap)
+            decoded = _read_all(cap, header)
             wanted = list(range(len(decoded)))
-            if not decoded:
+            if not len(decoded):
                 raise UnreadableVideo(path, "no decodable frame")
             n_source = len(decoded)
         else:
@@ -130,19 +133,21 @@ def read_video(path: str | Path, frames: Iterable[int] | None = None, *, min_fra
             bad = [i for i in wanted if i < 0 or (n_source > 0 and i >= n_source)]
             if bad:
                 raise ValueError(f"{path}: frame indices {bad[:5]} outside the {n_source} frames of the video")
-            decoded = _read_indices(cap, path, sorted(set(wanted)))
+            decoded = _read_indices(cap, path, header, sorted(set(wanted)))
         if n_source < min_frames:
             raise TooFewFrames(path, f"{n_source} frame(s), at least {min_frames} needed")
     unique = sorted(set(wanted))
-    position = {index: k for k, index in enumerate(unique)}
-    if wanted:
-        rgb = np.stack([decoded[position[i]] for i in wanted])
+    if wanted != unique:
+        position = {index: k for k, index in enumerate(unique)}
+        decoded = decoded[[position[i] for i in wanted]]
+    if len(decoded) and _sampled_frames_grey(decoded):
+        frames_out = channel_mean(decoded)
     else:
-        rgb = np.empty((0, header.height, header.width, 3), np.uint8)
-    if len(rgb) and _is_grey(rgb):
-        rgb = rgb.mean(axis=-1, keepdims=True).round().astype(np.uint8)
+        for frame in decoded:
+            cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=frame)
+        frames_out = decoded
     return Clip(
-        frames=np.ascontiguousarray(rgb),
+        frames=frames_out,
         fps=header.fps,
         fps_source=header.fps_source,
         frame_indices=np.asarray(wanted, dtype=np.int64),
@@ -152,26 +157,55 @@ def read_video(path: str | Path, frames: Iterable[int] | None = None, *, min_fra
     )
 
 
-def _read_all(cap: cv2.VideoCapture) -> list[np.ndarray]:
-    out = []
-    while True:
-        ok, frame = cap.read()
-        if not ok or frame is None:
-            return out
-        out.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+def _read_all(cap: cv2.VideoCapture, header: VideoHeader) -> np.ndarray:
+    """Every frame, BGR `[T, H, W, 3]` (grown as decoding goes: the container's count may lie)."""
+    out = np.empty((max(header.n_frames, 1), header.height, header.width, 3), np.uint8)
+    count = 0
+    while cap.grab():
+        if count == len(out):
+            out = np.concatenate([out, np.empty_like(out)])
+        if not _retrieve_into(cap, out[count]):
+            break
+        count += 1
+    return out[:count]
 
 
-def _read_indices(cap: cv2.VideoCapture, path: Path, indices: list[int]) -> list[np.ndarray]:
-    """Decode sorted unique `indices`, grabbing (not retrieving) the frames in between."""
-    out: list[np.ndarray] = []
-    wanted = set(indices)
-    last = indices[-1] if indices else -1
-    for index in range(last + 1):
+def _retrieve_into(cap: cv2.VideoCapture, target: np.ndarray) -> bool:
+    """Convert the grabbed frame to BGR into `target` (`[H, W, 3]`); False when it does not."""
+    ok, frame = cap.retrieve(target)
+    if not ok or frame is None or frame.shape != target.shape:
+        return False
+    if not np.shares_memory(frame, target):
+        target[...] = frame
+    return True
+
+
+def _seek(cap: cv2.VideoCapture, index: int) -> bool:
+    """Position `cap` so that the next `grab()` returns frame `index`: OpenCV seeks to the
+    keyframe before it and decodes forward. False (position unknown) when it cannot."""
+    return bool(cap.set(cv2.CAP_PROP_POS_FRAMES, index)) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == index
+
+
+def _read_indices(cap: cv2.VideoCapture, path: Path, header: VideoHeader, indices: list[int]) -> np.ndarray:
+    """Decode sorted unique `indices` to BGR `[K, H, W, 3]`, grabbing (not converting) the
+    frames in between and seeking past the frames before the first one."""
+    out = np.empty((len(indices), header.height, header.width, 3), np.uint8)
+    if not indices:
+        return out
+    start = 0
+    if indices[0] > 0:
+        if _seek(cap, indices[0]):
+            start = indices[0]
+        else:
+            # The container refused an exact seek: decode from the start instead.
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    last = indices[-1]
+    k = 0
+    for index in range(start, last + 1):
         if not cap.grab():
             raise UnreadableVideo(path, f"decoding stopped at frame {index}, frame {last} wanted")
-        if index in wanted:
-            ok, frame = cap.retrieve()
-            if not ok or frame is None:
+        if index == indices[k]:
+            if not _retrieve_into(cap, out[k]):
                 raise UnreadableVideo(path, f"frame {index} does not decode")
-            out.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            k += 1
     return out
