@@ -6,7 +6,9 @@ extension. Codecs (measured in docs/benchmarks.md, shard codec, `echofm bench co
 - `npy`: raw uint8 `.npy` bytes. No decode cost beyond a copy; the largest.
 - `zlib`: the same `.npy` bytes deflated at level 1 (lossless). The zeroed exterior of the sector
   and the padding compress to almost nothing; speckle inside the sector compresses by how
-  correlated it is (level 1: level 6 saves ~1% more for ~20% more encode time).
+  correlated it is (level 1: level 6 saves ~1% more for ~20% more encode time). Deflate runs in
+  ISA-L (`isal`): its level 1 is ~5x faster than zlib's level 1 for the same size, and inflates
+  ~2x faster; the stream is plain zlib, so any zlib reads it.
 - `png`: one PNG per frame (lossless; its row filters end up about as small as `zlib`).
 - `jpeg`: one JPEG per frame at quality 90 (lossy, fidelity reported as PSNR).
 
@@ -22,12 +24,13 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from isal import isal_zlib
+
 from echofm.errors import DataError
 
 FRAMES_PREFIX = "frames."
@@ -79,13 +82,13 @@ def _npy_array(data: bytes) -> np.ndarray:
 
 
 def _encode_zlib(frames: np.ndarray) -> bytes:
-    return zlib.compress(_npy_bytes(frames), _ZLIB_LEVEL)
+    return isal_zlib.compress(_npy_bytes(frames), _ZLIB_LEVEL)
 
 
 def _decode_zlib(data: bytes) -> np.ndarray:
     try:
-        raw = zlib.decompress(data)
-    except zlib.error as error:
+        raw = isal_zlib.decompress(data)
+    except isal_zlib.error as error:
         raise CodecError(f"corrupt zlib clip: {error}") from error
     return _npy_array(raw)
 

@@ -82,21 +82,24 @@ def grey_if_balanced(frames: np.ndarray) -> np.ndarray:
 
 
 class StageTimer:
-    """Seconds spent per stage, summed over a batch; `current` names the stage running now, which
-    is what a failed row reports as where the file failed."""
+    """Seconds spent per stage, summed over a batch, as wall time (`seconds`) and as this thread's
+    CPU time (`cpu_seconds`, what a stage costs on a shared machine); `current` names the stage
+    running now, which is what a failed row reports as where the file failed."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
         self.current: str | None = None
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.current = name
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + time.thread_time() - cpu_started
         self.current = None
 
 
@@ -105,7 +108,8 @@ class BatchResult:
     """What a batch task returns (small: rows, counts, timings, never arrays).
 
     rows: manifest rows (dicts, manifest schema columns); part_path: the Parquet part the rows were
-    also written to; seconds: wall time; stage_seconds: time per stage, summed over files.
+    also written to; seconds: wall time; stage_seconds / stage_cpu_seconds: wall / CPU time per
+    stage, summed over files.
     """
 
     batch_id: str
@@ -115,6 +119,7 @@ class BatchResult:
     seconds: float
     part_path: Path | None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -204,6 +209,7 @@ def process_batch(
         seconds=time.perf_counter() - started,
         part_path=part,
         stage_seconds=dict(timer.seconds),
+        stage_cpu_seconds=dict(timer.cpu_seconds),
     )
 
 

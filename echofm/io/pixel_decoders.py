@@ -1,9 +1,9 @@
 """Which pydicom decoding plugin decodes each compressed transfer syntax.
 
 pydicom tries the installed plugins in its own order, and that order puts GDCM first wherever GDCM
-is installed. GDCM is here for what nothing else installed decodes (JPEG Lossless Process 14 and
-12-bit JPEG Extended), so this table lists it last: every other syntax keeps the decoder it was
-validated with (docs/io.md). The first installed plugin of a syntax's list that can decode the
+is installed. GDCM is here for what nothing else installed decodes (JPEG Lossless Process 14,
+exactly), so this table lists it last: every other syntax keeps the decoder it was validated with
+(docs/io.md). The first installed plugin of a syntax's list that can decode the
 file's sample precision is used; a syntax missing from the table is left to pydicom's choice.
 """
 
@@ -26,8 +26,9 @@ PLUGIN_PREFERENCE: dict[str, tuple[str, ...]] = {
     uid.RLELossless: ("pylibjpeg", "pydicom"),
 }
 # Plugins pydicom lists for a syntax that decode only some sample precisions: (plugin, syntax) ->
-# the largest BitsStored they decode. libjpeg inside Pillow is built for 8-bit samples only.
-_MAX_BITS_STORED: dict[tuple[str, str], int] = {("pillow", uid.JPEGExtended12Bit): 8}
+# the largest BitsStored they decode: the libjpeg builds inside Pillow and pydicom's GDCM plugin
+# take 8-bit JPEG Extended only, so no installed plugin decodes 12-bit JPEG Extended.
+_MAX_BITS_STORED: dict[tuple[str, str], int] = {("pillow", uid.JPEGExtended12Bit): 8, ("gdcm", uid.JPEGExtended12Bit): 8}
 
 
 @cache

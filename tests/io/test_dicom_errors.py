@@ -134,9 +134,9 @@ def test_unknown_transfer_syntax(tmp_path: Path) -> None:
 
 
 def test_transfer_syntax_without_installed_decoder(tmp_path: Path) -> None:
-    # JPEG Lossless SV1 needs pylibjpeg-libjpeg (GPLv3) or GDCM, deliberately not installed.
-    assert not dicom_is_supported(uid.JPEGLosslessSV1)
-    path = _encapsulated_with_syntax(tmp_path / "lossless.dcm", uid.JPEGLosslessSV1)
+    # MPEG-2 video in DICOM: pydicom has no decoder for it at all.
+    assert not dicom_is_supported(uid.MPEG2MPML)
+    path = _encapsulated_with_syntax(tmp_path / "mpeg2.dcm", uid.MPEG2MPML)
     _raises_both(path, UnsupportedTransferSyntax, "unsupported_transfer_syntax")
 
 
@@ -146,6 +146,8 @@ def test_supported_syntaxes() -> None:
         uid.ExplicitVRLittleEndian,
         uid.ExplicitVRBigEndian,
         uid.JPEGBaseline8Bit,
+        uid.JPEGLossless,
+        uid.JPEGLosslessSV1,
         uid.JPEGLSLossless,
         uid.JPEGLSNearLossless,
         uid.JPEG2000Lossless,
@@ -158,3 +160,29 @@ def test_supported_syntaxes() -> None:
 def test_scanned_header_is_supported(tmp_path: Path) -> None:
     header = scan_dicom(F.jpeg_baseline_file(tmp_path / "a.dcm", F.colour_frames(2)))
     assert dicom_is_supported(header)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR IS")
+def test_malformed_number_of_frames_is_corrupt_pixel_data(tmp_path: Path) -> None:
+    path = F.native_file(tmp_path / "frames.dcm", F.grey_frames(11), photometric="MONOCHROME2")
+    raw = path.read_bytes()
+    # NumberOfFrames (0028,0008) IS "11" -> "1A", a value a broken exporter wrote.
+    marker = b"\x28\x00\x08\x00IS\x02\x0011"
+    assert raw.count(marker) == 1
+    path.write_bytes(raw.replace(marker, marker[:-2] + b"1A"))
+    _raises_both(path, CorruptPixelData, "corrupt_pixel_data")
+
+
+def test_12_bit_jpeg_extended_is_refused_at_scan_time(tmp_path: Path) -> None:
+    # No installed plugin decodes 12-bit JPEG Extended (Pillow's and GDCM's libjpeg are 8-bit):
+    # refused by the header scan, not as a corrupt frame after the batch planned to decode it.
+    from pydicom import dcmread
+
+    ds = dcmread(get_testdata_file("JPGExtended.dcm"))  # NM, 12-bit MONOCHROME2
+    ds.Modality = "US"
+    path = tmp_path / "extended12.dcm"
+    ds.save_as(path)
+    _raises_both(path, UnsupportedTransferSyntax, "unsupported_transfer_syntax")
+    assert dicom_is_supported(uid.JPEGExtended12Bit)  # 8-bit JPEG Extended is decoded
+    with pytest.raises(UnsupportedTransferSyntax, match="12-bit samples"):
+        scan_dicom(path)

@@ -77,3 +77,34 @@ def test_ge_big_endian_rgb() -> None:
     clip = read_dicom(_shipped("ExplVR_BigEnd.dcm"))
     reference = dcmread(_shipped("ExplVR_BigEnd.dcm")).pixel_array
     assert np.array_equal(clip.frames[0], reference)
+
+
+def test_jpeg_lossless_process_14_decodes_exactly_through_gdcm(tmp_path: Path) -> None:
+    # A real JPEG Lossless SV1 stream (written by GDCM), relabelled as ultrasound; the same image
+    # is shipped RLE-compressed, so the decode must match it pixel for pixel.
+    ds = dcmread(_shipped("SC_rgb_jpeg_gdcm.dcm"))
+    ds.Modality = "US"
+    path = tmp_path / "lossless.dcm"
+    ds.save_as(path)
+    assert scan_dicom(path).transfer_syntax_name.startswith("JPEG Lossless")
+    clip = read_dicom(path)
+    reference = dcmread(_shipped("SC_rgb_rle.dcm")).pixel_array
+    assert clip.frames.shape == (1, 100, 100, 3)
+    assert np.array_equal(clip.frames[0], reference)
+
+
+def test_gdcm_decodes_only_what_nothing_else_does() -> None:
+    from pydicom import uid
+
+    from echofm.io.pixel_decoders import decoding_plugin, installed_plugins
+
+    assert "gdcm" in installed_plugins(uid.JPEGBaseline8Bit)
+    # Installed, GDCM would be pydicom's first choice for all of these; the table keeps each on
+    # the decoder it was validated with.
+    assert decoding_plugin(uid.JPEGBaseline8Bit, 8) == "pillow"
+    assert decoding_plugin(uid.JPEG2000Lossless, 8) == "pylibjpeg"
+    assert decoding_plugin(uid.JPEGLSLossless, 8) == "pyjpegls"
+    assert decoding_plugin(uid.RLELossless, 8) == "pylibjpeg"
+    assert decoding_plugin(uid.JPEGLosslessSV1, 8) == "gdcm"
+    assert decoding_plugin(uid.JPEGExtended12Bit, 12) is None
+    assert decoding_plugin(uid.ExplicitVRLittleEndian, 16) == ""

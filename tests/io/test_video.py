@@ -89,3 +89,33 @@ def test_corrupt_and_empty_videos(tmp_path: Path) -> None:
             with pytest.raises(UnreadableVideo) as info:
                 call(path)
             assert info.value.path == path and info.value.reason == "unreadable_video"
+
+
+@pytest.mark.parametrize(("fourcc", "suffix"), CONTAINERS)
+def test_a_later_window_is_reached_by_seeking_and_equals_sequential_decoding(tmp_path: Path, fourcc: str, suffix: str) -> None:
+    path = tmp_path / f"long.{suffix}"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), FPS, (W, H), True)
+    rng = np.random.default_rng(0)
+    for t in range(60):
+        frame = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)  # texture: P-frames carry real residuals
+        frame[:16] = 4 * t
+        writer.write(frame)
+    writer.release()
+    full = read_video(path)
+    window = list(range(37, 53, 2))
+    clip = read_video(path, frames=window)
+    assert np.array_equal(clip.frames, full.frames[window])
+
+
+def test_grey_video_is_the_integer_mean_of_the_decoded_channels(tmp_path: Path) -> None:
+    path = _write(tmp_path / "grey.mp4", "mp4v", colour=False)
+    cap = cv2.VideoCapture(str(path))
+    decoded = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        decoded.append(frame)
+    cap.release()
+    expected = np.round(np.stack(decoded).astype(np.float64).mean(axis=-1, keepdims=True)).astype(np.uint8)
+    assert np.array_equal(read_video(path).frames, expected)
