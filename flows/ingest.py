@@ -25,7 +25,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 
 from echofm.ingest.batch import BatchResult
 from echofm.ingest.config import IngestConfig, IngestOptions
-from echofm.ingest.run import BatchSpec, IngestOutcome, IngestPlan, finalize_ingest, plan_ingest, run_batch
+from echofm.ingest.run import BatchSpec, IngestOutcome, IngestPlan, finalize_ingest, plan_ingest, run_batch, sole_writer
 from echofm.ingest.summary import IngestSummary, summarize, summary_markdown
 
 COMPLETED_EVENT = "echofm.ingest.completed"
@@ -127,11 +127,17 @@ def _publish(summary: IngestSummary, outcome: IngestOutcome, output: Path, min_n
 def ingest_archive(source: str, output: str, options: IngestOptions | None = None) -> dict[str, Any]:
     """Ingest the archive at `source` into `output` (shards/, manifest.parquet, qc/).
 
-    Re-running adds only files not yet recorded; a killed run resumes. Raises `SourceError`,
-    `OutputError` or `ContractViolation` for systemic failures; a file's problems are rows.
+    Re-running adds only files not yet recorded; a killed run resumes. One run per OUTPUT at a
+    time: a second one raises `OutputLocked` at once. Raises `SourceError`, `OutputError` or
+    `ContractViolation` for systemic failures; a file's problems are rows.
     Returns the run summary (counts, throughput).
     """
     options = options or IngestOptions()
+    with sole_writer(source, output):
+        return _ingest_locked(source, output, options)
+
+
+def _ingest_locked(source: str, output: str, options: IngestOptions) -> dict[str, Any]:
     logger = get_run_logger()
     plan = plan_task(source, output, options.to_config())
     logger.info(

@@ -2,8 +2,8 @@
 
 Ephemeral Prefect (a temporary local API) by default; the server at `PREFECT_API_URL` when set.
 Exit 0 when the run completed, whatever individual files did (their fate is in the manifest);
-exit 2 with one clear line for a systemic failure: SOURCE unreadable, OUTPUT unwritable, the
-manifest contract failing.
+exit 2 with one clear line for a systemic failure: SOURCE unreadable, OUTPUT unwritable or being
+written by another ingestion, the manifest contract failing.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from echofm.ingest.config import IngestConfigError
     from echofm.ingest.contract import ContractInputError
     from echofm.ingest.discover import SourceError
+    from echofm.ingest.lock import OutputLocked
     from echofm.ingest.run import ContractViolation, OutputError
     from echofm.ingest.views import ViewClassifierError
     from flows.ingest import ingest_archive
@@ -52,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
         summary = ingest_archive(args.source, args.output, options)
     except SourceError as exc:
         sys.stderr.write(f"echofm ingest: cannot read SOURCE: {exc}\n")
+        return EXIT_SYSTEMIC
+    except OutputLocked as exc:
+        sys.stderr.write(f"echofm ingest: refused: {exc}\n")
         return EXIT_SYSTEMIC
     except (OutputError, ShardWriteError) as exc:
         sys.stderr.write(f"echofm ingest: cannot write OUTPUT: {exc}\n")

@@ -88,8 +88,17 @@ def shard_keys(shards: Sequence[Path]) -> dict[str, Path]:
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 hex digest of a file's bytes (used to name the manifest a model was trained on)."""
-    return file_sha256(path)
+    """sha256 hex digest of a file's bytes, or of a manifest directory's parts (their names and
+    digests, in name order); used to name the manifest a model was trained on."""
+    source = Path(path)
+    if not source.is_dir():
+        return file_sha256(source)
+    from echofm.data.manifest import manifest_parts
+
+    digest = hashlib.sha256()
+    for part in manifest_parts(source):
+        digest.update(f"{part.name}:{file_sha256(part)}\n".encode())
+    return digest.hexdigest()
 
 
 def manifest_path_for(shards_dir: str | Path) -> Path:

@@ -5,6 +5,13 @@ allowed statuses, forbidden identifying column names) and enforced by `write_man
 that would not round-trip through the schema never reaches disk. What the written file must
 satisfy as data (unique ids, accepted rows with a shard...) is the GX suite
 `schemas/manifest_expectations.json`, checked by `echofm.ingest.contract.validate_manifest`.
+
+An ingestion OUTPUT's manifest is a Parquet dataset: `manifest.parquet/` is a directory of parts
+(`part-<run id>.parquet`), one per run that added rows, each written atomically
+(`append_manifest_part`). A nightly run of a few thousand files adds one small part instead of
+rewriting 300K rows. pyarrow, pandas, DuckDB and Spark read the directory as one table, and
+`read_manifest` reads either form; a single-file manifest of an older OUTPUT becomes the
+directory's first part at the next append (`as_manifest_dataset`).
 """
 
 from __future__ import annotations
@@ -196,25 +203,83 @@ def write_manifest(rows_or_table: Any, path: str | Path) -> Path:
     rows_or_table: a `pyarrow.Table`, a pandas DataFrame, or an iterable of row dicts.
     Raises `ManifestSchemaError` (nothing is written) when it does not match the schema.
     """
-    table = _to_table(rows_or_table)
+    return _write_atomically(_to_table(rows_or_table), Path(path))
+
+
+def read_manifest(path: str | Path) -> pa.Table:
+    """The manifest (a file, or a directory of parts) as a conformed `pyarrow.Table`; an empty
+    table with the schema when it does not exist. Raises `ManifestSchemaError` when it does not
+    match the schema."""
+    source = Path(path)
+    if not manifest_parts(source):
+        return MANIFEST_SCHEMA.empty_table()
+    return conform_table(pq.read_table(source))
+
+
+def read_manifest_columns(path: str | Path, columns: Sequence[str]) -> pa.Table:
+    """Only `columns` of the manifest (file or directory; empty when absent), as Arrow: what a
+    300K-row manifest costs to consult without turning every row into Python objects."""
+    source = Path(path)
+    if not manifest_parts(source):
+        return MANIFEST_SCHEMA.empty_table().select(list(columns))
+    return pq.read_table(source, columns=list(columns))
+
+
+PART_PREFIX = "part-"
+_LEGACY_PART = f"{PART_PREFIX}00000000-legacy.parquet"
+# Rows per Parquet row group: readers that filter (load_clip by clip id) skip whole groups.
+_ROW_GROUP_ROWS = 65_536
+
+
+def manifest_parts(path: str | Path) -> list[Path]:
+    """The part files of a manifest directory in name order (the file itself for a single file)."""
+    source = Path(path)
+    if source.is_file():
+        return [source]
+    return sorted(source.glob(f"{PART_PREFIX}*.parquet")) if source.is_dir() else []
+
+
+def as_manifest_dataset(path: str | Path) -> Path:
+    """Make sure the manifest at `path` is a directory of parts: a single-file manifest (an older
+    OUTPUT) is moved in as its first part. Crash-safe: the file is first renamed aside, and a
+    later call finishes a move that was interrupted."""
     target = Path(path)
+    aside = target.with_name(f".{target.name}.legacy")
+    if target.is_file():
+        os.replace(target, aside)
+    if aside.exists():
+        target.mkdir(parents=True, exist_ok=True)
+        os.replace(aside, target / _LEGACY_PART)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def append_manifest_part(rows_or_table: Any, path: str | Path, part_name: str) -> Path:
+    """Add one part (`part-<part_name>.parquet`) to the manifest directory at `path`, atomically.
+
+    Checked against the schema first (`ManifestSchemaError`, nothing written), and against the
+    parts already there: a clip id that is already recorded raises `ManifestSchemaError` too, so
+    parts never disagree about a clip. Returns the part's path.
+    """
+    table = _to_table(rows_or_table)
+    directory = as_manifest_dataset(path)
+    recorded = read_manifest_columns(directory, ["clip_id"])["clip_id"]
+    if len(recorded) and pc.any(pc.is_in(table["clip_id"], value_set=recorded.combine_chunks())).as_py():
+        raise ManifestSchemaError(f"part {part_name!r} repeats clip ids already recorded in {directory}")
+    target = directory / f"{PART_PREFIX}{part_name}.parquet"
+    return _write_atomically(table, target)
+
+
+def _write_atomically(table: pa.Table, target: Path) -> Path:
+    """Temporary file in the same directory (a dot name, which dataset readers skip), then rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        pq.write_table(table, temporary)
+        pq.write_table(table, temporary, row_group_size=_ROW_GROUP_ROWS)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
     return target
-
-
-def read_manifest(path: str | Path) -> pa.Table:
-    """The manifest as a conformed `pyarrow.Table`; an empty table with the schema when the file
-    does not exist. Raises `ManifestSchemaError` when the file does not match the schema."""
-    source = Path(path)
-    if not source.exists():
-        return MANIFEST_SCHEMA.empty_table()
-    return conform_table(pq.read_table(source))
 
 
 def merge_manifest(existing: pa.Table, new: pa.Table | Iterable[Mapping[str, Any]]) -> pa.Table:

@@ -330,7 +330,7 @@ def finetune(
             arm.source = baseline.source
             arm.load = {"format": report.format, "counts": report.counts(), "summary": report.summary()}
         baselines[baseline.name] = arm
-    digest = file_digest(manifest) if isinstance(manifest, (str, Path)) and Path(manifest).is_file() else None
+    digest = file_digest(manifest) if isinstance(manifest, (str, Path)) and Path(manifest).exists() else None
     result = FinetuneResult(
         config=config, task=task, inputs=inputs, pretrained=pretrained, baselines=baselines,
         counts=counts, encoder_source=loaded.source, parent_run_id=loaded.parent_run_id,

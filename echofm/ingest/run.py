@@ -11,11 +11,12 @@ task runner; `ingest_serially` does the same in-process (tests, debugging).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +26,7 @@ from echofm.data.manifest import MANIFEST_FILENAME
 from echofm.ingest.batch import BatchResult, process_batch
 from echofm.ingest.config import IngestConfig
 from echofm.ingest.discover import DiscoveredFile, SourceError, discover
+from echofm.ingest.lock import exclusive_output
 from echofm.ingest.records import PARTS_DIRNAME, discovery_row, write_part
 from echofm.errors import IngestError
 
@@ -104,15 +106,13 @@ def read_recorded_rows(output: Path, columns: Sequence[str] | None = None) -> li
     each batch task needs two columns of a manifest that `plan_ingest` has already checked, and
     turning every column of a 300K-row manifest into dicts takes seconds per batch.
     """
-    from echofm.data.manifest import read_manifest
+    from echofm.data.manifest import read_manifest, read_manifest_columns
 
     import pyarrow.parquet as pq
 
-    rows: list[dict[str, Any]] = []
     manifest = output / MANIFEST_FILENAME
-    if manifest.exists():
-        table = read_manifest(manifest) if columns is None else pq.read_table(manifest, columns=list(columns))
-        rows.extend(table.to_pylist())
+    table = read_manifest(manifest) if columns is None else read_manifest_columns(manifest, columns)
+    rows: list[dict[str, Any]] = table.to_pylist()
     for part in sorted((output / PARTS_DIRNAME).glob("*.parquet")):
         rows.extend(pq.read_table(part, columns=None if columns is None else list(columns)).to_pylist())
     return rows
@@ -148,6 +148,7 @@ def plan_ingest(
     nothing and an archive that grew ingests only the new files. Raises `SourceError` (SOURCE
     unreadable) or `OutputError` (OUTPUT unwritable).
     """
+    from echofm.data.manifest import read_manifest
     from echofm.io.deid import Pseudonymizer
 
     config = config or IngestConfig()
@@ -160,7 +161,10 @@ def plan_ingest(
     ensure_output(output_dir)
     # Create the pseudonym secret once here, before parallel batches could race to create it.
     Pseudonymizer.from_output(output_dir)
-    recorded_rows = read_recorded_rows(output_dir)
+    # The whole manifest is schema-checked (as Arrow), but only the columns planning needs become
+    # Python rows: 300K full rows as dicts cost seconds and hundreds of MB.
+    read_manifest(output_dir / MANIFEST_FILENAME)
+    recorded_rows = read_recorded_rows(output_dir, columns=("source_sha256", "source_path", "status", "shard"))
     removed = _remove_unfinished_shards(output_dir, recorded_rows)
     discovered = discover(source_dir, workers=hash_workers)
 
@@ -213,40 +217,54 @@ def run_batch(source: str | Path, output: str | Path, config: IngestConfig, batc
     )
 
 
-def _settle_cross_batch_duplicates(rows: list[dict[str, Any]]) -> int:
+def _settle_cross_batch_duplicates(rows: list[dict[str, Any]], owners: dict[str, str]) -> int:
     """Demote accepted rows whose decoded pixels equal those of an earlier file (batches running in
-    parallel cannot see each other's clips). Earlier = recorded first, then by source path.
-    Their shard samples stay in the tar but no accepted row names them. Returns rows demoted."""
-    first_source: dict[str, str] = {}
+    parallel cannot see each other's clips). Earlier = recorded first (`owners`: content hash ->
+    source hash of the recorded accepted clips), then by source path. Their shard samples stay in
+    the tar but no accepted row names them. Returns rows demoted."""
     demoted = 0
     for row in rows:
         content = row.get("content_sha256")
         if row.get("status") != "accepted" or not content:
             continue
-        owner = first_source.setdefault(content, row["source_sha256"])
+        owner = owners.setdefault(content, row["source_sha256"])
         if owner != row["source_sha256"]:
             row.update(status="rejected", reason="duplicate", shard=None, key=None)
             demoted += 1
     return demoted
 
 
-def finalize_ingest(plan: IngestPlan, results: Iterable[BatchResult] = ()) -> IngestOutcome:
-    """Merge the batch parts into `OUTPUT/manifest.parquet` (atomic replace), remove the parts,
-    then validate the manifest contract, writing the result and Data Docs under `OUTPUT/qc/`.
+def _recorded_owners(recorded: Any) -> dict[str, str]:
+    """Content hash -> source hash of the accepted clips in an Arrow table of the manifest's
+    status / content_sha256 / source_sha256 columns (first recorded wins)."""
+    import pyarrow.compute as pc
 
-    The manifest is rewritten only when there are new rows, so a run that adds nothing leaves it
-    byte-identical. Raises `ContractViolation` when the contract fails.
+    accepted = recorded.filter(pc.and_(pc.equal(recorded["status"], "accepted"), pc.is_valid(recorded["content_sha256"])))
+    owners: dict[str, str] = {}
+    for content, source in zip(accepted["content_sha256"].to_pylist(), accepted["source_sha256"].to_pylist(), strict=True):
+        owners.setdefault(content, source)
+    return owners
+
+
+def finalize_ingest(plan: IngestPlan, results: Iterable[BatchResult] = ()) -> IngestOutcome:
+    """Add the batch parts' new rows to `OUTPUT/manifest.parquet/` as one new manifest part
+    (atomic), remove the batch parts, then validate the manifest contract, writing the result
+    and Data Docs under `OUTPUT/qc/`.
+
+    Cost grows with the new rows, not the manifest: recorded rows are consulted as four Arrow
+    columns and never rewritten. A run that adds nothing writes nothing (the manifest stays
+    byte-identical). Raises `ContractViolation` when the contract fails.
     """
-    from echofm.data.manifest import read_manifest, write_manifest
+    from echofm.data.manifest import append_manifest_part, manifest_parts, read_manifest_columns
     from echofm.ingest.contract import validate_manifest
 
     import pyarrow.parquet as pq
 
     output = plan.output
     manifest_path = output / MANIFEST_FILENAME
-    existing = read_manifest(manifest_path).to_pylist() if manifest_path.exists() else []
+    recorded = read_manifest_columns(manifest_path, ["clip_id", "status", "content_sha256", "source_sha256"])
     parts = sorted((output / PARTS_DIRNAME).glob("*.parquet"))
-    known_ids = {row["clip_id"] for row in existing}
+    known_ids = set(recorded["clip_id"].to_pylist())
     new_rows: list[dict[str, Any]] = []
     for part in parts:
         for row in pq.read_table(part).to_pylist():
@@ -254,12 +272,11 @@ def finalize_ingest(plan: IngestPlan, results: Iterable[BatchResult] = ()) -> In
                 known_ids.add(row["clip_id"])
                 new_rows.append(row)
     new_rows.sort(key=lambda row: (row["source_path"], row["window_index"]))
-    if new_rows or not manifest_path.exists():
-        merged = existing + new_rows
-        demoted = _settle_cross_batch_duplicates(merged)
+    if new_rows or not manifest_parts(manifest_path):
+        demoted = _settle_cross_batch_duplicates(new_rows, _recorded_owners(recorded))
         if demoted:
             logger.info("%d clip(s) identical in pixels to an earlier file marked duplicate", demoted)
-        write_manifest(merged, manifest_path)  # atomic: temporary file, then rename
+        append_manifest_part(new_rows, manifest_path, plan.run_id)  # atomic: temporary file, then rename
     for part in parts:
         part.unlink()
     contract = validate_manifest(manifest_path, output / QC_DIRNAME)
@@ -270,7 +287,7 @@ def finalize_ingest(plan: IngestPlan, results: Iterable[BatchResult] = ()) -> In
     outcome = IngestOutcome(
         manifest_path=manifest_path,
         new_rows=new_rows,
-        n_manifest_rows=len(existing) + len(new_rows),
+        n_manifest_rows=recorded.num_rows + len(new_rows),
         contract=contract,
         seconds=time.time() - plan.started_at,
         stage_seconds=stage_seconds,
@@ -280,8 +297,20 @@ def finalize_ingest(plan: IngestPlan, results: Iterable[BatchResult] = ()) -> In
     return outcome
 
 
+@contextlib.contextmanager
+def sole_writer(source: str | Path, output: str | Path) -> Iterator[None]:
+    """Hold OUTPUT's one-writer lock (`echofm.ingest.lock`) for a whole run: the orchestrating
+    process enters this around plan, batches and finalize. SOURCE is checked first, so a mistyped
+    SOURCE leaves nothing behind. Raises `SourceError`, `OutputLocked`."""
+    if not Path(source).resolve().is_dir():
+        raise SourceError(f"SOURCE {Path(source).resolve()} is not a readable directory")
+    with exclusive_output(Path(output).resolve()):
+        yield
+
+
 def ingest_serially(source: str | Path, output: str | Path, config: IngestConfig | None = None) -> IngestOutcome:
     """Plan, process every batch in this process, and finalize: the whole run without Prefect."""
-    plan = plan_ingest(source, output, config)
-    results = [run_batch(plan.source, plan.output, plan.config, batch) for batch in plan.batches]
-    return finalize_ingest(plan, results)
+    with sole_writer(source, output):
+        plan = plan_ingest(source, output, config)
+        results = [run_batch(plan.source, plan.output, plan.config, batch) for batch in plan.batches]
+        return finalize_ingest(plan, results)

@@ -41,10 +41,11 @@ def installed_plugins(transfer_syntax: str) -> frozenset[str]:
     return frozenset(decoder.available_plugins)
 
 
+@cache
 def decoding_plugin(transfer_syntax: str, bits_stored: int | None = None) -> str | None:
     """The plugin to decode `transfer_syntax` with: a name, "" for native (uncompressed) data or a
     syntax this table leaves to pydicom, None when no installed plugin decodes it (at
-    `bits_stored`, when given).
+    `bits_stored`, when given). Cached: plugins do not come and go while a worker runs.
     """
     ts = uid.UID(transfer_syntax)
     try:

@@ -147,3 +147,39 @@ def test_load_clip_through_manifest_and_shard(tmp_path):
         load_clip(tmp_path, rows[3]["clip_id"])  # rejected rows have no clip
     with pytest.raises(ClipNotFound):
         load_clip(tmp_path, "0" * 32)
+
+
+def test_a_manifest_directory_grows_by_parts_without_rewriting_earlier_ones(tmp_path):
+    from echofm.data.loader import file_digest
+    from echofm.data.manifest import append_manifest_part, manifest_parts, read_manifest_columns
+
+    manifest = tmp_path / "manifest.parquet"
+    first = append_manifest_part([make_row(0), make_row(1)], manifest, "run-a")
+    before = first.read_bytes()
+    digest = file_digest(manifest)
+    append_manifest_part([make_row(2)], manifest, "run-b")
+    assert [p.name for p in manifest_parts(manifest)] == ["part-run-a.parquet", "part-run-b.parquet"]
+    assert first.read_bytes() == before  # the nightly append wrote one new file, nothing else
+    assert file_digest(manifest) != digest
+    assert read_manifest(manifest).num_rows == 3
+    assert read_manifest_columns(manifest, ["clip_id"]).column_names == ["clip_id"]
+    with pytest.raises(ManifestSchemaError, match="repeats clip ids"):
+        append_manifest_part([make_row(1)], manifest, "run-c")
+    with pytest.raises(ManifestSchemaError):
+        append_manifest_part([{**make_row(3), "status": "maybe"}], manifest, "run-d")
+    assert len(manifest_parts(manifest)) == 2 and not list(manifest.glob(".*"))
+
+
+def test_a_single_file_manifest_becomes_the_first_part(tmp_path):
+    from echofm.data.manifest import append_manifest_part, as_manifest_dataset, manifest_parts
+
+    manifest = write_manifest([make_row(0)], tmp_path / "manifest.parquet")
+    assert manifest_parts(manifest) == [manifest]
+    append_manifest_part([make_row(1)], manifest, "run-b")
+    assert manifest.is_dir() and len(manifest_parts(manifest)) == 2
+    assert read_manifest(manifest).num_rows == 2
+    # A conversion interrupted after the file was moved aside is finished by the next call.
+    other = write_manifest([make_row(5)], tmp_path / "other" / "manifest.parquet")
+    aside = other.with_name(".manifest.parquet.legacy")
+    other.rename(aside)
+    assert read_manifest(as_manifest_dataset(other)).num_rows == 1 and not aside.exists()

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from echofm.cli import ingest as ingest_command
-from echofm.data.manifest import read_manifest
+from echofm.data.manifest import manifest_parts, read_manifest
 from echofm.data.shards import iter_shard
 
 pytestmark = pytest.mark.slow
@@ -190,10 +190,10 @@ def test_no_phi_in_any_output(world: dict[str, Any]) -> None:
 
 def test_rerun_is_idempotent_and_added_files_are_ingested_alone(world: dict[str, Any]) -> None:
     output, source = world["output"], world["source"]
-    manifest_before = (output / "manifest.parquet").read_bytes()
+    manifest_before = _digest(manifest_parts(output / "manifest.parquet"))
     shards_before = _digest(sorted((output / "shards").glob("*.tar")))
     assert main(["ingest", str(source), str(output), "--workers", "1"]) == 0
-    assert (output / "manifest.parquet").read_bytes() == manifest_before
+    assert _digest(manifest_parts(output / "manifest.parquet")) == manifest_before
     assert _digest(sorted((output / "shards").glob("*.tar"))) == shards_before
 
     extra = _generate(world["root"] / "extra", 1, 99, faults=False)
@@ -238,13 +238,14 @@ def test_dask_cluster_gives_the_same_manifest(world: dict[str, Any], tmp_path: P
 def test_corrupted_manifest_fails_the_contract(world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "corrupted"
     shutil.copytree(world["output"], output)
-    table = pq.read_table(output / "manifest.parquet")
+    (part,) = manifest_parts(output / "manifest.parquet")[:1]
+    table = pq.read_table(part)
     # Schema-valid but against the contract: an accepted clip at 2 fps.
     fps = table["fps"].to_pylist()
     status = table["status"].to_pylist()
     fps[status.index("accepted")] = 2.0
     table = table.set_column(table.schema.get_field_index("fps"), "fps", pa.array(fps, pa.float64()))
-    pq.write_table(table, output / "manifest.parquet")
+    pq.write_table(table, part)
     code = main(["ingest", str(world["source"]), str(output), "--workers", "1"])
     assert code != 0
     assert "contract" in capsys.readouterr().err
@@ -273,3 +274,26 @@ def test_completed_event_reaches_the_api(world: dict[str, Any]) -> None:
             time.sleep(0.5)
     # The first run's event announces the clips it accepted (later runs announce their own).
     assert any(e.payload.get("new_accepted") == accepted for e in events), [e.payload for e in events]
+
+
+def test_a_second_ingestion_into_a_locked_output_is_refused(world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+    import sys
+    import time
+
+    output = tmp_path / "busy"
+    hold = "import sys; from echofm.ingest.lock import exclusive_output\n" \
+           "with exclusive_output(sys.argv[1]):\n    print('locked', flush=True); sys.stdin.read()\n"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(output)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        code = main(["ingest", str(world["source"]), str(output), "--workers", "1"])
+        assert code == 2
+        assert time.monotonic() - started < 60  # refused before any planning, not after a run
+        err = capsys.readouterr().err
+        assert "being written by another ingestion" in err and f"pid {holder.pid}" in err
+        assert not (output / "manifest.parquet").exists() and not (output / "shards").exists()
+    finally:
+        holder.stdin.close()  # type: ignore[union-attr]
+        holder.wait(timeout=30)
