@@ -23,6 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from echofm.data import storage
 from echofm.ingest.batch import BatchResult
 from echofm.ingest.config import IngestConfig, IngestOptions
 from echofm.ingest.run import BatchSpec, IngestOutcome, IngestPlan, finalize_ingest, plan_ingest, run_batch, sole_writer
@@ -92,9 +93,10 @@ def finalize_task(plan: IngestPlan, results: list[BatchResult], workers: int) ->
     return summary, replace(outcome, new_rows=[])
 
 
-def _publish(summary: IngestSummary, outcome: IngestOutcome, output: Path, min_new_clips: int) -> None:
+def _publish(summary: IngestSummary, outcome: IngestOutcome, output: Path | str, min_new_clips: int) -> None:
+    output_name = storage.name(output)
     create_markdown_artifact(
-        markdown=summary_markdown(summary, title=f"Ingestion into {output.name}"),
+        markdown=summary_markdown(summary, title=f"Ingestion into {output_name}"),
         key="echofm-ingest-summary",
         description="counts by status, reason and view; throughput",
     )
@@ -109,8 +111,8 @@ def _publish(summary: IngestSummary, outcome: IngestOutcome, output: Path, min_n
         # Automations match resource labels, not payload values: the threshold decision travels
         # as a label so a deployment trigger can fire on "enough new clips" alone.
         resource={
-            "prefect.resource.id": f"echofm.archive.{output.name}",
-            "prefect.resource.name": output.name,
+            "prefect.resource.id": f"echofm.archive.{output_name}",
+            "prefect.resource.name": output_name,
             "echofm.enough-new-clips": str(summary.clips >= min_new_clips).lower(),
         },
         payload={
@@ -118,7 +120,7 @@ def _publish(summary: IngestSummary, outcome: IngestOutcome, output: Path, min_n
             "new_files": summary.files,
             "manifest_rows": outcome.n_manifest_rows,
             "manifest": str(outcome.manifest_path),
-            "shards": str(output / "shards"),
+            "shards": str(storage.join(output, "shards")),
         },
     )
 

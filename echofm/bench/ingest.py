@@ -146,7 +146,7 @@ def write_native_dicom(path: Path, frames: np.ndarray, fps: float) -> None:
 
 def generate_typical_archive(directory: Path, n_clips: int) -> Path:
     """`n_clips` typical clips under `directory`: alternately JPEG YBR DICOM and MP4."""
-    from echofm.data.synthetic_containers import write_video
+    from echofm.synth.containers import write_video
 
     directory.mkdir(parents=True, exist_ok=True)
     for index in range(n_clips):

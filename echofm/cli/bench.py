@@ -14,7 +14,8 @@ import importlib
 BENCHMARKS: dict[str, str] = {
     "model": "forward+backward step time, clips/s and peak memory per model preset",
     "codec": "shard codecs: bytes per clip, decode clips/s per core, fidelity",
-    "ingest": "end-to-end ingestion clips/s against the decode-only floor",
+    "ingest": "end-to-end ingestion CPU per clip against the best decoders on the kept frames",
+    "manifest": "finalize and the GX contract on an archive-sized manifest (time, peak memory)",
     "loader": "WebDataset loader clips/s per worker against per-clip MP4 decoding",
 }
 

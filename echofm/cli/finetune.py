@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 from echofm.cli.options import ENCODER_HELP, add_option_flags, given_options
+from echofm.data import storage
 from echofm.downstream.config import FinetuneConfig, FinetuneOptions
 from echofm.downstream.splits import SplitConfig
 from echofm.downstream.tasks import TASKS
@@ -39,8 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--task", choices=TASKS.names(), required=True,
                         help="; ".join(f"{task.name}: {task.title}" for task in TASKS))
-    parser.add_argument("--shards", type=Path, required=True, help="OUTPUT/shards")
-    parser.add_argument("--manifest", type=Path, default=None, help="default: OUTPUT/manifest.parquet beside the shards")
+    parser.add_argument("--shards", type=storage.location, required=True, help="OUTPUT/shards (a directory or an s3:// URL)")
+    parser.add_argument("--manifest", type=storage.location, default=None, help="default: OUTPUT/manifest.parquet beside the shards")
     parser.add_argument("--labels", type=Path, required=True, help="labels CSV or Parquet (by clip_id or source path)")
     parser.add_argument("--mask-root", type=Path, default=None, help="directory mask_file paths are relative to (default: the labels file's)")
     parser.add_argument("--encoder", required=True, help=ENCODER_HELP)

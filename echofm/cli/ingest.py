@@ -17,7 +17,7 @@ from echofm.ingest.config import IngestOptions
 EXIT_SYSTEMIC = 2
 # The ingestion options this command offers (the rest keep the config's defaults).
 FLAGS: tuple[str, ...] = ("views", "batch_size", "workers", "dask_address", "window_ms", "max_windows", "codec",
-                          "view_classifier")
+                          "view_classifier", "fast_decode")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("source", help="archive directory, walked recursively")
-    parser.add_argument("output", help="output directory: shards/, manifest.parquet, qc/")
+    parser.add_argument("source", help="archive directory (or s3://bucket/prefix), walked recursively")
+    parser.add_argument("output", help="output directory (or s3://bucket/prefix): shards/, manifest.parquet/, qc/")
     add_option_flags(parser, IngestOptions, FLAGS)
     return parser
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from echofm.cli.options import add_option_flags, given_options
+from echofm.data import storage
 from echofm.pretrain.config import LaunchSpec, PretrainConfig
 
 EXIT_USAGE = 2
@@ -43,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--shards", type=Path, required=True, help="directory of *.tar shards (OUTPUT/shards)")
+    parser.add_argument("--shards", type=storage.location, required=True, help="directory or s3:// URL of *.tar shards (OUTPUT/shards)")
     add_option_flags(parser.add_mutually_exclusive_group(required=True), PretrainConfig, ("steps", "epochs"))
     add_option_flags(parser, PretrainConfig, RUN_FLAGS, flags=FLAG_NAMES)
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")

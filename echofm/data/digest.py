@@ -9,9 +9,12 @@ CHUNK_BYTES = 1 << 20
 
 
 def file_sha256(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> str:
-    """Hex SHA-256 of a file, streamed in chunks so a multi-GB cine never sits in memory."""
+    """Hex SHA-256 of a file or object-store URL, streamed in chunks so a multi-GB cine never
+    sits in memory."""
+    from echofm.data.storage import open_binary
+
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_binary(path) as handle:
         while block := handle.read(chunk_bytes):
             digest.update(block)
     return digest.hexdigest()

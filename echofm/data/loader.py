@@ -36,6 +36,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from echofm.data import storage
 from echofm.data.augment import AugmentConfig, apply_augment, sample_augment_params
 from echofm.data.digest import file_sha256
 from echofm.preprocess.clips import prepare_clip
@@ -68,11 +69,12 @@ class NotEnoughClips(DataError, ValueError):
         self.path = shards_dir
 
 
-def list_shards(shards_dir: str | Path) -> list[Path]:
-    """Complete shards of `shards_dir`, sorted by name. `*.tar.tmp` (being written) are ignored."""
-    shards = sorted(Path(shards_dir).glob("*.tar"))
+def list_shards(shards_dir: str | Path) -> list[Any]:
+    """Complete shards of `shards_dir` (a directory, or an object-store URL: then URLs), sorted
+    by name. `*.tar.tmp` (being written) are ignored."""
+    shards = storage.glob(storage.location(shards_dir), "*.tar")
     if not shards:
-        raise NoShardsFound(Path(shards_dir))
+        raise NoShardsFound(shards_dir)  # type: ignore[arg-type]
     return shards
 
 
@@ -80,9 +82,10 @@ def shard_keys(shards: Sequence[Path]) -> dict[str, Path]:
     """Every clip key in `shards` and the shard holding it, from the tar headers only."""
     keys: dict[str, Path] = {}
     for shard in shards:
-        with tarfile.open(shard) as tar:
-            for name in tar.getnames():
-                key = name.split(".", 1)[0]
+        # Streaming mode: an object-store shard is read once, front to back.
+        with storage.open_binary(shard) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+            for member in tar:
+                key = member.name.split(".", 1)[0]
                 keys.setdefault(key, shard)
     return keys
 
@@ -90,8 +93,8 @@ def shard_keys(shards: Sequence[Path]) -> dict[str, Path]:
 def file_digest(path: str | Path) -> str:
     """sha256 hex digest of a file's bytes, or of a manifest directory's parts (their names and
     digests, in name order); used to name the manifest a model was trained on."""
-    source = Path(path)
-    if not source.is_dir():
+    source = storage.location(path)
+    if not storage.is_dir(source):
         return file_sha256(source)
     from echofm.data.manifest import manifest_parts
 
@@ -101,9 +104,9 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def manifest_path_for(shards_dir: str | Path) -> Path:
+def manifest_path_for(shards_dir: str | Path) -> Any:
     """Where the ingestion output puts the manifest for `OUTPUT/shards`: `OUTPUT/manifest.parquet`."""
-    return Path(shards_dir).parent / "manifest.parquet"
+    return storage.join(storage.parent(storage.location(shards_dir)), "manifest.parquet")
 
 
 def accepted_clips(manifest_path: str | Path, shards_dir: str | Path) -> dict[str, Path]:
@@ -113,10 +116,10 @@ def accepted_clips(manifest_path: str | Path, shards_dir: str | Path) -> dict[st
     table = read_manifest(manifest_path)
     frame = table.to_pandas() if hasattr(table, "to_pandas") else table
     accepted = frame[frame["status"] == "accepted"]
-    shards_dir = Path(shards_dir)
+    shards_dir = storage.location(shards_dir)
     # The manifest may name shards relative to OUTPUT or absolutely; the file name is what counts.
     return {
-        str(clip_id): shards_dir / Path(str(shard)).name
+        str(clip_id): storage.join(shards_dir, storage.name(str(shard)))
         for clip_id, shard in zip(accepted["clip_id"], accepted["shard"], strict=True)
     }
 
@@ -125,7 +128,7 @@ def training_clips(shards_dir: str | Path) -> dict[str, Path]:
     """clip_id -> shard of every clip to train on: the manifest's accepted clips when there is a
     manifest beside the shards, else every clip found in the shards."""
     manifest = manifest_path_for(shards_dir)
-    if manifest.exists():
+    if storage.exists(manifest):
         return accepted_clips(manifest, shards_dir)
     return shard_keys(list_shards(shards_dir))
 
@@ -137,7 +140,9 @@ def select_holdout(keys: Iterable[str], n: int) -> list[str]:
 
 
 def iter_shard_samples(shards: Iterable[Path]) -> Iterator[dict[str, Any]]:
-    """Raw samples (`__key__`, `frames.<ext>` bytes, `meta.json` bytes) of `shards`, in file order."""
+    """Raw samples (`__key__`, `frames.<ext>` bytes, `meta.json` bytes) of `shards` (paths or
+    object-store URLs), in file order."""
+    storage.register_webdataset_schemes()
     yield from wds.tariterators.tarfile_samples({"url": str(shard)} for shard in shards)
 
 
@@ -220,8 +225,11 @@ class ClipNormalization:
     ) -> ClipNormalization:
         """Statistics of the manifest's accepted clips, cached in `<manifest>.norm.json` beside it.
 
-        The cache is reused only while the manifest's digest and `max_clips` are unchanged.
+        The cache is reused only while the manifest's digest and `max_clips` are unchanged. A
+        manifest on object storage is not cached (no local place beside it): computed each time.
         """
+        if storage.is_remote(manifest_path):
+            return cls.from_clips(accepted_clips(manifest_path, shards_dir), max_clips=max_clips)
         manifest_path = Path(manifest_path)
         cache = manifest_path.with_name(manifest_path.stem + ".norm.json")
         digest = file_digest(manifest_path)
@@ -250,7 +258,7 @@ class ClipNormalization:
     def for_shards(cls, shards_dir: str | Path, *, max_clips: int = 256) -> ClipNormalization:
         """From the manifest beside `shards_dir` when there is one (cached), else from the shards."""
         manifest = manifest_path_for(shards_dir)
-        if manifest.exists():
+        if storage.exists(manifest):
             return cls.from_manifest(manifest, shards_dir, max_clips=max_clips)
         return cls.from_clips(shard_keys(list_shards(shards_dir)), max_clips=max_clips)
 

@@ -203,26 +203,37 @@ def write_manifest(rows_or_table: Any, path: str | Path) -> Path:
     rows_or_table: a `pyarrow.Table`, a pandas DataFrame, or an iterable of row dicts.
     Raises `ManifestSchemaError` (nothing is written) when it does not match the schema.
     """
-    return _write_atomically(_to_table(rows_or_table), Path(path))
+    from echofm.data.storage import is_remote
+
+    return _write_atomically(_to_table(rows_or_table), path if is_remote(path) else Path(path))
 
 
 def read_manifest(path: str | Path) -> pa.Table:
     """The manifest (a file, or a directory of parts) as a conformed `pyarrow.Table`; an empty
     table with the schema when it does not exist. Raises `ManifestSchemaError` when it does not
     match the schema."""
-    source = Path(path)
-    if not manifest_parts(source):
+    if not manifest_parts(path):
         return MANIFEST_SCHEMA.empty_table()
-    return conform_table(pq.read_table(source))
+    return conform_table(read_parquet(path))
 
 
 def read_manifest_columns(path: str | Path, columns: Sequence[str]) -> pa.Table:
-    """Only `columns` of the manifest (file or directory; empty when absent), as Arrow: what a
-    300K-row manifest costs to consult without turning every row into Python objects."""
-    source = Path(path)
-    if not manifest_parts(source):
+    """Only `columns` of the manifest (file or directory, local or an object-store URL; empty
+    when absent), as Arrow: what a 300K-row manifest costs to consult without turning every row
+    into Python objects."""
+    if not manifest_parts(path):
         return MANIFEST_SCHEMA.empty_table().select(list(columns))
-    return pq.read_table(source, columns=list(columns))
+    return read_parquet(path, columns)
+
+
+def read_parquet(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """A Parquet file or directory of parts, local or on object storage, as it is (unchecked)."""
+    from echofm.data.storage import filesystem, is_remote
+
+    if is_remote(path):
+        fs, inner = filesystem(path)
+        return pq.read_table(inner, columns=None if columns is None else list(columns), filesystem=fs)
+    return pq.read_table(path, columns=None if columns is None else list(columns))
 
 
 PART_PREFIX = "part-"
@@ -231,8 +242,14 @@ _LEGACY_PART = f"{PART_PREFIX}00000000-legacy.parquet"
 _ROW_GROUP_ROWS = 65_536
 
 
-def manifest_parts(path: str | Path) -> list[Path]:
-    """The part files of a manifest directory in name order (the file itself for a single file)."""
+def manifest_parts(path: str | Path) -> list[Any]:
+    """The part files of a manifest directory in name order (the file itself for a single file);
+    URLs for a manifest on object storage."""
+    from echofm.data.storage import filesystem, glob, is_remote
+
+    if is_remote(path):
+        fs, inner = filesystem(path)
+        return [str(path)] if fs.isfile(inner) else glob(path, f"{PART_PREFIX}*.parquet")
     source = Path(path)
     if source.is_file():
         return [source]
@@ -261,17 +278,30 @@ def append_manifest_part(rows_or_table: Any, path: str | Path, part_name: str) -
     parts already there: a clip id that is already recorded raises `ManifestSchemaError` too, so
     parts never disagree about a clip. Returns the part's path.
     """
+    from echofm.data.storage import is_remote, join
+
     table = _to_table(rows_or_table)
-    directory = as_manifest_dataset(path)
+    # Object storage has no single-file manifests to convert (its OUTPUTs start with parts).
+    directory = path if is_remote(path) else as_manifest_dataset(path)
     recorded = read_manifest_columns(directory, ["clip_id"])["clip_id"]
     if len(recorded) and pc.any(pc.is_in(table["clip_id"], value_set=recorded.combine_chunks())).as_py():
         raise ManifestSchemaError(f"part {part_name!r} repeats clip ids already recorded in {directory}")
-    target = directory / f"{PART_PREFIX}{part_name}.parquet"
-    return _write_atomically(table, target)
+    return _write_atomically(table, join(directory, f"{PART_PREFIX}{part_name}.parquet"))
 
 
-def _write_atomically(table: pa.Table, target: Path) -> Path:
-    """Temporary file in the same directory (a dot name, which dataset readers skip), then rename."""
+def _write_atomically(table: pa.Table, target: Any) -> Any:
+    """Temporary file in the same directory (a dot name, which dataset readers skip), then rename;
+    on object storage a complete local file, then one whole-object upload."""
+    from echofm.data.storage import is_remote, upload
+
+    if is_remote(target):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="echofm-manifest-") as scratch:
+            local = Path(scratch) / "part.parquet"
+            pq.write_table(table, local, row_group_size=_ROW_GROUP_ROWS)
+            upload(local, target)
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:

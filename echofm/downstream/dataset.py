@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from echofm.data import storage
 from echofm.preprocess.resample import plan_windows, resize_pad, window_span_ms
 from echofm.data.loader import decode_sample, iter_shard_samples
 from echofm.preprocess.clips import InputSpec, fit_clip, fit_mask
@@ -89,7 +90,7 @@ def read_shard_clips(
     """
     wanted = set(clip_ids)
     found: dict[str, np.ndarray] = {}
-    for sample in iter_shard_samples(sorted({Path(p) for p in shard_paths})):
+    for sample in iter_shard_samples(sorted({storage.location(p) for p in shard_paths}, key=str)):
         key = sample["__key__"]
         if key in wanted and key not in found:
             found[key] = fit_clip(decode_sample(sample), spec)
@@ -196,8 +197,8 @@ def build_task_data(
         raise LabelError(f"no accepted clip has a {task} label")
 
     split = assign_splits(joined, split_config, patient_column=_patient_column(joined))
-    shards_dir = Path(shards_dir)
-    shard_files = [shards_dir / Path(str(s)).name for s in joined["shard"]]
+    shards_dir = storage.location(shards_dir)
+    shard_files = [storage.join(shards_dir, storage.name(str(s))) for s in joined["shard"]]
     keys = [str(k) if pd.notna(k) else str(c) for k, c in zip(joined.get("key", joined["clip_id"]), joined["clip_id"])]
     found = read_shard_clips(shard_files, keys, spec)
     present = np.array([k in found for k in keys])

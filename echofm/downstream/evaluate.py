@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from echofm.data import storage
+from echofm.data.loader import manifest_path_for
 from echofm.downstream.dataset import build_task_data
 from echofm.downstream.model import DownstreamModel, load_downstream
 from echofm.downstream.finetune import CHECKPOINT_NAME, TaskBatches, encode_clips, evaluate_split
@@ -93,8 +95,8 @@ def evaluate(
     spec = downstream.task
     if task is not None and task != spec.task:
         raise EvaluationError(f"the model predicts {spec.task!r}, not {task!r}")
-    shards = Path(shards)
-    manifest = manifest if manifest is not None else shards.parent / "manifest.parquet"
+    shards = storage.location(shards)
+    manifest = manifest if manifest is not None else manifest_path_for(shards)
     data = build_task_data(
         task=spec.task, manifest=manifest, labels=labels, shards_dir=shards, spec=downstream.inputs,
         split_config=split_config or _split_config(meta), classes=spec.classes or None, mask_root=mask_root,

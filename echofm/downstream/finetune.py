@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from echofm.data import storage
+from echofm.data.loader import manifest_path_for
 from echofm.device import resolve_device
 from echofm.model.heads import HeadConfig, build_head
 from echofm.preprocess.clips import InputSpec, to_model_input
@@ -306,8 +308,8 @@ def finetune(
     """
     from echofm.data.loader import file_digest
 
-    shards = Path(shards)
-    manifest = manifest if manifest is not None else shards.parent / "manifest.parquet"
+    shards = storage.location(shards)
+    manifest = manifest if manifest is not None else manifest_path_for(shards)
     loaded = encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, tracking_uri=tracking_uri)
     inputs = input_spec_for(loaded, shards, manifest)
     data = build_task_data(task=config.task, manifest=manifest, labels=labels, shards_dir=shards,
@@ -330,7 +332,7 @@ def finetune(
             arm.source = baseline.source
             arm.load = {"format": report.format, "counts": report.counts(), "summary": report.summary()}
         baselines[baseline.name] = arm
-    digest = file_digest(manifest) if isinstance(manifest, (str, Path)) and Path(manifest).exists() else None
+    digest = file_digest(manifest) if isinstance(manifest, (str, Path)) and storage.exists(manifest) else None
     result = FinetuneResult(
         config=config, task=task, inputs=inputs, pretrained=pretrained, baselines=baselines,
         counts=counts, encoder_source=loaded.source, parent_run_id=loaded.parent_run_id,

@@ -221,9 +221,10 @@ def _process_file_safely(item: DiscoveredFile, context: _BatchContext) -> list[d
         return [file_row(item, status="rejected", reason=item.reject_reason, **ids)]
     header: FileHeader | None = None
     try:
-        with context.timer.stage("scan"):
-            header = read_header(item, context.pseudonymizer)
-        return _process_file(item, header, context)
+        with local_copy(item) as local:
+            with context.timer.stage("scan"):
+                header = read_header(local, context.pseudonymizer)
+            return _process_file(local, header, context)
     except ShardWriteError:
         raise
     except _REJECTING_ERRORS as exc:
@@ -231,6 +232,22 @@ def _process_file_safely(item: DiscoveredFile, context: _BatchContext) -> list[d
     except Exception as exc:  # noqa: BLE001 - bad input must never stop a run
         logger.warning("file %s failed in stage %s with %s", item.rel_path, context.timer.current, type(exc).__name__)
         return [failed_row(item, exc, stage=context.timer.current or "scan", header=header, **ids)]
+
+
+@contextlib.contextmanager
+def local_copy(item: DiscoveredFile) -> Iterator[DiscoveredFile]:
+    """The file itself, or, for an object-store SOURCE, the item with its object copied to a
+    local temporary file (pydicom and OpenCV read files), deleted afterwards."""
+    from echofm.data.storage import download, is_remote
+
+    if not is_remote(item.path):
+        yield item
+        return
+    import tempfile
+    from dataclasses import replace
+
+    with tempfile.TemporaryDirectory(prefix="echofm-object-") as scratch:
+        yield replace(item, path=download(item.path, Path(scratch) / Path(item.rel_path).name))
 
 
 def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchContext) -> list[dict[str, Any]]:

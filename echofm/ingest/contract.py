@@ -61,18 +61,20 @@ def load_suite_document(path: str | Path = SUITE_PATH) -> dict[str, Any]:
 def validate_manifest(
     manifest_path: str | Path, qc_dir: str | Path, *, suite_path: str | Path = SUITE_PATH
 ) -> ContractResult:
-    """Validate the manifest Parquet file against the suite; write the result and Data Docs.
+    """Validate the manifest (a Parquet file or directory of parts, local or an object-store URL)
+    against the suite; write the result and Data Docs under the local `qc_dir`.
 
     Returns a `ContractResult`; `success` False means the contract failed (the ingestion CLI
     exits non-zero). Raises `ContractInputError` when the manifest or suite cannot be read.
     """
     # Before the first GX import: no usage statistics leave the machine.
     os.environ["GX_ANALYTICS_ENABLED"] = "false"
-    import pandas as pd
+    from echofm.data.manifest import read_parquet
+    from echofm.data.storage import is_remote
 
-    manifest = Path(manifest_path)
+    manifest = manifest_path if is_remote(manifest_path) else Path(manifest_path)
     try:
-        frame = pd.read_parquet(manifest)
+        frame = read_parquet(manifest).to_pandas()
     except (OSError, ValueError) as error:
         raise ContractInputError(f"cannot read manifest {manifest}: {error}") from error
     document = load_suite_document(suite_path)

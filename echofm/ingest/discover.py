@@ -4,11 +4,16 @@ Extensions lie in real archives (DICOM files named `IM0001` or `.bin`, text file
 so the format comes from the first bytes: the `DICM` magic at offset 128, a DICOM data set that
 starts without the preamble, an ISO-BMFF `ftyp` box (MP4/MOV) or a RIFF `AVI ` header. Nothing is
 skipped silently: a file that is none of these is returned with a rejection reason.
+
+SOURCE may be an object-store prefix (`s3://bucket/archive`): its objects are listed, sniffed
+from their first bytes and hashed as a stream (`echofm.data.storage`); `DiscoveredFile.path` is
+then the object's URL, which a batch copies to local scratch before decoding it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 import warnings
@@ -16,6 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from echofm.data.digest import file_sha256 as sha256_file
 from echofm.errors import IngestError
@@ -24,6 +30,9 @@ MEDIA_FORMATS: tuple[str, ...] = ("dicom", "mp4", "avi")
 # ISO-BMFF top-level boxes a valid MP4/MOV may start with (`ftyp` normally comes first; old
 # QuickTime files may start with the others).
 _BMFF_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"})
+# Bytes of an object read to sniff it: the preamble test needs 132, a header without preamble is
+# parsed from these (DICOM headers of ultrasound files are a few KB).
+_DATASET_HEAD_BYTES = 1 << 20
 # Groups a DICOM data set without preamble starts with: file meta (0002) or identifying (0008).
 _DATASET_FIRST_GROUPS = frozenset({0x0002, 0x0008})
 
@@ -36,12 +45,13 @@ class SourceError(IngestError, OSError):
 class DiscoveredFile:
     """One file found under SOURCE.
 
-    path: absolute path; rel_path: POSIX path relative to SOURCE (what the manifest records);
+    path: absolute path (an object's URL for an object-store SOURCE); rel_path: POSIX path
+    relative to SOURCE (what the manifest records);
     source_format: "dicom" | "mp4" | "avi" | "other"; sha256: hex digest of the file's bytes;
     reject_reason: `not_media` / `empty_file` when discovery already rules the file out.
     """
 
-    path: Path
+    path: Path | str
     rel_path: str
     size_bytes: int
     source_format: str
@@ -53,7 +63,7 @@ class DiscoveredFile:
         return self.reject_reason is None
 
 
-def _looks_like_dataset_without_preamble(path: Path, head: bytes) -> bool:
+def _looks_like_dataset_without_preamble(path: Path | BinaryIO, head: bytes) -> bool:
     """A raw DICOM data set: the first tag is in group 0002/0008 and pydicom can parse a header."""
     if len(head) < 8:
         return False
@@ -78,13 +88,19 @@ def sniff_format(path: Path) -> str:
     """"dicom" | "mp4" | "avi" | "other", from the file's first bytes (never its extension)."""
     with open(path, "rb") as handle:
         head = handle.read(132)
+    return sniff_head(head, path)
+
+
+def sniff_head(head: bytes, dataset: Path | BinaryIO) -> str:
+    """`sniff_format` from the first 132 bytes; `dataset` (the file, or its first bytes as a
+    stream) is parsed only when the head could be a DICOM data set without preamble."""
     if len(head) >= 132 and head[128:132] == b"DICM":
         return "dicom"
     if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "avi"
     if len(head) >= 8 and head[4:8] in _BMFF_FIRST_BOXES:
         return "mp4"
-    if _looks_like_dataset_without_preamble(path, head):
+    if _looks_like_dataset_without_preamble(dataset, head):
         return "dicom"
     return "other"
 
@@ -120,12 +136,46 @@ def inspect_file(path: Path, source: Path) -> DiscoveredFile:
     return DiscoveredFile(path, rel_path, size, source_format, digest, reject)
 
 
+def inspect_object(url: str, rel_path: str, size: int) -> DiscoveredFile:
+    """`inspect_file` for an object of an object-store SOURCE."""
+    from echofm.data.storage import read_head
+
+    try:
+        if size == 0:
+            return DiscoveredFile(url, rel_path, 0, "other", hashlib.sha256().hexdigest(), "empty_file")
+        head = read_head(url, _DATASET_HEAD_BYTES)
+        source_format = sniff_head(head[:132], io.BytesIO(head))
+        digest = sha256_file(url)
+    except OSError:
+        return DiscoveredFile(url, rel_path, 0, "other", "", "unreadable_file")
+    reject = None if source_format in MEDIA_FORMATS else "not_media"
+    return DiscoveredFile(url, rel_path, size, source_format, digest, reject)
+
+
+def _discover_objects(source: str, workers: int) -> list[DiscoveredFile]:
+    from echofm.data.storage import join, walk_files
+
+    try:
+        objects = list(walk_files(source))
+    except OSError as exc:
+        raise SourceError(f"cannot list SOURCE {source}: {exc}") from exc
+    if not objects:
+        raise SourceError(f"SOURCE {source} holds no object")
+    jobs = [(str(join(source, rel)), rel, size) for rel, size in objects]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(lambda job: inspect_object(*job), jobs))
+
+
 def discover(source: str | Path, *, workers: int = 4) -> list[DiscoveredFile]:
-    """Every file under `source`, sorted by relative path.
+    """Every file under `source` (a directory or an object-store prefix), sorted by relative path.
 
     Hashing reads every byte; `workers` threads overlap the reads (hashlib releases the GIL on
     large buffers). Raises `SourceError` when `source` itself cannot be read.
     """
+    from echofm.data.storage import is_remote
+
+    if is_remote(source):
+        return _discover_objects(str(source), workers)
     root = Path(source).resolve()
     paths = list(iter_source_files(root))
     if workers <= 1 or len(paths) < 2:

@@ -156,6 +156,9 @@ def discovery_row(item: DiscoveredFile, *, batch_id: str, run_id: str, reason: s
     )
 
 
-def write_part(output_dir: Path, batch_id: str, rows: list[dict[str, Any]]) -> Path:
-    """Write `rows` to `output_dir/.parts/<batch_id>.parquet` atomically; returns the path."""
-    return write_manifest(rows, output_dir / PARTS_DIRNAME / f"{batch_id}.parquet")
+def write_part(output_dir: Path | str, batch_id: str, rows: list[dict[str, Any]]) -> Path:
+    """Write `rows` to `output_dir/.parts/<batch_id>.parquet` atomically (OUTPUT a directory or
+    an object-store URL); returns the path."""
+    from echofm.data.storage import join
+
+    return write_manifest(rows, join(output_dir, PARTS_DIRNAME, f"{batch_id}.parquet"))

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from echofm.data.manifest import MANIFEST_FILENAME
+from echofm.data.storage import glob, is_dir, is_remote, join, location, name, remove, upload, upload_tree
 from echofm.ingest.batch import BatchResult, process_batch
 from echofm.ingest.config import IngestConfig
 from echofm.ingest.discover import DiscoveredFile, SourceError, discover
@@ -56,8 +58,8 @@ class BatchSpec:
 class IngestPlan:
     """What a run will do. Small enough to pass between orchestrator tasks (paths, no arrays)."""
 
-    source: Path
-    output: Path
+    source: Path | str  # a local directory, or an object-store URL
+    output: Path | str
     run_id: str
     config: IngestConfig
     batches: tuple[BatchSpec, ...]
@@ -75,7 +77,7 @@ class IngestPlan:
 class IngestOutcome:
     """The result of `finalize_ingest`: where the manifest is and what this run added."""
 
-    manifest_path: Path
+    manifest_path: Path | str
     new_rows: list[dict[str, Any]]
     n_manifest_rows: int
     contract: Any
@@ -88,8 +90,26 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def ensure_output(output: Path) -> None:
-    """Create OUTPUT and check it is writable; raises `OutputError` otherwise."""
+def ensure_output(output: Path | str) -> None:
+    """Create OUTPUT and check it is writable; raises `OutputError` otherwise.
+
+    An object-store OUTPUT also needs the pseudonym key in the environment: batches run on other
+    machines, and a key created inside one worker's scratch would differ from the next one's.
+    """
+    if is_remote(output):
+        from echofm.io.deid import DEFAULT_SECRET_ENV
+
+        if not os.environ.get(DEFAULT_SECRET_ENV):
+            raise OutputError(f"OUTPUT {output} is on object storage: set {DEFAULT_SECRET_ENV} (the pseudonym key)")
+        probe = join(output, f".write-probe-{os.getpid()}")
+        try:
+            with tempfile.TemporaryDirectory(prefix="echofm-probe-") as scratch:
+                (Path(scratch) / "probe").write_bytes(b"")
+                upload(Path(scratch) / "probe", probe)
+            remove(probe)
+        except OSError as exc:
+            raise OutputError(f"OUTPUT {output} is not writable: {exc}") from exc
+        return
     try:
         output.mkdir(parents=True, exist_ok=True)
         probe = output / f".write-probe-{os.getpid()}"
@@ -99,23 +119,26 @@ def ensure_output(output: Path) -> None:
         raise OutputError(f"OUTPUT {output} is not writable: {exc.strerror or exc}") from exc
 
 
-def read_recorded_rows(output: Path, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def read_recorded_rows(output: Path | str, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Rows recorded so far: the manifest, then the parts of batches not yet merged (by name).
 
     With `columns`, only those columns are read and the manifest's schema is not checked again:
     each batch task needs two columns of a manifest that `plan_ingest` has already checked, and
     turning every column of a 300K-row manifest into dicts takes seconds per batch.
     """
-    from echofm.data.manifest import read_manifest, read_manifest_columns
+    from echofm.data.manifest import read_manifest, read_manifest_columns, read_parquet
 
-    import pyarrow.parquet as pq
-
-    manifest = output / MANIFEST_FILENAME
+    manifest = join(output, MANIFEST_FILENAME)
     table = read_manifest(manifest) if columns is None else read_manifest_columns(manifest, columns)
     rows: list[dict[str, Any]] = table.to_pylist()
-    for part in sorted((output / PARTS_DIRNAME).glob("*.parquet")):
-        rows.extend(pq.read_table(part, columns=None if columns is None else list(columns)).to_pylist())
+    for part in batch_parts(output):
+        rows.extend(read_parquet(part, columns).to_pylist())
     return rows
+
+
+def batch_parts(output: Path | str) -> list[Any]:
+    """The batch parts waiting under `OUTPUT/.parts/`, by name."""
+    return glob(join(output, PARTS_DIRNAME), "*.parquet")
 
 
 def known_pixel_hashes(rows: Iterable[dict[str, Any]]) -> frozenset[str]:
@@ -123,14 +146,21 @@ def known_pixel_hashes(rows: Iterable[dict[str, Any]]) -> frozenset[str]:
     return frozenset(row["content_sha256"] for row in rows if row.get("status") == "accepted" and row.get("content_sha256"))
 
 
-def _remove_unfinished_shards(output: Path, rows: list[dict[str, Any]]) -> tuple[str, ...]:
+def _remove_unfinished_shards(output: Path | str, rows: list[dict[str, Any]]) -> tuple[str, ...]:
     """Delete `*.tar.tmp` left by a killed writer, and complete tars no recorded row names (a batch
-    killed after closing a shard but before writing its part: its files are ingested again)."""
-    from echofm.data.shards import SHARDS_DIRNAME, remove_partial_shards, remove_unlisted_shards
+    killed after closing a shard but before writing its part: its files are ingested again).
+    On object storage shards only ever appear whole, so only the unlisted ones are left."""
+    from echofm.data.shards import SHARDS_DIRNAME, SHARD_SUFFIX, remove_partial_shards, remove_unlisted_shards
 
-    shards = output / SHARDS_DIRNAME
+    listed = {name(str(row["shard"])) for row in rows if row.get("shard")}
+    if is_remote(output):
+        unlisted_objects = [s for s in glob(join(output, SHARDS_DIRNAME), f"*{SHARD_SUFFIX}") if name(s) not in listed]
+        for shard in unlisted_objects:
+            remove(shard)
+        return tuple(name(s) for s in unlisted_objects)
+    shards = Path(output) / SHARDS_DIRNAME
     partial = remove_partial_shards(shards)
-    unlisted = remove_unlisted_shards(shards, {Path(str(row["shard"])).name for row in rows if row.get("shard")})
+    unlisted = remove_unlisted_shards(shards, listed)
     return tuple(path.name for path in [*partial, *unlisted])
 
 
@@ -152,10 +182,10 @@ def plan_ingest(
     from echofm.io.deid import Pseudonymizer
 
     config = config or IngestConfig()
-    source_dir, output_dir = Path(source).resolve(), Path(output).resolve()
+    source_dir, output_dir = location(source), location(output)
     run_id = run_id or new_run_id()
     started = time.time()
-    if not source_dir.is_dir():
+    if not is_dir(source_dir):
         # Before OUTPUT is touched: a mistyped SOURCE leaves nothing behind.
         raise SourceError(f"SOURCE {source_dir} is not a readable directory")
     ensure_output(output_dir)
@@ -163,7 +193,7 @@ def plan_ingest(
     Pseudonymizer.from_output(output_dir)
     # The whole manifest is schema-checked (as Arrow), but only the columns planning needs become
     # Python rows: 300K full rows as dicts cost seconds and hundreds of MB.
-    read_manifest(output_dir / MANIFEST_FILENAME)
+    read_manifest(join(output_dir, MANIFEST_FILENAME))
     recorded_rows = read_recorded_rows(output_dir, columns=("source_sha256", "source_path", "status", "shard"))
     removed = _remove_unfinished_shards(output_dir, recorded_rows)
     discovered = discover(source_dir, workers=hash_workers)
@@ -210,11 +240,30 @@ def plan_ingest(
 
 def run_batch(source: str | Path, output: str | Path, config: IngestConfig, batch: BatchSpec) -> BatchResult:
     """Process one batch of a plan (what each orchestrator task calls; takes the batch, not the
-    plan, so a task ships its own files only)."""
-    hashes = known_pixel_hashes(read_recorded_rows(Path(output), columns=("status", "content_sha256")))
-    return process_batch(
-        list(batch.files), source, output, config, batch.batch_id, run_id=batch.run_id, known_pixel_hashes=hashes
-    )
+    plan, so a task ships its own files only).
+
+    Into an object-store OUTPUT the batch is written to local scratch first, then published:
+    every completed shard, and its part last (a part means the batch finished, as on disk).
+    """
+    hashes = known_pixel_hashes(read_recorded_rows(location(output), columns=("status", "content_sha256")))
+    if not is_remote(output):
+        return process_batch(
+            list(batch.files), source, output, config, batch.batch_id, run_id=batch.run_id, known_pixel_hashes=hashes
+        )
+    from echofm.data.shards import SHARD_SUFFIX, SHARDS_DIRNAME
+
+    with tempfile.TemporaryDirectory(prefix=f"echofm-{batch.batch_id}-") as scratch:
+        local = Path(scratch)
+        result = process_batch(
+            list(batch.files), source, local, config, batch.batch_id, run_id=batch.run_id, known_pixel_hashes=hashes
+        )
+        for shard in sorted((local / SHARDS_DIRNAME).glob(f"*{SHARD_SUFFIX}")):
+            upload(shard, join(output, SHARDS_DIRNAME, shard.name))
+        if result.part_path is not None:
+            part = join(output, PARTS_DIRNAME, Path(result.part_path).name)
+            upload(Path(result.part_path), part)
+            result.part_path = part  # type: ignore[assignment]
+    return result
 
 
 def _settle_cross_batch_duplicates(rows: list[dict[str, Any]], owners: dict[str, str]) -> int:
@@ -246,28 +295,22 @@ def _recorded_owners(recorded: Any) -> dict[str, str]:
     return owners
 
 
-def finalize_ingest(plan: IngestPlan, results: Iterable[BatchResult] = ()) -> IngestOutcome:
+def merge_batch_parts(output: Path | str, run_id: str) -> tuple[list[dict[str, Any]], int]:
     """Add the batch parts' new rows to `OUTPUT/manifest.parquet/` as one new manifest part
-    (atomic), remove the batch parts, then validate the manifest contract, writing the result
-    and Data Docs under `OUTPUT/qc/`.
+    (atomic) and remove the batch parts. Returns (the new rows, rows recorded before).
 
     Cost grows with the new rows, not the manifest: recorded rows are consulted as four Arrow
-    columns and never rewritten. A run that adds nothing writes nothing (the manifest stays
-    byte-identical). Raises `ContractViolation` when the contract fails.
+    columns and never rewritten. A run that adds nothing writes nothing.
     """
-    from echofm.data.manifest import append_manifest_part, manifest_parts, read_manifest_columns
-    from echofm.ingest.contract import validate_manifest
+    from echofm.data.manifest import append_manifest_part, manifest_parts, read_manifest_columns, read_parquet
 
-    import pyarrow.parquet as pq
-
-    output = plan.output
-    manifest_path = output / MANIFEST_FILENAME
+    manifest_path = join(output, MANIFEST_FILENAME)
     recorded = read_manifest_columns(manifest_path, ["clip_id", "status", "content_sha256", "source_sha256"])
-    parts = sorted((output / PARTS_DIRNAME).glob("*.parquet"))
+    parts = batch_parts(output)
     known_ids = set(recorded["clip_id"].to_pylist())
     new_rows: list[dict[str, Any]] = []
     for part in parts:
-        for row in pq.read_table(part).to_pylist():
+        for row in read_parquet(part).to_pylist():
             if row["clip_id"] not in known_ids:
                 known_ids.add(row["clip_id"])
                 new_rows.append(row)
@@ -276,10 +319,29 @@ def finalize_ingest(plan: IngestPlan, results: Iterable[BatchResult] = ()) -> In
         demoted = _settle_cross_batch_duplicates(new_rows, _recorded_owners(recorded))
         if demoted:
             logger.info("%d clip(s) identical in pixels to an earlier file marked duplicate", demoted)
-        append_manifest_part(new_rows, manifest_path, plan.run_id)  # atomic: temporary file, then rename
+        append_manifest_part(new_rows, manifest_path, run_id)
     for part in parts:
-        part.unlink()
-    contract = validate_manifest(manifest_path, output / QC_DIRNAME)
+        remove(part)
+    return new_rows, recorded.num_rows
+
+
+def finalize_ingest(plan: IngestPlan, results: Iterable[BatchResult] = ()) -> IngestOutcome:
+    """Merge the batch parts into the manifest (`merge_batch_parts`), then validate the manifest
+    contract, writing the result and Data Docs under `OUTPUT/qc/`. A run that adds nothing
+    leaves the manifest byte-identical. Raises `ContractViolation` when the contract fails.
+    """
+    from echofm.ingest.contract import validate_manifest
+
+    output = plan.output
+    manifest_path = join(output, MANIFEST_FILENAME)
+    new_rows, n_recorded = merge_batch_parts(output, plan.run_id)
+    if is_remote(output):
+        # GX writes its result and Data Docs to files: locally, then published under OUTPUT/qc.
+        with tempfile.TemporaryDirectory(prefix="echofm-qc-") as scratch:
+            contract = validate_manifest(manifest_path, scratch)
+            upload_tree(Path(scratch), join(output, QC_DIRNAME))
+    else:
+        contract = validate_manifest(manifest_path, Path(output) / QC_DIRNAME)
     stage_seconds: dict[str, float] = {}
     for result in results:
         for stage, seconds in result.stage_seconds.items():
@@ -287,13 +349,13 @@ def finalize_ingest(plan: IngestPlan, results: Iterable[BatchResult] = ()) -> In
     outcome = IngestOutcome(
         manifest_path=manifest_path,
         new_rows=new_rows,
-        n_manifest_rows=recorded.num_rows + len(new_rows),
+        n_manifest_rows=n_recorded + len(new_rows),
         contract=contract,
         seconds=time.time() - plan.started_at,
         stage_seconds=stage_seconds,
     )
     if not contract.success:
-        raise ContractViolation(f"manifest {manifest_path} fails its contract; see {output / QC_DIRNAME}")
+        raise ContractViolation(f"manifest {manifest_path} fails its contract; see {join(output, QC_DIRNAME)}")
     return outcome
 
 
@@ -302,9 +364,9 @@ def sole_writer(source: str | Path, output: str | Path) -> Iterator[None]:
     """Hold OUTPUT's one-writer lock (`echofm.ingest.lock`) for a whole run: the orchestrating
     process enters this around plan, batches and finalize. SOURCE is checked first, so a mistyped
     SOURCE leaves nothing behind. Raises `SourceError`, `OutputLocked`."""
-    if not Path(source).resolve().is_dir():
-        raise SourceError(f"SOURCE {Path(source).resolve()} is not a readable directory")
-    with exclusive_output(Path(output).resolve()):
+    if not is_dir(location(source)):
+        raise SourceError(f"SOURCE {location(source)} is not a readable directory")
+    with exclusive_output(location(output)):
         yield
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from echofm.data import storage
 from echofm.pretrain.config import LaunchSpec, PretrainConfig
 from echofm.pretrain.loop import RESULT_FILE
 from echofm.pretrain.plan import check_run
@@ -181,7 +182,7 @@ def launch_pretraining(
         TrainingJobRejected: a worker stopped on a user error.
         TrainingJobFailed: any other non-zero exit (crash, kill, lost node).
     """
-    shards_dir, out_dir = Path(shards_dir).resolve(), Path(out_dir).resolve()
+    shards_dir, out_dir = storage.location(shards_dir), Path(out_dir).resolve()
     check_run(config, shards_dir, out_dir, world_size=spec.world_size, resume=resume)
     config_path = write_run_config(config, out_dir)
     failure = out_dir / FAILURE_FILE

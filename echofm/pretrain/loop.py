@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from echofm.data import storage
 from echofm.data.loader import ClipNormalization, load_clips, make_pretrain_loader
 from echofm.model import build_model, save_checkpoint
 from echofm.pretrain.checkpointing import (
@@ -102,7 +103,7 @@ class PretrainRun:
     ctx: DistContext
     device: torch.device
     precision: str
-    shards_dir: Path
+    shards_dir: storage.Location
     out_dir: Path
     ckpt_dir: Path
     data: RunData
@@ -126,7 +127,7 @@ def build_run(
     """Join the process group, plan the data, build model, optimiser and schedule, and with
     `resume` restore them from the run directory's last checkpoint."""
     ctx = init_distributed()
-    shards_dir, out_dir = Path(shards_dir), Path(out_dir)
+    shards_dir, out_dir = storage.location(shards_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / CHECKPOINTS_DIR
     device = resolve_device(config.device)

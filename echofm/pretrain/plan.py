@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from echofm.data import storage
 from echofm.data.loader import ClipNormalization, NotEnoughClips, select_holdout, training_clips
 from echofm.model import preset_config
 from echofm.pretrain.checkpointing import CHECKPOINTS_DIR, ResumeMismatch, read_checkpoint
@@ -64,7 +65,7 @@ class RunData:
     plan: RunPlan
 
 
-def plan_data(config: PretrainConfig, shards_dir: Path, world_size: int) -> RunData:
+def plan_data(config: PretrainConfig, shards_dir: storage.Location, world_size: int) -> RunData:
     """Which clips train and which are held out, and the run plan they give.
 
     Raises NoShardsFound / ManifestError (no usable data), NotEnoughClips (fewer training clips
@@ -88,7 +89,7 @@ def check_run(config: PretrainConfig, shards_dir: str | Path, out_dir: str | Pat
     ResumeMismatch). The launcher calls it, so torchrun never starts a job that would stop on
     these in every rank."""
     preset_config(config.preset, **config.model_kwargs())
-    data = plan_data(config, Path(shards_dir), world_size)
+    data = plan_data(config, storage.location(shards_dir), world_size)
     if resume:
         stored = read_checkpoint(Path(out_dir) / CHECKPOINTS_DIR)
         if stored.world_size != world_size:
@@ -111,7 +112,7 @@ def check_resumable(config: PretrainConfig, plan: RunPlan, stored: dict[str, Any
             )
 
 
-def fix_normalization(config: PretrainConfig, shards_dir: Path, out_dir: Path, ctx: DistContext) -> ClipNormalization:
+def fix_normalization(config: PretrainConfig, shards_dir: storage.Location, out_dir: Path, ctx: DistContext) -> ClipNormalization:
     """Rank 0 computes (or reads) the statistics and fixes them in the run directory; the others
     wait and read that file, so every rank and every resumption uses the same numbers."""
     path = out_dir / "normalization.json"

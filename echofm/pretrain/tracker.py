@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from echofm.data import storage
 from echofm.data.loader import file_digest, manifest_path_for
 from echofm.pretrain.config import PretrainConfig
 from echofm.pretrain.plan import RunPlan
@@ -42,25 +43,26 @@ from echofm.store import (
 RUN_ID_FILE = "mlflow_run_id"
 
 
-def dataset_digest(shards_dir: Path) -> str:
+def dataset_digest(shards_dir: Path | str) -> str:
     """sha256 of the manifest, or of the shards' names and sizes when there is none."""
     manifest = manifest_path_for(shards_dir)
-    if manifest.exists():
+    if storage.exists(manifest):
         return file_digest(manifest)
     digest = hashlib.sha256()
-    for shard in sorted(shards_dir.glob("*.tar")):
-        digest.update(f"{shard.name}:{shard.stat().st_size}\n".encode())
+    for shard in storage.glob(shards_dir, "*.tar"):
+        digest.update(f"{storage.name(shard)}:{storage.size(shard)}\n".encode())
     return digest.hexdigest()
 
 
-def dataset_record(shards_dir: Path, clips: dict[str, Path]) -> DatasetRecord:
+def dataset_record(shards_dir: Path | str, clips: dict[str, Path]) -> DatasetRecord:
     manifest = manifest_path_for(shards_dir)
+    source = manifest if storage.exists(manifest) else storage.location(shards_dir)
     ids = sorted(clips)
     return DatasetRecord(
-        source=(manifest if manifest.exists() else shards_dir).resolve().as_uri(),
+        source=str(source) if storage.is_remote(source) else Path(source).resolve().as_uri(),
         digest=dataset_digest(shards_dir),
         clip_ids=ids,
-        shards=[clips[k].name for k in ids],
+        shards=[storage.name(clips[k]) for k in ids],
     )
 
 

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from echofm.data import storage
+
 EXIT_NON_FINITE_LOSS = 3
 EXIT_USER_ERROR = 2
 
@@ -23,7 +25,7 @@ EXIT_USER_ERROR = 2
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m echofm.pretrain.worker")
     parser.add_argument("--config", type=Path, required=True, help="pretrain_config.json")
-    parser.add_argument("--shards", type=Path, required=True, help="directory of *.tar shards")
+    parser.add_argument("--shards", type=storage.location, required=True, help="directory (or s3:// URL) of *.tar shards")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     return parser.parse_args(argv)

@@ -96,17 +96,37 @@ def prefect_server(home: Path, startup_timeout_s: float = 240) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def mlflow_server_process(root: Path) -> Iterator[tuple[subprocess.Popen, str, Path]]:
-    """`mlflow server` (SQLite backend, local artifact destination) starting in the background on
-    a free localhost port; yields (process, url, log). Not waited for: callers overlap their own
-    set-up with its boot and then call `wait_for_http(url + "/health", ...)`."""
+def mlflow_server_process(root: Path, artifacts: str | None = None) -> Iterator[tuple[subprocess.Popen, str, Path]]:
+    """`mlflow server` (SQLite backend; artifacts under `root/artifacts`, or at the `artifacts`
+    URL such as `s3://bucket/prefix`) starting in the background on a free localhost port; yields
+    (process, url, log). Not waited for: callers overlap their own set-up with its boot and then
+    call `wait_for_http(url + "/health", ...)`."""
     port = free_port()
     env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-           "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--artifacts-destination", artifacts or str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]
     log = root / "server.log"
     # uvicorn's graceful shutdown waits for idle keep-alive clients: SIGKILL follows soon.
     with background(cmd, env, log, grace_s=5) as process:
         yield process, f"http://127.0.0.1:{port}", log
+
+
+@contextlib.contextmanager
+def s3_server(root: Path, startup_timeout_s: float = 120) -> Iterator[dict[str, str]]:
+    """moto's standalone S3-compatible server (`moto_server`) on a free localhost port; yields the
+    AWS environment (endpoint, test credentials, region) that s3fs, boto3 and MLflow read."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = root / "moto.log"
+    with background([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], dict(os.environ), log, grace_s=5) as process:
+        wait_for_http(f"{url}/moto-api/", startup_timeout_s, process, log)
+        yield {
+            "AWS_ENDPOINT_URL": url,
+            "MLFLOW_S3_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": "echofm-test",
+            "AWS_SECRET_ACCESS_KEY": "echofm-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
