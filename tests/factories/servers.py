@@ -130,3 +130,23 @@ def s3_server(root: Path, startup_timeout_s: float = 120) -> Iterator[dict[str, 
             "AWS_SECRET_ACCESS_KEY": "echofm-test-secret",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
+
+
+_HOLD_LOCK = (
+    "import sys\nfrom echofm.ingest.lock import exclusive_output\n"
+    "with exclusive_output(sys.argv[1]):\n    print('locked', flush=True)\n    sys.stdin.read()\n"
+)
+
+
+@contextlib.contextmanager
+def output_lock_holder(output: Path) -> Iterator[subprocess.Popen]:
+    """Another process holding OUTPUT's ingestion lock until the block ends (or it is killed)."""
+    process = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(output)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "locked"
+        yield process
+    finally:
+        if process.poll() is None:
+            process.stdin.close()  # type: ignore[union-attr]
+        process.wait(timeout=30)

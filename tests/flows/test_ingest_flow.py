@@ -277,16 +277,12 @@ def test_completed_event_reaches_the_api(world: dict[str, Any]) -> None:
 
 
 def test_a_second_ingestion_into_a_locked_output_is_refused(world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import subprocess
-    import sys
     import time
 
+    from tests.servers import output_lock_holder
+
     output = tmp_path / "busy"
-    hold = "import sys; from echofm.ingest.lock import exclusive_output\n" \
-           "with exclusive_output(sys.argv[1]):\n    print('locked', flush=True); sys.stdin.read()\n"
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(output)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with output_lock_holder(output) as holder:
         started = time.monotonic()
         code = main(["ingest", str(world["source"]), str(output), "--workers", "1"])
         assert code == 2
@@ -294,6 +290,3 @@ def test_a_second_ingestion_into_a_locked_output_is_refused(world: dict[str, Any
         err = capsys.readouterr().err
         assert "being written by another ingestion" in err and f"pid {holder.pid}" in err
         assert not (output / "manifest.parquet").exists() and not (output / "shards").exists()
-    finally:
-        holder.stdin.close()  # type: ignore[union-attr]
-        holder.wait(timeout=30)

@@ -14,9 +14,8 @@ import pytest
 
 from echofm.bench.ingest import _cine, write_native_dicom
 from echofm.ingest.lock import LOCK_FILENAME, OutputLocked, exclusive_output, lock_path
+from tests.servers import output_lock_holder
 
-_HOLD = "import sys; from echofm.ingest.lock import exclusive_output\n" \
-        "with exclusive_output(sys.argv[1]):\n    print('locked', flush=True); sys.stdin.read()\n"
 _INGEST = "import sys; from echofm.ingest.run import ingest_serially; ingest_serially(sys.argv[1], sys.argv[2])"
 
 
@@ -28,21 +27,12 @@ def source(tmp_path: Path) -> Path:
     return root
 
 
-def _holder(output: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", _HOLD, str(output)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None and process.stdout.readline().strip() == "locked"
-    return process
-
-
 def test_a_second_ingestion_process_is_refused_at_once_and_a_killed_holder_leaves_no_lock(
     source: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "output"
     env = {**os.environ, "ECHOFM_DEID_SECRET": "lock-test-secret-of-32-bytes-long"}
-    holder = _holder(output)
-    try:
+    with output_lock_holder(output) as holder:
         started = time.monotonic()
         refused = subprocess.run(
             [sys.executable, "-c", _INGEST, str(source), str(output)], env=env, capture_output=True, text=True, timeout=120
@@ -52,9 +42,7 @@ def test_a_second_ingestion_process_is_refused_at_once_and_a_killed_holder_leave
         assert f"pid {holder.pid}" in refused.stderr
         assert time.monotonic() - started < 30  # interpreter start and imports; no waiting on the lock
         assert sorted(p.name for p in output.iterdir()) == [LOCK_FILENAME]  # nothing else written
-    finally:
         holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=30)
     # The kernel released the dead holder's lock: the next run takes it (the file stays, unlocked).
     with exclusive_output(output):
         assert (output / LOCK_FILENAME).exists()
@@ -67,13 +55,8 @@ def test_the_lock_is_released_when_the_run_ends_and_names_its_holder(tmp_path: P
         assert f'"pid": {os.getpid()}' in path.read_text()
     with exclusive_output(output):
         pass  # taken again once released
-    holder = _holder(output)
-    try:
-        with pytest.raises(OutputLocked, match=f"pid {holder.pid}"), exclusive_output(output):
-            pass
-    finally:
-        holder.stdin.close()  # type: ignore[union-attr]
-        holder.wait(timeout=30)
+    with output_lock_holder(output) as holder, pytest.raises(OutputLocked, match=f"pid {holder.pid}"), exclusive_output(output):
+        pass
 
 
 def test_object_store_outputs_lock_a_local_file_per_url() -> None:
