@@ -104,28 +104,32 @@ def test_an_object_is_visible_only_once_complete(s3: object, tmp_path: Path) -> 
 
 
 def test_pretraining_streams_shard_urls_and_mlflow_keeps_artifacts_on_s3(
-    s3: object, downstream_archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    s3: object, downstream_archive, tmp_path: Path  # noqa: F811
 ) -> None:
     from echofm.pretrain.config import PretrainConfig
     from echofm.pretrain.loop import pretrain
+    from echofm.registry.register import tracking_uri_scope
 
     storage.upload_tree(downstream_archive.shards, "s3://echo/downstream/shards")
     (tmp_path / "mlflow").mkdir()
     with mlflow_server_process(tmp_path / "mlflow", artifacts="s3://mlflow/artifacts") as (process, url, log):
         wait_for_http(f"{url}/health", 180, process, log)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         config = PretrainConfig(preset="tiny", img_size=32, num_frames=16, steps=2, batch_size=2, num_workers=1,
                                 eval_every=2, holdout_clips=3, experiment_name="s3-pretrain")
-        result = pretrain(config, "s3://echo/downstream/shards", tmp_path / "run")
-        assert result.step == 2 and result.registered is not None
-        artifacts = [path for path, _ in storage.walk_files("s3://mlflow/artifacts")]
-        # The registered encoder (MLmodel + the checkpoint file) and the figures live in the bucket.
-        assert any(path.endswith("/MLmodel") for path in artifacts), artifacts[:20]
-        assert any(path.endswith("/encoder.pt") for path in artifacts), artifacts[:20]
-        import mlflow
+        # The scope restores MLflow's process-wide tracking URI (and its environment variable),
+        # which pretraining sets, so later tests do not talk to this stopped server.
+        with tracking_uri_scope(url):
+            result = pretrain(config, "s3://echo/downstream/shards", tmp_path / "run")
+            assert result.step == 2 and result.registered is not None
+            artifacts = [path for path, _ in storage.walk_files("s3://mlflow/artifacts")]
+            # The registered encoder (MLmodel + the checkpoint file) lives in the bucket.
+            assert any(path.endswith("/MLmodel") for path in artifacts), artifacts[:20]
+            assert any(path.endswith("/encoder.pt") for path in artifacts), artifacts[:20]
+            import mlflow
 
-        loaded = mlflow.pytorch.load_model(result.registered.model_uri)  # back from S3 through the server
-        assert sum(p.numel() for p in loaded.parameters()) > 0
+            loaded = mlflow.pytorch.load_model(result.registered.model_uri)  # back from S3 through the server
+            assert sum(p.numel() for p in loaded.parameters()) > 0
+    assert os.environ.get("MLFLOW_TRACKING_URI") != url
     assert not (tmp_path / "mlflow" / "artifacts").exists()
 
 
