@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import cv2
 import numpy as np
@@ -40,8 +40,6 @@ from echofm.io.grey import GREY_TOLERANCE, channel_spread
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from echofm.io.dicom import DicomHeader
 
 # Syntaxes whose frames libjpeg-turbo decodes here (JPEG Extended only with 8-bit samples).
 FAST_SYNTAXES: frozenset[str] = frozenset({uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit})
@@ -64,7 +62,24 @@ _SEQUENCE_END_TAG = 0xFFFEE0DD
 FrameFragments = tuple[tuple[int, int], ...]
 
 
-def handles(header: DicomHeader) -> bool:
+class PixelLayout(Protocol):
+    """What this module reads of a DICOM header (`echofm.io.dicom.DicomHeader` has it all; a
+    protocol rather than that class so the DICOM reader can import this module, not the reverse).
+    pixel_offset: byte offset of the Pixel Data value in the file (None: not readable in place)."""
+
+    transfer_syntax: str
+    photometric: str
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    rows: int
+    columns: int
+    n_frames: int
+    pixel_offset: int | None
+
+
+def handles(header: PixelLayout) -> bool:
     """True when this module decodes the frames of `header`'s file (see the module docstring)."""
     return (
         header.transfer_syntax in FAST_SYNTAXES
@@ -161,7 +176,7 @@ def _sample(indices: Sequence[int]) -> list[int]:
 
 
 def decode_jpeg_frames(
-    fh: BinaryIO, path: Path, header: DicomHeader, indices: Sequence[int], *, min_side: int | None = None
+    fh: BinaryIO, path: Path, header: PixelLayout, indices: Sequence[int], *, min_side: int | None = None
 ) -> np.ndarray | None:
     """Decode frames `indices` (sorted, unique) of a file `handles` accepts: uint8 `[K, H', W', C]`
     with C = 1 for grey content, 3 (RGB) for colour; H', W' = rows, columns / the

@@ -16,8 +16,7 @@ import pytest
 from echofm.bench.ingest import _cine, write_jpeg_dicom
 from echofm.data import storage
 from echofm.data.manifest import manifest_parts, read_manifest
-from tests.servers import mlflow_server_process, s3_server, wait_for_http
-from tests.train.downstream_fixtures import downstream_archive, one_torch_thread  # noqa: F401
+from tests.factories.servers import mlflow_server_process, s3_server, wait_for_http
 
 pytestmark = pytest.mark.slow
 SECRET = "object-storage-test-secret-32-bytes"
@@ -104,11 +103,11 @@ def test_an_object_is_visible_only_once_complete(s3: object, tmp_path: Path) -> 
 
 
 def test_pretraining_streams_shard_urls_and_mlflow_keeps_artifacts_on_s3(
-    s3: object, downstream_archive, tmp_path: Path  # noqa: F811
+    s3: object, downstream_archive, tmp_path: Path
 ) -> None:
     from echofm.pretrain.config import PretrainConfig
     from echofm.pretrain.loop import pretrain
-    from echofm.registry.register import tracking_uri_scope
+    from echofm.store import tracking_uri_scope
 
     storage.upload_tree(downstream_archive.shards, "s3://echo/downstream/shards")
     (tmp_path / "mlflow").mkdir()
@@ -133,8 +132,9 @@ def test_pretraining_streams_shard_urls_and_mlflow_keeps_artifacts_on_s3(
     assert not (tmp_path / "mlflow" / "artifacts").exists()
 
 
-def test_fine_tuning_reads_shard_urls(s3: object, downstream_archive, tmp_path: Path, one_torch_thread) -> None:  # noqa: F811
-    from echofm.downstream.finetune import FinetuneConfig, finetune
+def test_fine_tuning_reads_shard_urls(s3: object, downstream_archive, tmp_path: Path, one_torch_thread) -> None:
+    from echofm.downstream.config import FinetuneConfig
+    from echofm.downstream.finetune import finetune
     from echofm.downstream.splits import SplitConfig
 
     storage.upload_tree(downstream_archive.shards, "s3://echo/finetune/shards")

@@ -279,7 +279,7 @@ def test_completed_event_reaches_the_api(world: dict[str, Any]) -> None:
 def test_a_second_ingestion_into_a_locked_output_is_refused(world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import time
 
-    from tests.servers import output_lock_holder
+    from tests.factories.servers import output_lock_holder
 
     output = tmp_path / "busy"
     with output_lock_holder(output) as holder:

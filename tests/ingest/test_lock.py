@@ -14,7 +14,7 @@ import pytest
 
 from echofm.bench.ingest import _cine, write_native_dicom
 from echofm.ingest.lock import LOCK_FILENAME, OutputLocked, exclusive_output, lock_path
-from tests.servers import output_lock_holder
+from tests.factories.servers import output_lock_holder
 
 _INGEST = "import sys; from echofm.ingest.run import ingest_serially; ingest_serially(sys.argv[1], sys.argv[2])"
 

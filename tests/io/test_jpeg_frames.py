@@ -13,7 +13,7 @@ from pydicom.encaps import encapsulate
 
 from echofm.io import CorruptPixelData, read_dicom, scan_dicom
 from echofm.io import jpeg_frames
-from tests.io import dicom_factory as F
+from tests.factories import dicom as F
 
 
 @pytest.fixture
