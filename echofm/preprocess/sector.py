@@ -191,21 +191,24 @@ def _analysis_factor(height: int, width: int, config: SectorConfig) -> int:
 
 
 def _analysis_frames(frames: np.ndarray, factor: int, config: SectorConfig) -> np.ndarray:
-    """float32 ``[n, H // factor, W // factor]``: up to ``max_frames`` evenly spaced frames, grey.
+    """uint8 ``[n, H // factor, W // factor]``: up to ``max_frames`` evenly spaced frames, grey.
 
-    Analysis pixel (i, j) is the mean of full-resolution pixels ``[i*f, (i+1)*f) x [j*f, (j+1)*f)``;
-    the last ``H % f`` rows and ``W % f`` columns are left out.
+    Analysis pixel (i, j) is the mean of full-resolution pixels ``[i*f, (i+1)*f) x [j*f, (j+1)*f)``
+    (rounded to an integer level); the last ``H % f`` rows and ``W % f`` columns are left out.
     """
     t, height, width, channels = frames.shape
     picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
     h, w = max(1, height // factor), max(1, width // factor)
     crop_h, crop_w = min(height, h * factor), min(width, w * factor)
-    small = np.empty((len(picks), h, w), dtype=np.float32)
+    small = np.empty((len(picks), h, w), dtype=np.uint8)
     for i, index in enumerate(picks):
         frame = frames[index, :crop_h, :crop_w]
         # Luminance: colour-flow overlays change inside the fan and so count as tissue activity.
         grey = frame[:, :, 0] if channels == 1 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        small[i] = cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA) if factor > 1 else grey
+        if factor > 1:
+            cv2.resize(grey, (w, h), dst=small[i], interpolation=cv2.INTER_AREA)
+        else:
+            small[i] = grey
     return small
 
 
@@ -218,11 +221,15 @@ def _evidence(frames: np.ndarray, config: SectorConfig) -> _Evidence:
     """Per-pixel sector evidence: mean absolute change between sampled frames, or brightness."""
     factor = _analysis_factor(frames.shape[1], frames.shape[2], config)
     small = _analysis_frames(frames, factor, config)
-    brightness = small.mean(axis=0)
-    if small.shape[0] >= 2:
+    n, h, w = small.shape
+    # Integer sums, then one float32 division: the same values as float32 means of the levels
+    # (sums of at most 2^24 / 255 levels are exact in float32), without float copies of the stack.
+    brightness = small.sum(axis=0, dtype=np.uint32).astype(np.float32) / np.float32(n)
+    if n >= 2:
         # Mean |frame-to-frame change| rather than max-min: a thin moving trace (ECG, sweep
         # cursor) touches each pixel in few frame pairs, speckle changes it in nearly all.
-        raw = np.abs(np.diff(small, axis=0)).mean(axis=0)
+        change = cv2.absdiff(small[1:].reshape(-1, w), small[:-1].reshape(-1, w)).reshape(n - 1, h, w)
+        raw = change.sum(axis=0, dtype=np.uint32).astype(np.float32) / np.float32(n - 1)
         raw[brightness < config.min_brightness] = 0.0
         kind: Literal["activity", "brightness"] = "activity"
         floor = config.min_activity

@@ -440,3 +440,22 @@ def test_invalid_region_beside_a_valid_one_is_reported_and_ignored() -> None:
     assert result.method == "regions"
     assert "ignored" in result.detail and "larger than image" in result.detail
     assert iou(result.mask, clip.fan) > 0.9
+
+
+@pytest.mark.parametrize(("shape", "factor"), [((9, 120, 160, 1), 1), ((12, 600, 800, 3), 4), ((2, 301, 517, 1), 3)])
+def test_evidence_equals_float_means_of_the_analysis_frames(shape: tuple[int, ...], factor: int) -> None:
+    # The evidence is summed in integers for speed; it must equal the float32 means it stands
+    # for exactly, or the sector mask (and so every ingested pixel) would change.
+    from echofm.preprocess import sector
+
+    config = SectorConfig(analysis_max_side=-(-max(shape[1:3]) // factor))
+    frames = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    small = sector._analysis_frames(frames, factor, config).astype(np.float32)
+    evidence = sector._evidence(frames, config)
+    brightness = small.mean(axis=0)
+    raw = np.abs(np.diff(small, axis=0)).mean(axis=0)
+    raw[brightness < config.min_brightness] = 0.0
+    assert evidence.factor == factor
+    assert evidence.brightness.dtype == evidence.raw.dtype == np.float32
+    np.testing.assert_array_equal(evidence.brightness, brightness)
+    np.testing.assert_array_equal(evidence.raw, raw)
