@@ -1,52 +1,144 @@
-"""De-identification: keyed pseudonyms and the allow-list of technical metadata.
+"""De-identification: the secret, keyed ids and pseudonyms, and the allow-list of technical metadata.
 
 This is the only module that reads identifying DICOM attributes (names, IDs, UIDs, dates,
 accession numbers, institution, operator, free-text descriptions). What leaves it is either a
-keyed pseudonym (HMAC-SHA256 under a secret the data owner controls) or an allow-listed technical
-value. Free-text descriptions are reduced to a canonical view name (`views.view_hint`) and never
-returned themselves.
+keyed value (HMAC-SHA256 under a secret the data owner controls) or a controlled term from a
+fixed list. Free text is reduced to a canonical term and never returned itself.
+
+The identity contract (docs/deid.md) that every producer and consumer of a manifest follows:
+
+- `source_id(secret, rel_path)` names a source file: `"f"` + 32 hex characters of
+  HMAC-SHA256(secret, b"echofm-source\\x00" + normalised relative path bytes). The manifest
+  column is `source_id`; the path itself is never stored (see `write_path_map` for the only
+  place the map back to paths exists).
+- `keyed_digest(secret, kind, digest)` keys a content digest: the manifest's `source_hash` is
+  `keyed_digest(secret, "source", sha256(file bytes))`, `content_hash` is
+  `keyed_digest(secret, "content", sha256 of the decoded pixels)`; 64 hex characters each.
+- A label table that names files by path joins by computing `source_id` of each path (see
+  `echofm.train.labels.join_labels`): the same function, the same secret.
+
+The secret comes from `ECHOFM_DEID_SECRET` or a secret file (`load_secret`), never from, and
+never into, an ingestion OUTPUT; `echofm keygen FILE` creates a secret file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID_dictionary
 
-from echofm.io.views import view_hint
+from echofm.io.views import view_from_code, view_hint
 
-logger = logging.getLogger(__name__)
-
-SECRET_FILENAME = ".echofm-deid-secret"
 DEFAULT_SECRET_ENV = "ECHOFM_DEID_SECRET"
+# What older versions left in OUTPUT; its presence stops a run (a key must not travel with data).
+LEGACY_SECRET_FILENAME = ".echofm-deid-secret"
 PSEUDONYM_HEX_CHARS = 20  # 80 bits: collisions are negligible below billions of identifiers
-_MIN_SECRET_BYTES = 16
+SOURCE_ID_PREFIX = "f"
+SOURCE_ID_HEX_CHARS = 32  # 128 bits: label joins must never hit the wrong file
+MIN_SECRET_BYTES = 16
+SECRET_FILE_BYTES = 32
 
 # One letter per kind so a pseudonym says what it stands for; letters and hex only (no dots), so
 # pseudonyms are safe inside WebDataset keys and file names.
 _PREFIXES = {"patient": "p", "study": "s", "series": "r", "instance": "i"}
+_KEYGEN_HINT = "create one with `echofm keygen FILE` (keep FILE outside every OUTPUT)"
+
+
+class DeidError(Exception):
+    """Base class: the de-identification set-up does not allow a run to start."""
+
+    reason: ClassVar[str] = "deid_error"
+
+
+class MissingSecret(DeidError):
+    """No de-identification secret is configured."""
+
+    reason = "missing_secret"
+
+
+class SecretInsideOutput(DeidError):
+    """A secret (or the path map) would live under OUTPUT, which travels with the data."""
+
+    reason = "secret_inside_output"
+
+
+class BadSecret(DeidError):
+    """The secret file cannot be read, is not hex, or holds too few bytes."""
+
+    reason = "bad_secret"
+
+
+class SecretFileExists(DeidError):
+    """`echofm keygen` refuses to overwrite a secret: pseudonyms made with it would be lost."""
+
+    reason = "secret_file_exists"
+
+
+def normalise_rel_path(rel_path: bytes | str) -> bytes:
+    """The bytes a relative path is keyed by: POSIX separators, no leading `./` or `/`.
+
+    A `str` is encoded as the file system encodes names (UTF-8; undecodable bytes that Python
+    carries as surrogates go back to the original bytes), so a name read from disk in any byte
+    encoding and the same name typed into a label table give the same bytes.
+    """
+    raw = os.fsencode(rel_path) if isinstance(rel_path, str) else bytes(rel_path)
+    raw = raw.replace(b"\\", b"/")
+    parts = [part for part in raw.split(b"/") if part not in (b"", b".")]
+    return b"/".join(parts)
+
+
+def source_id(secret: bytes, rel_path: bytes | str) -> str:
+    """Keyed id of a source file: `"f"` + 32 lowercase hex characters.
+
+    rel_path: the file's path relative to the ingested SOURCE (bytes as on disk, or str),
+    normalised by `normalise_rel_path`. Without the secret the id can neither be inverted nor
+    recomputed from a guessed path.
+    """
+    message = b"echofm-source\x00" + normalise_rel_path(rel_path)
+    digest = hmac.new(_check_secret(secret), message, hashlib.sha256).hexdigest()
+    return SOURCE_ID_PREFIX + digest[:SOURCE_ID_HEX_CHARS]
+
+
+def keyed_digest(secret: bytes, kind: str, digest: bytes | str) -> str:
+    """64 hex characters: HMAC-SHA256 over `kind` and a plain digest (bytes or hex).
+
+    Keying the plain SHA-256 (rather than the content again) lets discovery hash files at disk
+    speed and keeps the plain digest, which anyone holding the original file could recompute,
+    inside the process that computed it.
+    """
+    plain = bytes.fromhex(digest) if isinstance(digest, str) else bytes(digest)
+    message = b"echofm-digest\x00" + kind.encode() + b"\x00" + plain
+    return hmac.new(_check_secret(secret), message, hashlib.sha256).hexdigest()
+
+
+def _check_secret(secret: bytes) -> bytes:
+    if not isinstance(secret, bytes | bytearray) or not secret:
+        raise ValueError("a de-identification secret must be non-empty bytes")
+    return bytes(secret)
 
 
 class Pseudonymizer:
-    """Keyed, deterministic pseudonyms: the same (kind, value) under the same secret always maps
-    to the same pseudonym; without the secret the mapping cannot be inverted or recomputed."""
+    """Holds the secret and computes everything keyed by it: pseudonyms of DICOM identifiers,
+    source ids of paths, keyed digests of content. The same input under the same secret always
+    gives the same output; without the secret nothing can be inverted or recomputed."""
 
     __slots__ = ("_secret",)
 
     def __init__(self, secret: bytes) -> None:
-        if not isinstance(secret, bytes | bytearray) or not secret:
-            raise ValueError("Pseudonymizer needs a non-empty bytes secret")
-        self._secret = bytes(secret)
+        self._secret = _check_secret(secret)
 
     def __repr__(self) -> str:
         return f"Pseudonymizer(key_id={self.key_id!r})"
+
+    def __reduce__(self) -> tuple[type[Pseudonymizer], tuple[bytes]]:
+        return (Pseudonymizer, (self._secret,))
 
     @property
     def key_id(self) -> str:
@@ -59,6 +151,14 @@ class Pseudonymizer:
         message = kind.encode() + b"\x00" + value.strip().encode("utf-8", "surrogateescape")
         digest = hmac.new(self._secret, message, hashlib.sha256).hexdigest()
         return _PREFIXES.get(kind, "x") + digest[:PSEUDONYM_HEX_CHARS]
+
+    def source_id(self, rel_path: bytes | str) -> str:
+        """`source_id(secret, rel_path)` under this pseudonymizer's secret."""
+        return source_id(self._secret, rel_path)
+
+    def digest(self, kind: str, plain: bytes | str) -> str:
+        """`keyed_digest(secret, kind, plain)` under this pseudonymizer's secret."""
+        return keyed_digest(self._secret, kind, plain)
 
     def dataset_pseudonyms(self, ds: Dataset) -> dict[str, str]:
         """Pseudonyms `patient_id`, `study_id`, `series_id`, `instance_id` of a DICOM dataset.
@@ -87,70 +187,76 @@ class Pseudonymizer:
                 out[key] = self.pseudonym(kind, value)
         return out
 
-    @classmethod
-    def from_output(cls, output_dir: str | Path, *, env_var: str = DEFAULT_SECRET_ENV) -> Pseudonymizer:
-        """The pseudonymizer of an ingestion run writing to `output_dir` (see `load_or_create_secret`)."""
-        secret, _ = load_or_create_secret(Path(output_dir), env_var=env_var)
-        return cls(secret)
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """True when `path` (resolved, symlinks followed) is `folder` or lies under it."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
-def load_or_create_secret(output_dir: Path, *, env_var: str = DEFAULT_SECRET_ENV) -> tuple[bytes, str]:
-    """Return `(secret, source)`, source being "env" | "file" | "created".
+def load_secret(
+    *,
+    secret_file: str | Path | None = None,
+    output: str | Path | None = None,
+    env_var: str = DEFAULT_SECRET_ENV,
+) -> bytes:
+    """The de-identification secret: the hex in `secret_file` when given, else the UTF-8 bytes
+    of the environment variable `env_var`.
 
-    1. The environment variable `env_var` (its UTF-8 bytes) when set and non-empty.
-    2. Else `output_dir/.echofm-deid-secret` (hex) from an earlier run, so pseudonyms stay stable
-       across incremental runs into the same output.
-    3. Else 32 random bytes are created and stored there with permissions 0600, with a warning:
-       whoever can read that file can recompute pseudonyms, and losing it breaks their linkage.
+    Raises `MissingSecret` when neither is set (the message says how to create one),
+    `SecretInsideOutput` when `secret_file` lies under `output` or `output` holds a secret left
+    by an older version, and `BadSecret` for an unreadable, non-hex or short secret (below 16
+    bytes: short secrets make pseudonyms of guessable values, such as MRNs, easy to enumerate).
     """
-    value = os.environ.get(env_var, "")
-    if value:
-        secret = value.encode("utf-8")
-        if len(secret) < _MIN_SECRET_BYTES:
-            logger.warning(
-                "%s is shorter than %d bytes: pseudonyms are easy to brute-force", env_var, _MIN_SECRET_BYTES
+    if output is not None:
+        legacy = Path(output) / LEGACY_SECRET_FILENAME
+        if legacy.exists():
+            raise SecretInsideOutput(
+                f"OUTPUT holds a de-identification secret ({LEGACY_SECRET_FILENAME}); move it out of OUTPUT "
+                "and pass it with --secret-file, or set the environment variable"
             )
-        return secret, "env"
-    path = Path(output_dir) / SECRET_FILENAME
-    if path.exists():
-        return _read_secret_file(path), "file"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
+    if secret_file is not None:
+        if output is not None and is_inside(secret_file, output):
+            raise SecretInsideOutput("--secret-file lies inside OUTPUT; a key must never travel with the data")
+        secret = _read_secret_file(Path(secret_file))
+    else:
+        value = os.environ.get(env_var, "")
+        if not value:
+            raise MissingSecret(f"no de-identification secret: set {env_var} or pass --secret-file FILE; {_KEYGEN_HINT}")
+        secret = value.encode("utf-8")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise BadSecret(f"the de-identification secret has {len(secret)} bytes, at least {MIN_SECRET_BYTES} needed; {_KEYGEN_HINT}")
+    return secret
+
+
+def write_secret_file(path: str | Path) -> Path:
+    """Create a new secret file: 32 random bytes as hex, mode 0600, never overwriting one.
+
+    Raises `SecretFileExists` when `path` exists.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # O_EXCL: two workers starting at once must not each create (and use) a different secret.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # O_EXCL: two invocations at once must not each write (and hand out) a different secret.
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _read_secret_file(path), "file"
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret.hex() + "\n")
-    os.chmod(path, 0o600)
-    logger.warning(
-        "No de-identification secret configured (%s unset): created a random one in %s (mode 0600). "
-        "Keep it private and keep it with the output; set %s to share pseudonyms across outputs.",
-        env_var,
-        path,
-        env_var,
-    )
-    return secret, "created"
+        raise SecretFileExists("the secret file exists already; pseudonyms made with it would be lost") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_bytes(SECRET_FILE_BYTES).hex() + "\n")
+    os.chmod(target, 0o600)
+    return target
 
 
 def _read_secret_file(path: Path) -> bytes:
-    text = path.read_text().strip()
     try:
-        secret = bytes.fromhex(text)
-    except ValueError as exc:
-        raise ValueError(f"{path}: de-identification secret file is not hex") from exc
-    if not secret:
-        raise ValueError(f"{path}: de-identification secret file is empty")
-    return secret
+        text = path.read_text(encoding="ascii").strip()
+        return bytes.fromhex(text)
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise BadSecret(f"the secret file cannot be read as hex; {_KEYGEN_HINT}") from None
 
 
 def _text(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     return "" if value is None else str(value).strip()
-
-
-_CODE_STRING = re.compile(r"^[A-Z0-9_ ]{1,16}$")
 
 
 def _number(ds: Dataset, keyword: str) -> float | None:
@@ -163,39 +269,115 @@ def _number(ds: Dataset, keyword: str) -> float | None:
         return None
 
 
-def _view_code_meaning(ds: Dataset) -> str:
-    sequence = ds.get("ViewCodeSequence")
-    if not sequence:
-        return ""
-    return str(sequence[0].get("CodeMeaning", "")).strip()
+# Vendors of echo machines, by the first words their Manufacturer attribute starts with (several
+# spellings each: "GE Vingmed Ultrasound", "GE MEDICAL SYSTEMS", "TOSHIBA_MEC_US"...).
+VENDORS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    # The name ends at anything but a letter or digit ("TOSHIBA_MEC_US" is Toshiba).
+    (name, re.compile(rf"^({words})(?![A-Z0-9])"))
+    for name, words in (
+        ("GE", "GE|GENERAL ELECTRIC"),
+        ("Philips", "PHILIPS"),
+        ("Siemens", "SIEMENS"),
+        ("Canon", "CANON|TOSHIBA"),
+        ("Samsung", "SAMSUNG"),
+        ("Mindray", "MINDRAY"),
+        ("Esaote", "ESAOTE"),
+        ("SonoSite", "SONOSITE|FUJIFILM SONOSITE"),
+        ("Fujifilm", "FUJIFILM|HITACHI|ALOKA"),
+        ("Butterfly", "BUTTERFLY"),
+        ("Clarius", "CLARIUS"),
+        ("Konica Minolta", "KONICA"),
+        ("SonoScape", "SONOSCAPE"),
+        ("Terason", "TERASON"),
+    )
+)
+OTHER_VENDOR = "other"
+# DICOM defined terms of ImageType (PS3.3 C.7.6.1.1.2 and C.8.5.6.1.1): value 1, value 2, the
+# US anatomic regions of value 3, and value 4 as the 4-hex-digit US image type bit field.
+IMAGE_TYPE_TERMS: frozenset[str] = frozenset(
+    {
+        "ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY", "ABDOMINAL", "BREAST", "CHEST", "CARDIAC",
+        "CARDIOLOGY", "ECHOCARDIOGRAPHY", "ENDOCAVITARY", "ENDORECTAL", "ENDOVAGINAL", "EPICARDIAL",
+        "FETAL_HEART", "GYNECOLOGY", "INTRACARDIAC", "INTRAOPERATIVE", "INTRAVASCULAR", "MUSCULOSKELETAL",
+        "NEONATAL_HEAD", "NEUROSONOGRAPHY", "OB", "OBSTETRICAL", "OPHTHALMIC", "PEDIATRIC", "PELVIC",
+        "RETROPERITONEAL", "SCROTAL", "SMALL_PARTS", "TEE", "THYROID", "TRANSCRANIAL", "TRANSESOPHAGEAL",
+        "TRANSRECTAL", "TRANSTHORACIC", "TRANSVAGINAL", "UROLOGY", "VASCULAR",
+    }
+)
+_US_IMAGE_TYPE_BITS = re.compile(r"^[0-9A-F]{4}$")
+BODY_PARTS: frozenset[str] = frozenset(
+    {
+        "HEART", "CHEST", "THORAX", "CARDIAC", "ABDOMEN", "PELVIS", "NECK", "HEAD", "BRAIN", "BREAST",
+        "KIDNEY", "LIVER", "KNEE", "SHOULDER", "HIP", "EXTREMITY", "LEG", "ARM", "FETUS", "UTERUS",
+        "OVARY", "PROSTATE", "CAROTID", "THYROID", "SCROTUM",
+    }
+)
+# Defined terms of Photometric Interpretation (PS3.3 C.7.6.3.1.2), supported by the readers or not.
+PHOTOMETRIC_TERMS: frozenset[str] = frozenset(
+    {
+        "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422",
+        "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "HSV", "ARGB", "CMYK", "XYB",
+    }
+)
+MODALITIES: frozenset[str] = frozenset({"US", "IVUS", "CT", "MR", "XA", "CR", "DX", "NM", "PT", "OT", "SR", "ECG"})
+
+
+def vendor(manufacturer: str) -> str:
+    """The vendor name from `VENDORS` that a Manufacturer value starts with, else "other"."""
+    text = manufacturer.strip().upper()
+    for name, pattern in VENDORS:
+        if pattern.search(text):
+            return name
+    return OTHER_VENDOR
+
+
+def known_uid(value: str) -> str:
+    """A UID from the DICOM standard's registry as it is, anything else as "private" (a UID can
+    be built from an MRN or a date)."""
+    value = value.strip()
+    return value if value in UID_dictionary else "private"
+
+
+def image_type_terms(values: Any) -> list[str]:
+    """The ImageType values that are DICOM defined terms, in order; the rest is dropped."""
+    terms = [str(v).strip().upper() for v in (values or [])]
+    return [t for t in terms if t in IMAGE_TYPE_TERMS or _US_IMAGE_TYPE_BITS.match(t)]
+
+
+def controlled(value: str, allowed: frozenset[str]) -> str | None:
+    """`value` (upper-cased) when it is one of `allowed`; "OTHER" for another non-empty value."""
+    term = value.strip().upper()
+    if not term:
+        return None
+    return term if term in allowed else "OTHER"
 
 
 def technical_metadata(ds: Dataset) -> dict[str, Any]:
-    """The allow-listed technical metadata of a DICOM dataset (never a patient-identifying value).
+    """The technical metadata of a DICOM dataset, as controlled terms and numbers only.
 
-    Keys (present when known): `modality`, `manufacturer`, `model`, `sop_class_uid`,
-    `transfer_syntax`, `photometric_interpretation`, `rows`, `columns`, `number_of_frames`,
-    `bits_stored`, `frame_time_ms`, `heart_rate_bpm`, `view_code` (code meaning from
-    ViewCodeSequence, a coded term), `view_hint` (a canonical view, see `views.CANONICAL_VIEWS`),
-    `image_type` (list of defined terms), `body_part`.
+    Keys (present when known): `modality` (`MODALITIES` or "OTHER"), `manufacturer` (a name
+    from `VENDORS` or "other"), `sop_class_uid` and `transfer_syntax` (standard UIDs, else
+    "private"), `photometric_interpretation` (a defined term, else "OTHER"), `rows`, `columns`,
+    `number_of_frames`, `bits_stored`, `frame_time_ms`, `heart_rate_bpm`, `view_code` (the
+    canonical view a ViewCodeSequence names, see `views.CANONICAL_VIEWS`), `view_hint` (a
+    canonical view guessed from the descriptions), `image_type` (DICOM defined terms),
+    `body_part` (`BODY_PARTS` or "OTHER"). No free text, no model name, no private UID.
     """
     meta: dict[str, Any] = {}
-    for key, keyword in (
-        ("modality", "Modality"),
-        ("manufacturer", "Manufacturer"),
-        ("model", "ManufacturerModelName"),
-        ("photometric_interpretation", "PhotometricInterpretation"),
-    ):
-        value = _text(ds, keyword)
-        if value:
-            meta[key] = value
-    sop_class = _text(ds, "SOPClassUID")
-    if sop_class:
-        meta["sop_class_uid"] = sop_class
+    terms = {
+        "modality": controlled(_text(ds, "Modality"), MODALITIES),
+        "photometric_interpretation": controlled(_text(ds, "PhotometricInterpretation"), PHOTOMETRIC_TERMS),
+        "body_part": controlled(_text(ds, "BodyPartExamined"), BODY_PARTS),
+    }
+    meta.update({key: value for key, value in terms.items() if value})
+    if _text(ds, "Manufacturer"):
+        meta["manufacturer"] = vendor(_text(ds, "Manufacturer"))
+    if _text(ds, "SOPClassUID"):
+        meta["sop_class_uid"] = known_uid(_text(ds, "SOPClassUID"))
     file_meta = getattr(ds, "file_meta", None)
     transfer_syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     if transfer_syntax:
-        meta["transfer_syntax"] = str(transfer_syntax)
+        meta["transfer_syntax"] = known_uid(str(transfer_syntax))
     for key, keyword in (("rows", "Rows"), ("columns", "Columns"), ("bits_stored", "BitsStored")):
         number = _number(ds, keyword)
         if number is not None:
@@ -206,21 +388,24 @@ def technical_metadata(ds: Dataset) -> dict[str, Any]:
         number = _number(ds, keyword)
         if number is not None and number > 0:
             meta[key] = number
-    code_meaning = _view_code_meaning(ds)
-    # A coded term is normally short; a long value is someone's free text, which stays here.
-    if code_meaning and len(code_meaning) <= 64:
-        meta["view_code"] = code_meaning
-    image_type = [str(v).strip() for v in (ds.get("ImageType") or [])]
-    image_type = [v for v in image_type if _CODE_STRING.match(v)]
+    code_value, code_meaning = _view_code(ds)
+    if code_value or code_meaning:
+        meta["view_code"] = view_from_code(code_value, code_meaning)
+    image_type = image_type_terms(ds.get("ImageType"))
     if image_type:
         meta["image_type"] = image_type
-    body_part = _text(ds, "BodyPartExamined").upper()
-    if _CODE_STRING.match(body_part):
-        meta["body_part"] = body_part
     meta["view_hint"] = view_hint(
         series_description=_text(ds, "SeriesDescription"),
         view_code_meaning=code_meaning,
         image_type=image_type,
-        body_part=body_part,
+        body_part=_text(ds, "BodyPartExamined").upper(),
     )
     return meta
+
+
+def _view_code(ds: Dataset) -> tuple[str, str]:
+    sequence = ds.get("ViewCodeSequence")
+    if not sequence:
+        return "", ""
+    item = sequence[0]
+    return str(item.get("CodeValue", "")).strip(), str(item.get("CodeMeaning", "")).strip()

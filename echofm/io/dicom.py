@@ -24,7 +24,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import iter_pixels
 
 from echofm.io.clip import Clip, UltrasoundRegion
-from echofm.io.deid import Pseudonymizer, technical_metadata
+from echofm.io.deid import MODALITIES, PHOTOMETRIC_TERMS, Pseudonymizer, controlled, known_uid, technical_metadata
 from echofm.io.errors import (
     CorruptPixelData,
     NoPixelData,
@@ -38,6 +38,7 @@ from echofm.io.jpeg_frames import decode_jpeg_frames, downscale_factor
 from echofm.io.jpeg_frames import handles as jpeg_fast_path_handles
 from echofm.io.photometric import PALETTE, SUPPORTED, palette_lut, to_display
 from echofm.io.pixel_decoders import decoding_plugin
+from echofm.io.quiet import no_warnings
 
 ULTRASOUND_SOP_CLASSES = frozenset(
     {
@@ -102,7 +103,7 @@ def _open_dataset(fh: BinaryIO, path: Path) -> Dataset:
     except InvalidDicomError:
         pass
     except Exception as exc:  # a DICM file whose header is damaged
-        raise NotDicom(path, f"unparseable DICOM header ({type(exc).__name__}: {exc})") from exc
+        raise NotDicom(path, f"unparseable DICOM header ({type(exc).__name__})") from None
     # No 'DICM' preamble: old files and some PACS exports are bare datasets. Accept one only when
     # the forced parse yields the attributes every image object has, so a text file is rejected.
     fh.seek(0)
@@ -110,7 +111,7 @@ def _open_dataset(fh: BinaryIO, path: Path) -> Dataset:
         ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
         plausible = bool(ds.get("SOPClassUID")) or ("Rows" in ds and "Columns" in ds)
     except Exception as exc:
-        raise NotDicom(path, f"no DICOM preamble and no parseable header ({type(exc).__name__})") from exc
+        raise NotDicom(path, f"no DICOM preamble and no parseable header ({type(exc).__name__})") from None
     if not plausible:
         raise NotDicom(path, "no DICOM preamble and no recognisable DICOM header")
     return ds
@@ -163,7 +164,7 @@ def _deflated_pixel_element(fh: BinaryIO, path: Path) -> tuple[str, int, int, in
     try:
         full = pydicom.dcmread(fh)
     except Exception as exc:
-        raise CorruptPixelData(path, f"deflated dataset does not inflate ({type(exc).__name__}: {exc})") from exc
+        raise CorruptPixelData(path, f"deflated dataset does not inflate ({type(exc).__name__})") from None
     for keyword in _PIXEL_TAGS.values():
         if keyword in full:
             length = len(full[keyword].value or b"")
@@ -217,8 +218,9 @@ def _is_ultrasound(ds: Dataset) -> bool:
 def _scan(fh: BinaryIO, path: Path, pseudonymizer: Pseudonymizer | None) -> tuple[DicomHeader, Dataset]:
     ds = _open_dataset(fh, path)
     if not _is_ultrasound(ds):
-        modality = str(ds.get("Modality", "")).strip() or "unknown"
-        raise NotUltrasound(path, f"modality {modality!r}, SOP class {str(ds.get('SOPClassUID', '')) or 'unknown'}")
+        modality = controlled(str(ds.get("Modality", "")), MODALITIES) or "unknown"
+        sop_class = known_uid(str(ds.get("SOPClassUID", ""))) if ds.get("SOPClassUID") else "unknown"
+        raise NotUltrasound(path, f"modality {modality}, SOP class {sop_class}")
     ts = _transfer_syntax(ds)
     if ts == uid.DeflatedExplicitVRLittleEndian:
         pixel = _deflated_pixel_element(fh, path)
@@ -230,7 +232,7 @@ def _scan(fh: BinaryIO, path: Path, pseudonymizer: Pseudonymizer | None) -> tupl
     if keyword != "PixelData":
         raise UnsupportedTransferSyntax(path, f"{keyword} (floating-point pixels) is not an ultrasound image")
     if not dicom_is_supported(ts):
-        raise UnsupportedTransferSyntax(path, f"transfer syntax {ts} ({ts.name}): no installed decoder")
+        raise UnsupportedTransferSyntax(path, f"transfer syntax {known_uid(str(ts))}: no installed decoder")
     try:
         rows, columns = int(ds.Rows), int(ds.Columns)
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
@@ -238,9 +240,9 @@ def _scan(fh: BinaryIO, path: Path, pseudonymizer: Pseudonymizer | None) -> tupl
         bits_stored = int(ds.get("BitsStored", bits_allocated) or bits_allocated)
         photometric = str(ds.PhotometricInterpretation).strip().upper()
     except (AttributeError, TypeError, ValueError) as exc:
-        raise CorruptPixelData(path, f"image pixel module incomplete ({exc})") from exc
+        raise CorruptPixelData(path, f"image pixel module incomplete ({type(exc).__name__})") from None
     if photometric not in SUPPORTED:
-        raise UnsupportedTransferSyntax(path, f"photometric interpretation {photometric!r} is not supported")
+        raise UnsupportedTransferSyntax(path, f"photometric interpretation {controlled(photometric, PHOTOMETRIC_TERMS)} is not supported")
     if decoding_plugin(ts, bits_stored) is None:
         # e.g. 12-bit JPEG Extended where the only JPEG decoder is 8-bit libjpeg: refused here,
         # not as a corrupt frame at decode time.
@@ -317,7 +319,7 @@ def scan_dicom(path: str | Path, *, pseudonymizer: Pseudonymizer | None = None) 
     data shorter than rows x columns x samples x frames, detectable from the header alone).
     """
     path = Path(path)
-    with _open(path) as fh:
+    with no_warnings(), _open(path) as fh:
         header, _ = _scan(fh, path, pseudonymizer)
     return header
 
@@ -353,7 +355,7 @@ def read_dicom(
     file (a caller error).
     """
     path = Path(path)
-    with _open(path) as fh:
+    with no_warnings(), _open(path) as fh:
         header, ds = _scan(fh, path, pseudonymizer)
         if header.n_frames < min_frames:
             raise TooFewFrames(path, f"{header.n_frames} frame(s), at least {min_frames} needed")
@@ -443,7 +445,7 @@ def _decode_with_pydicom(fh: BinaryIO, path: Path, ds: Dataset, header: DicomHea
     except MemoryError:
         raise
     except Exception as exc:  # decoder plugins raise anything from ValueError to RuntimeError
-        raise CorruptPixelData(path, f"cannot decode {header.transfer_syntax_name} pixel data: {exc}") from exc
+        raise CorruptPixelData(path, f"cannot decode {header.transfer_syntax_name} pixel data ({type(exc).__name__})") from None
     if count < len(indices):
         raise CorruptPixelData(path, f"pixel data holds {count} decodable frames, {header.n_frames} declared")
     return out

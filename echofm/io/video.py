@@ -25,6 +25,7 @@ import numpy as np
 
 from echofm.io.clip import Clip
 from echofm.io.errors import TooFewFrames, UnreadableVideo
+from echofm.io.quiet import silence_readers
 from echofm.io.fps import DEFAULT_FPS
 from echofm.io.grey import channel_mean, is_grey
 
@@ -51,6 +52,7 @@ class VideoHeader:
 
 @contextmanager
 def _capture(path: Path) -> Iterator[cv2.VideoCapture]:
+    silence_readers()
     if not path.is_file() or path.stat().st_size == 0:
         raise UnreadableVideo(path, "missing or empty file")
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, DECODE_THREADS])

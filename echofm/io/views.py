@@ -73,3 +73,24 @@ def view_hint(
     if body in _CARDIAC_BODY_PARTS or _CARDIAC.search(joined):
         return "OTHER_CARDIAC"
     return "unknown"
+
+
+# SNOMED CT codes of DICOM CID 12226 (Echocardiography Image View) for the canonical views.
+VIEW_CODE_VALUES: dict[str, str] = {
+    "399214001": "A4C",
+    "399232001": "A2C",
+    "399339008": "A3C",
+    "399139001": "PLAX",
+    "399306005": "PSAX",
+}
+
+
+def view_from_code(code_value: str = "", code_meaning: str = "") -> str:
+    """The canonical view a ViewCodeSequence item names: by its code value, else by its meaning;
+    a view code that names none of the canonical views is still a cardiac view ("OTHER_CARDIAC")."""
+    if code_value.strip() in VIEW_CODE_VALUES:
+        return VIEW_CODE_VALUES[code_value.strip()]
+    for view, pattern in _VIEW_PATTERNS:
+        if code_meaning and pattern.search(code_meaning):
+            return view
+    return "OTHER_CARDIAC"
