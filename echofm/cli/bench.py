@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "end-to-end ingestion CPU per clip against the best decoders on the kept frames",
     "manifest": "finalize and the GX contract on an archive-sized manifest (time, peak memory)",
     "loader": "WebDataset loader clips/s per worker against per-clip MP4 decoding",
+    "deid": "burned-in text removed and tissue kept by the sector mask and overlay removal",
 }
 
 

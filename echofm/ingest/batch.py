@@ -2,8 +2,8 @@
 
 Per file: header (with pseudonyms) -> header QC -> view (from the header, before any decoding)
 -> time windows -> decode only the frames those windows use -> resize/pad each decoded frame once
--> exact-duplicate check -> sector mask (full resolution) -> pixel QC -> mask at the output size
--> windows -> shard. Every file ends as at least one row: accepted (one per window),
+-> exact-duplicate check -> sector mask (full resolution) -> pixel QC -> static overlays inside
+the sector (full resolution) -> mask and inpaint at the output size -> windows -> shard. Every file ends as at least one row: accepted (one per window),
 rejected (a named reason) or failed (error class and a message written by this project, never
 text taken from the file, which may carry patient details).
 """
@@ -60,17 +60,6 @@ def frames_to_decode(window_frames: np.ndarray, n_frames_source: int, min_sector
     return np.union1d(window_frames, spread)
 
 
-def inside_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """The sector mask `[H, W]` at the output size `[size, size]` (as `resize_pad` maps frames):
-    True only where an output pixel's whole footprint lies inside the sector.
-
-    Masking after resizing is cheaper than masking the full-size frames, and this strict mask
-    guarantees that no output pixel outside it, nor any inside it, mixes in burned-in text.
-    """
-    from echofm.preprocess.resample import resize_pad
-
-    coverage = resize_pad((mask.astype(np.uint8) * 255)[None, :, :, None], size=size)
-    return coverage[0, :, :, 0] == 255
 
 
 def grey_if_balanced(frames: np.ndarray) -> np.ndarray:
@@ -251,7 +240,8 @@ def local_copy(item: DiscoveredFile) -> Iterator[DiscoveredFile]:
 
 
 def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchContext) -> list[dict[str, Any]]:
-    from echofm.preprocess.resample import plan_windows, resize_pad, union_indices, window_span_ms
+    from echofm.preprocess.overlays import find_static_overlays, remove_overlays
+    from echofm.preprocess.resample import mask_at_size, plan_windows, resize_pad, union_indices, window_span_ms
     from echofm.preprocess.sector import estimate_sector
 
     config, timer = context.config, context.timer
@@ -304,8 +294,14 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
         qc = pixel_qc(clip.frames, sector.mask, sector.method, config.qc)
     if not qc.passed:
         return reject(qc.reason or "qc", prediction=prediction, qc=qc, sector=sector, pixel_hash=content_hash)
+    with timer.stage("overlays"):
+        overlay = find_static_overlays(clip.frames, sector.mask, lossy=bool(header.meta.get("lossy")))
     with timer.stage("mask"):
-        masked = grey_if_balanced(small * inside_mask(sector.mask, config.size)[None, :, :, None])
+        inside = mask_at_size(sector.mask, config.size, whole=True)
+        masked = small * inside[None, :, :, None]
+        # Inside the sector, burned-in measurements and calipers are inpainted away.
+        remove_overlays(masked, mask_at_size(overlay, config.size, whole=False) & inside)
+        masked = grey_if_balanced(masked)
         # Rows of the decoded stack (which follows `wanted`, sorted) holding each window.
         outputs = [(window_span_ms(w, header.fps), masked[np.searchsorted(wanted, w)]) for w in windows]
     if prediction is None:

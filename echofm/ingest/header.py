@@ -65,7 +65,7 @@ def read_header(item: DiscoveredFile, pseudonymizer: Pseudonymizer | None) -> Fi
         fps_source=video.fps_source,
         height=video.height,
         width=video.width,
-        meta={"container": video.container},
+        meta={"container": video.container, "lossy": True},
     )
 
 

@@ -319,6 +319,14 @@ PHOTOMETRIC_TERMS: frozenset[str] = frozenset(
         "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "HSV", "ARGB", "CMYK", "XYB",
     }
 )
+# Transfer syntaxes whose pixels went through a lossy codec: JPEG baseline/extended, JPEG-LS near
+# lossless, JPEG 2000 (lossy allowed), HTJ2K (lossy allowed), MPEG-2/4 and HEVC video.
+LOSSY_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.203", *(f"1.2.840.10008.1.2.4.{n}" for n in range(100, 109)),
+    }
+)
 MODALITIES: frozenset[str] = frozenset({"US", "IVUS", "CT", "MR", "XA", "CR", "DX", "NM", "PT", "OT", "SR", "ECG"})
 
 
@@ -361,7 +369,8 @@ def technical_metadata(ds: Dataset) -> dict[str, Any]:
     `number_of_frames`, `bits_stored`, `frame_time_ms`, `heart_rate_bpm`, `view_code` (the
     canonical view a ViewCodeSequence names, see `views.CANONICAL_VIEWS`), `view_hint` (a
     canonical view guessed from the descriptions), `image_type` (DICOM defined terms),
-    `body_part` (`BODY_PARTS` or "OTHER"). No free text, no model name, no private UID.
+    `body_part` (`BODY_PARTS` or "OTHER"), `lossy` (the pixels went through a lossy codec, now
+    or before). No free text, no model name, no private UID.
     """
     meta: dict[str, Any] = {}
     terms = {
@@ -378,6 +387,8 @@ def technical_metadata(ds: Dataset) -> dict[str, Any]:
     transfer_syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     if transfer_syntax:
         meta["transfer_syntax"] = known_uid(str(transfer_syntax))
+    # Lossy now, or once: a PACS that decompressed a JPEG keeps its codec noise (and says so).
+    meta["lossy"] = str(transfer_syntax or "") in LOSSY_TRANSFER_SYNTAXES or _text(ds, "LossyImageCompression") == "01"
     for key, keyword in (("rows", "Rows"), ("columns", "Columns"), ("bits_stored", "BitsStored")):
         number = _number(ds, keyword)
         if number is not None:

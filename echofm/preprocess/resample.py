@@ -167,3 +167,14 @@ def resize_pad(frames: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
         # cv2 drops a single channel axis; reshape restores it for C = 1 and is a no-op for C = 3.
         out[i, top : top + new_h, left : left + new_w] = resized.reshape(new_h, new_w, c)
     return out
+
+
+def mask_at_size(mask: np.ndarray, size: int, *, whole: bool) -> np.ndarray:
+    """A bool mask `[H, W]` mapped to the output size `[size, size]` as `resize_pad` maps frames.
+
+    whole=True: an output pixel is True only when its whole footprint lies inside `mask` (a sector
+    mask: no output pixel mixes in what lies outside the sector). whole=False: True when any part
+    of its footprint does (an overlay mask: no output pixel mixes in any overlay pixel).
+    """
+    coverage = resize_pad((mask.astype(np.uint8) * 255)[None, :, :, None], size=size)[0, :, :, 0]
+    return coverage == 255 if whole else coverage > 0

@@ -5,11 +5,9 @@ Two sources, in order of trust:
 1. ``regions``: SequenceOfUltrasoundRegions from the DICOM header. Only 2D regions
    (``spatial_format == 1``) whose box lies inside the image (a 2-pixel overshoot is clipped) and
    covers a plausible share of it are used; real files carry boxes larger than the image or
-   degenerate ones, which are named in ``detail`` and skipped. Inside the valid boxes the pixel
-   estimate below refines the rectangle to the fan, so text inside the box but outside the fan
-   is removed too; when the estimate fails or covers too little of the box, the rectangle is
-   the mask. A box covering (nearly) the whole image is no sector on its own: then only the
-   pixel estimate counts.
+   degenerate ones, which are named in ``detail`` and skipped. A box is never trusted alone
+   (headers declare the whole frame, or a rectangle taking in the banner): the mask is the pixel
+   estimate below inside the box, and a box whose pixels show no fan gives no sector.
 2. ``image``: from the pixels. Ultrasound tissue changes from frame to frame (speckle, motion);
    burned-in text, calipers, colour bars and logos do not. The evidence is the mean absolute
    change between up to ``max_frames`` sampled frames at reduced resolution (longer side
@@ -23,8 +21,14 @@ Two sources, in order of trust:
    T >= 2 identical frames (a frozen clip) give ``none``: nothing tells tissue from text there.
 
 Confidence: ``image`` = solidity of the component x contrast of the evidence inside vs outside
-the hull (x ``still_confidence_scale`` for a single frame); a region box alone is
-``region_confidence``; a box refined by the pixels combines both as independent evidence.
+the hull (x ``still_confidence_scale`` for a single frame); a box the pixel fan agrees with
+combines that with ``region_confidence`` as independent evidence.
+
+The hull is computed at reduced resolution, so its edge can reach a pixel or two past the fan,
+into an ECG trace drawn just below it; ``_trim_border`` drops the mask's border pixels that are
+black (up to ``border_black_level``) in most frames: what a sweeping ECG cursor or an empty
+margin looks like (tissue at the fan's edge is dim but not black). A static trace left inside
+is an overlay, which `echofm.preprocess.overlays` removes.
 
 When no source gives a plausible sector the result is ``method == "none"`` with ``confidence ==
 0`` and an all-False mask, so a caller that forgets to check the method and applies the mask
@@ -75,10 +79,13 @@ class SectorConfig:
     min_confidence: float = 0.3  # image estimates below this are reported as "none"
     still_confidence_scale: float = 0.5  # brightness-only (T = 1) estimates are less certain
     region_tolerance_px: int = 2  # overshoot of a region box tolerated (then clipped)
-    region_confidence: float = 0.6  # trust in a valid region box on its own
+    region_confidence: float = 0.6  # trust in a valid region box the pixel fan agrees with
     completion_solidity: float = 0.8  # activity estimates less solid than this are completed
     min_moving_share: float = 0.02  # share of a bright region that must move to join the fan
-    min_region_span: float = 0.5  # refined fan must span this fraction of the box width and height
+    min_region_span: float = 0.5  # a fan spanning less of the box width or height leaves the box untrusted
+    border_px: int = 4  # pixels: depth of the mask border checked for black (see _trim_border)
+    border_black_share: float = 0.75  # a border pixel black in this share of the frames is dropped
+    border_black_level: int = 6  # grey levels counted as black (codec noise lifts black a little)
 
     def __post_init__(self) -> None:
         if self.max_frames < 2:
@@ -103,6 +110,8 @@ class SectorConfig:
         for name in shares:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.border_px < 0 or not 0.0 < self.border_black_share <= 1.0:
+            raise ValueError("border_px must be >= 0 and border_black_share in (0, 1]")
         if self.region_tolerance_px < 0:
             raise ValueError(f"region_tolerance_px must be >= 0, got {self.region_tolerance_px}")
 
@@ -485,46 +494,36 @@ def _outermost(boxes: list[Box]) -> list[Box]:
 class _BoxResult:
     mask: np.ndarray  # bool [H, W]
     confidence: float
-    from_region: bool  # False when only the pixel estimate inside the box counted
+    from_region: bool  # False when the box was not trusted and only the pixel estimate counted
     detail: str
 
 
 def _refine_box(box: Box, evidence: _Evidence, config: SectorConfig) -> _BoxResult | str:
-    """One region box refined to the fan by the pixel estimate inside it, or why not.
+    """One region box intersected with the fan the pixels show inside it, or why not.
 
-    Consistent means the pixel estimate inside the box succeeded and spans at least
-    ``min_region_span`` of the box in both directions (a region box is the bounding box of the
-    image, so a fan found in only part of it is more likely missed tissue than text). Otherwise
-    the rectangle is the mask, unless the rectangle covers an implausible share of the image
-    (vendors that declare the whole frame as the region): then only the pixel estimate counts.
+    A box is never trusted alone: real headers declare the whole frame, or a rectangle that
+    takes in the banner with the patient's name. The mask is the pixel estimate inside the box;
+    when that fails, the box gives no sector at all. When the estimate spans at least
+    ``min_region_span`` of the box in both directions, box and pixels agree and their
+    confidences combine as independent evidence; otherwise the box says little and only the
+    pixel estimate's confidence counts (the method is then ``image``).
     """
     height, width = evidence.height, evidence.width
     x0, y0, x1, y1 = box
     box_mask = np.zeros((height, width), bool)
     box_mask[y0 : y1 + 1, x0 : x1 + 1] = True
-    allowed = evidence.sample(box_mask)
-    fan = _estimate_fan(evidence, config, allowed)
-    box_area = float(box_mask.mean())
-    plausible = config.min_area_fraction <= box_area <= config.max_area_fraction
-    name = f"region box ({x0},{y0})-({x1},{y1}) covering {box_area:.0%} of the image"
-    if isinstance(fan, _FanEstimate):
-        refined = fan.mask & box_mask
-        (fan_w, fan_h), (box_w, box_h) = _extent(refined), _extent(box_mask)
-        span = min(fan_w / box_w, fan_h / box_h)
-        if span >= config.min_region_span:
-            # Two independent sources agree: combine as independent evidence.
-            confidence = 1.0 - (1.0 - config.region_confidence) * (1.0 - fan.confidence)
-            detail = f"{name}, refined by {fan.detail}; fan spans {span:.0%} of the box"
-            return _BoxResult(refined, confidence, True, detail)
-        if not plausible:
-            detail = f"{name} (implausible as a sector); fell back to image: {fan.detail}"
-            return _BoxResult(refined, fan.confidence, False, detail)
-        why = f"pixel estimate spans only {span:.0%} of the box"
-    else:
-        why = f"pixel estimate inside the box failed: {fan}"
-    if not plausible:
-        return f"{name} (implausible as a sector); {why}"
-    return _BoxResult(box_mask, config.region_confidence, True, f"{name}, used as rectangle; {why}")
+    fan = _estimate_fan(evidence, config, evidence.sample(box_mask))
+    name = f"region box ({x0},{y0})-({x1},{y1}) covering {float(box_mask.mean()):.0%} of the image"
+    if isinstance(fan, str):
+        return f"{name}: no sector in its pixels ({fan}); a box alone is never used"
+    refined = fan.mask & box_mask
+    (fan_w, fan_h), (box_w, box_h) = _extent(refined), _extent(box_mask)
+    span = min(fan_w / box_w, fan_h / box_h)
+    if span >= config.min_region_span:
+        confidence = 1.0 - (1.0 - config.region_confidence) * (1.0 - fan.confidence)
+        return _BoxResult(refined, confidence, True, f"{name}, refined by {fan.detail}; fan spans {span:.0%} of the box")
+    detail = f"{name} not trusted: the fan spans only {span:.0%} of it; {fan.detail}"
+    return _BoxResult(refined, fan.confidence, False, detail)
 
 
 def _from_regions(boxes: list[Box], evidence: _Evidence, config: SectorConfig) -> SectorMask:
@@ -546,6 +545,31 @@ def _from_regions(boxes: list[Box], evidence: _Evidence, config: SectorConfig) -
 def _none(height: int, width: int, detail: str) -> SectorMask:
     empty = np.zeros((height, width), bool)
     return SectorMask(mask=empty, method="none", confidence=0.0, area_fraction=0.0, detail=detail)
+
+
+def _trim_border(mask: np.ndarray, frames: np.ndarray, config: SectorConfig) -> np.ndarray:
+    """`mask` less its border pixels (within ``border_px`` of its edge) that are black (at most
+    ``border_black_level``) in at least ``border_black_share`` of up to ``max_frames`` sampled
+    frames."""
+    size = 2 * config.border_px + 1
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((size, size), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    ys, xs = np.nonzero(mask & ~inner.astype(bool))
+    if len(ys) == 0:
+        return mask
+    t = frames.shape[0]
+    picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
+    dark = frames[picks][:, ys, xs, :].max(axis=-1) <= config.border_black_level
+    black = dark.mean(axis=0) >= config.border_black_share
+    trimmed = mask.copy()
+    trimmed[ys[black], xs[black]] = False
+    return trimmed
+
+
+def _trimmed(result: SectorMask, frames: np.ndarray, config: SectorConfig) -> SectorMask:
+    if result.method == "none":
+        return result
+    mask = _trim_border(result.mask, frames, config)
+    return replace(result, mask=mask, area_fraction=float(mask.mean()))
 
 
 def estimate_sector(
@@ -570,19 +594,20 @@ def estimate_sector(
     evidence = _evidence(frames, config)
     boxes, notes = _region_boxes(regions, height, width, config)
     if boxes:
-        result = _from_regions(boxes, evidence, config)
+        result = _trimmed(_from_regions(boxes, evidence, config), frames, config)
         return replace(result, detail=f"{result.detail}; ignored: {'; '.join(notes)}") if notes else result
     prefix = f"{'; '.join(notes)}; fell back to image: " if notes else ""
     fan = _estimate_fan(evidence, config)
     if isinstance(fan, str):
         return _none(height, width, f"{prefix}no plausible sector: {fan}")
-    return SectorMask(
+    found = SectorMask(
         mask=fan.mask,
         method="image",
         confidence=fan.confidence,
         area_fraction=float(fan.mask.mean()),
         detail=prefix + fan.detail,
     )
+    return _trimmed(found, frames, config)
 
 
 def apply_sector_mask(frames: np.ndarray, mask: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:

@@ -24,14 +24,14 @@ from echofm.synth.render import Box, RenderedClip
 # is the frame-rate source a reader should report (FrameTime > FrameTimeVector > CineRate >
 # RecommendedDisplayFrameRate, "container" for video, "default" when none); `view_tag` says where
 # the header names the view (series_description | view_code | both | none); boxes are "x0;y0;x1;y1"
-# inclusive pixels (`text_boxes` joined by "|"); `sector_geometry` is "apex_x;apex_y;r0;r1;half_angle_deg";
+# inclusive pixels (`text_boxes` outside the fan and `fan_text_boxes` inside it joined by "|"); `sector_geometry` is "apex_x;apex_y;r0;r1;half_angle_deg";
 # `fault` is "" for a clean clip, else a kind of `synthetic_faults.FAULT_KINDS`, with `fault_detail`.
 LABEL_COLUMNS: tuple[str, ...] = (
     "file", "clip_id", "patient", "study", "view", "ef", "edv_ml", "esv_ml", "ed_frames", "es_frames",
     "heart_rate_bpm", "fps", "n_frames", "duration_s", "height", "width", "container", "variant",
     "transfer_syntax", "photometric", "planar_configuration", "fps_tag", "view_tag", "has_regions",
     "regions_valid", "fault", "fault_detail", "mask_file", "sector_box", "sector_geometry", "ecg_box",
-    "colour_box", "text_boxes", "depth_cm",
+    "colour_box", "text_boxes", "fan_text_boxes", "depth_cm",
 )
 # Keys of each mask file: `masks` uint8 [K, H, W] (1 = LV cavity, clipped to the fan),
 # `frame_indices` int64 [K] (source frame of each mask), `is_ed` bool [K] (True at the labelled ED
@@ -106,6 +106,7 @@ def label_row(
         "ecg_box": fmt_box(clip.ecg_box) if clip is not None else "",
         "colour_box": fmt_box(clip.colour_box) if clip is not None else "",
         "text_boxes": "|".join(fmt_box(b) for b in clip.text_boxes) if clip is not None else "",
+        "fan_text_boxes": "|".join(fmt_box(b) for b in clip.fan_text_boxes) if clip is not None else "",
         "depth_cm": round(plan.depth_cm, 3),
     }
 

@@ -7,7 +7,7 @@ parameters depend only on the seed and its index, never on how many clips come a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -231,16 +231,23 @@ def assign_path(plan: ClipPlan, slot: PatientSlot, suffix: str | None = None) ->
 
 
 def _overlay(plan: ClipPlan, rng: np.random.Generator) -> Overlay:
-    """Burned-in annotations: institution, name, ID, date (and on every other clip the birth date)."""
+    """Burned-in annotations: institution, name, ID, date (and on every other clip the birth date);
+    on every third clip measurements inside the fan (a distance label and calipers, on every
+    sixth a label across the fan's edge too). The measurements are made-up distances, never a
+    label of the clip (an EF burned into the pixels would leak the target)."""
     p, s = plan.patient, plan.study
     right = [f"ID: {p.patient_id}", s.burned_date]
     if plan.index % 2 == 0:
         right.append(f"DOB {p.birth_date.strftime('%d/%m/%Y')}")
+    measured = plan.index % 3 == 1
     return Overlay(
         header_left=(p.institution, p.display_name),
         header_right=tuple(right),
         side_left=("2D", f"G {int(rng.integers(40, 70))}", f"DR {int(rng.integers(45, 70))}", f"FR {plan.fps}Hz"),
         side_right=(f"{plan.depth_cm:.0f}cm", f"{rng.choice(['1.7/3.4', '1.5/3.0', '2.0/4.0'])}MHz", f"HR {plan.heart.heart_rate_bpm:.0f}"),
+        annotations=(f"D1 {0.27 * plan.depth_cm:.2f}cm",) if measured else (),
+        edge_label=f"D2 {0.09 * plan.depth_cm:.2f}cm" if measured and plan.index % 6 == 4 else None,
+        calipers=measured,
     )
 
 
@@ -305,11 +312,26 @@ def build_header(config: SynthConfig, plan: ClipPlan, clip: RenderedClip) -> Ult
     )
 
 
-def render_plan(config: SynthConfig, plan: ClipPlan, mask_frames: Sequence[int] | None = None) -> RenderedClip:
-    """Render the pixels of a planned clip (frames, LV masks of `mask_frames` or all, fan and overlays)."""
+def render_plan(
+    config: SynthConfig,
+    plan: ClipPlan,
+    mask_frames: Sequence[int] | None = None,
+    *,
+    annotate: Callable[[Overlay], Overlay] | None = None,
+    draw_text: bool = True,
+    ecg_gap: int | None = None,
+) -> RenderedClip:
+    """Render the pixels of a planned clip (frames, LV masks of `mask_frames` or all, fan and overlays).
+
+    annotate: changes the clip's burned-in overlay (e.g. more labels inside the fan); draw_text
+    and ecg_gap as in `render_clip`. Neither changes the random numbers drawn, so a clip rendered
+    with `draw_text=False` is the text-free twin of the same clip.
+    """
     rng = np.random.default_rng([config.seed, 3, plan.index])
+    overlay = _overlay(plan, rng)
     return render_clip(
         view=plan.view, heart=plan.heart, height=plan.height, width=plan.width, n_frames=plan.n_frames,
-        fps=float(plan.fps), depth_cm=plan.depth_cm, gain_db=plan.gain_db, overlay=_overlay(plan, rng),
-        colour=plan.variant.colour, rng=rng, speckle_seed=config.seed, mask_frames=mask_frames,
+        fps=float(plan.fps), depth_cm=plan.depth_cm, gain_db=plan.gain_db,
+        overlay=annotate(overlay) if annotate is not None else overlay, colour=plan.variant.colour, rng=rng,
+        speckle_seed=config.seed, mask_frames=mask_frames, draw_text=draw_text, ecg_gap=ecg_gap,
     )

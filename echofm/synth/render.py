@@ -7,6 +7,10 @@ The sector is rendered on a grid of at most half the native resolution (speckle 
 resized to the native size, which keeps 100 clips well under a minute on two cores. Everything
 outside the fan is exactly zero except the burned-in overlays (header text, side annotations,
 ECG trace with a moving cursor), which lie outside the fan's bounding box by construction.
+Inside the fan, scanners burn in measurements too: `Overlay.annotations` are text labels inside
+the fan, `edge_label` straddles its right edge and `calipers` draws two caliper pairs ('+' marks
+joined by a dotted line), all static while the tissue under them changes; `draw_text=False`
+renders the text-free twin of a clip (identical except for the text and calipers).
 """
 
 from __future__ import annotations
@@ -99,6 +103,10 @@ class Overlay:
     header_right: tuple[str, ...]
     side_left: tuple[str, ...]
     side_right: tuple[str, ...]
+    annotations: tuple[str, ...] = ()  # measurement labels inside the fan
+    edge_label: str | None = None  # a label across the fan's right edge
+    calipers: bool = False
+    antialias: bool = False  # blend the edges of the labels inside the fan
 
 
 @dataclass
@@ -109,7 +117,9 @@ class RenderedClip:
     lv_masks: uint8 `[K, H, W]`, 1 inside the LV cavity (clipped to the fan), for the source frames
     `mask_frames` (int64 `[K]`). lv_area_px: float64 `[T]`, the cavity's area in every frame.
     lv_volume_ml: float64 `[T]`. sector: uint8 `[H, W]` fan mask; sector_box: its bounding box.
-    text_boxes: boxes of every burned-in text item; ecg_box: the ECG band; burned_in: the strings drawn.
+    text_boxes: boxes of every burned-in text item outside the fan; fan_text_boxes: boxes of the
+    annotations, edge label and calipers drawn inside the fan; ecg_box: the ECG band; burned_in:
+    the strings drawn.
     """
 
     frames: np.ndarray
@@ -121,6 +131,7 @@ class RenderedClip:
     fan: FanGeometry
     sector_box: Box
     text_boxes: list[Box] = field(default_factory=list)
+    fan_text_boxes: list[Box] = field(default_factory=list)
     ecg_box: Box | None = None
     colour_box: Box | None = None
     burned_in: list[str] = field(default_factory=list)
@@ -273,6 +284,62 @@ def _overlay_layer(
     return canvas, boxes, drawn
 
 
+def _polar(fan: FanGeometry, depth: float, angle: float) -> tuple[int, int]:
+    """Pixel (x, y) at `depth` (fraction of r1) and `angle` (fraction of the half angle, + right)."""
+    theta = angle * fan.half_angle_rad
+    return (int(round(fan.apex_x + depth * fan.r1 * math.sin(theta))), int(round(fan.apex_y + depth * fan.r1 * math.cos(theta))))
+
+
+def _inside(sector: np.ndarray, box: Box) -> bool:
+    x0, y0, x1, y1 = box
+    h, w = sector.shape
+    return 0 <= x0 and 0 <= y0 and x1 < w and y1 < h and bool(sector[y0 : y1 + 1, x0 : x1 + 1].all())
+
+
+def _fan_text_layer(sector: np.ndarray, fan: FanGeometry, overlay: Overlay, scale: float) -> tuple[np.ndarray, list[Box], list[str]]:
+    """uint8 `[H, W]` static layer of what is drawn inside the fan: measurement labels stacked in
+    its upper left (each fully inside the fan), a label centred on its right edge, calipers.
+    Positions follow from the fan geometry alone, so a clip and its text-free twin draw the same
+    random numbers."""
+    canvas = np.zeros(sector.shape, np.uint8)
+    boxes: list[Box] = []
+    drawn: list[str] = []
+    x, y = _polar(fan, 0.22, -0.35)
+    for text in overlay.annotations:
+        (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
+        box = (x - 1, y - 1, x + tw + 1, y + th + base + 1)
+        y += th + base + max(3, th // 2)
+        if _inside(sector, box):
+            cv2.putText(canvas, text, (x, box[3] - base - 1), FONT, scale, 230, 1, cv2.LINE_AA)
+            boxes.append(box)
+            drawn.append(text)
+    if overlay.edge_label:
+        (tw, th), base = cv2.getTextSize(overlay.edge_label, FONT, scale, 1)
+        _, ey = _polar(fan, 0.55, 1.0)
+        x0 = int(np.flatnonzero(sector[ey + th // 2])[-1]) - tw // 2  # centred on the fan's edge
+        cv2.putText(canvas, overlay.edge_label, (x0, ey + th), FONT, scale, 230, 1, cv2.LINE_AA)
+        boxes.append((x0 - 1, ey - 1, x0 + tw + 1, ey + th + base + 1))
+        drawn.append(overlay.edge_label)
+    if overlay.calipers:
+        arm = max(3, sector.shape[1] // 110)
+        for a, b in (((0.45, -0.3), (0.45, 0.3)), ((0.35, 0.05), (0.75, 0.05))):
+            p, q = _polar(fan, *a), _polar(fan, *b)
+            for cx, cy in (p, q):
+                cv2.line(canvas, (cx - arm, cy), (cx + arm, cy), 230, 1)
+                cv2.line(canvas, (cx, cy - arm), (cx, cy + arm), 230, 1)
+                boxes.append((cx - arm, cy - arm, cx + arm, cy + arm))
+            n_dots = max(2, int(math.hypot(q[0] - p[0], q[1] - p[1]) // 6))
+            for k in range(1, n_dots):
+                dx, dy = p[0] + (q[0] - p[0]) * k / n_dots, p[1] + (q[1] - p[1]) * k / n_dots
+                cv2.circle(canvas, (int(round(dx)), int(round(dy))), 1, 230, -1)
+            boxes.append((min(p[0], q[0]) - 1, min(p[1], q[1]) - 1, max(p[0], q[0]) + 1, max(p[1], q[1]) + 1))
+    if not overlay.antialias:
+        # Scanners draw measurements with bitmap fonts: every pixel of a glyph at full level
+        # (OpenCV's Hershey glyphs come out blended at any line type, hence the threshold).
+        canvas = np.where(canvas >= 115, np.uint8(230), np.uint8(0))
+    return canvas, boxes, drawn
+
+
 @dataclass(frozen=True)
 class _SectorTexture:
     """What stays fixed over a clip on the work grid: background tissue, gain/attenuation, speckle.
@@ -371,13 +438,17 @@ def render_clip(
     rng: np.random.Generator,
     speckle_seed: int = 0,
     mask_frames: Sequence[int] | None = None,
+    draw_text: bool = True,
+    ecg_gap: int | None = None,
 ) -> RenderedClip:
     """Render one cine at its native size.
 
     Returns frames uint8 `[T, H, W]` (or `[T, H, W, 3]` RGB when `colour`), LV masks `[K, H, W]` of
     the frames in `mask_frames` (all frames when None), the LV area (pixels) and volume (ml) of
     every frame, and the fan and overlay geometry. `speckle_seed` picks the archive's speckle pool
-    (see `speckle_pool`); everything else comes from `rng`.
+    (see `speckle_pool`); everything else comes from `rng`. `draw_text=False` leaves out every
+    text item and the calipers (the text-free twin: same pixels elsewhere, same boxes reported). `ecg_gap`
+    puts the ECG band that many pixels below the fan (default: the layout's margin).
     """
     fan, header, ecg_top = plan_fan(height, width, rng, depth_cm)
     sector = fan.mask(height, width)
@@ -389,7 +460,17 @@ def render_clip(
     volumes, phases = lv_volume(times, heart), cycle_phase(times, heart)
 
     text_layer, text_boxes, burned_in = _overlay_layer(height, width, fan_box, header, overlay)
-    ecg_box = (fan_box[0], max(ecg_top, fan_box[3] + 3), fan_box[2], height - 1 - max(2, height // 120))
+    fan_layer, fan_text_boxes, fan_text = _fan_text_layer(sector, fan, overlay, max(0.35, height / 1150.0))
+    burned_in += fan_text
+    # Graphics planes draw opaquely over the image: the drawn level replaces the tissue, blended
+    # with it only on the anti-aliased edges (weight = layer / 230).
+    fan_pixels = np.nonzero(fan_layer) if draw_text else (np.array([], np.int64), np.array([], np.int64))
+    fan_weight = fan_layer[fan_pixels].astype(np.float32) / 230.0
+    fan_level = fan_layer[fan_pixels].astype(np.float32)
+    if not draw_text:
+        text_layer[...] = 0
+    ecg_y0 = fan_box[3] + ecg_gap if ecg_gap is not None else max(ecg_top, fan_box[3] + 3)
+    ecg_box = (fan_box[0], ecg_y0, fan_box[2], height - 1 - max(2, height // 120))
     if ecg_box[3] - ecg_box[1] < 12:
         raise LayoutError(f"no room for the ECG band in a {height}x{width} image")
     ecg_pts, cursor_x = _ecg_trace(ecg_box, heart, n_frames, fps)
@@ -423,6 +504,7 @@ def render_clip(
                 lv_area[i] = _draw_lv(lv_masks[slot_of[i]] if i in slot_of else scratch, full, shift, sector)
         cv2.resize(texture.to_grey(work, i), (width, height), dst=grey, interpolation=cv2.INTER_LINEAR)
         cv2.bitwise_and(grey, sector255, dst=grey)
+        grey[fan_pixels] = np.round(grey[fan_pixels] * (1.0 - fan_weight) + fan_level).astype(np.uint8)
         out = frames[i]
         if colour:
             cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB, dst=out)
@@ -440,6 +522,7 @@ def render_clip(
         fan=fan,
         sector_box=fan_box,
         text_boxes=text_boxes,
+        fan_text_boxes=fan_text_boxes,
         ecg_box=ecg_box,
         colour_box=colour_box,
         burned_in=burned_in,

@@ -115,3 +115,22 @@ def test_resize_pad_rejects_wrong_layout():
         resize_pad(np.zeros((2, 10, 10), dtype=np.uint8))
     with pytest.raises(ResampleInputError):
         resize_pad(np.zeros((2, 10, 10, 1), dtype=np.float32))
+
+
+def test_output_masks_exclude_the_exterior_or_include_every_touched_pixel() -> None:
+    from echofm.preprocess.resample import mask_at_size
+
+    mask = np.zeros((300, 400), bool)
+    mask[50:250, 100:300] = True
+    inside = mask_at_size(mask, 224, whole=True)
+    # A bright exterior next to a dark sector: after resize and masking nothing bright survives.
+    frames = np.where(mask, 10, 255).astype(np.uint8)[None, :, :, None]
+    stored = resize_pad(frames, 224) * inside[None, :, :, None]
+    assert stored.max() == 10
+    assert 0.9 * (mask.mean() * (224 * 168) / 224**2) < inside.mean() <= mask.mean() * 168 / 224
+    # One overlay pixel marks every output pixel whose footprint it falls in, and no other.
+    dot = np.zeros((300, 400), bool)
+    dot[120, 201] = True
+    touched = mask_at_size(dot, 224, whole=False)
+    assert 1 <= touched.sum() <= 4
+    assert (resize_pad(np.where(dot, 255, 0).astype(np.uint8)[None, :, :, None], 224)[0, :, :, 0] > 0).sum() == touched.sum()

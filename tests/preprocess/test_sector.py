@@ -158,16 +158,31 @@ def test_consistent_region_is_used_and_refined_to_the_fan() -> None:
     assert result.confidence > estimate_sector(clip.frames).confidence
 
 
-def test_region_without_moving_pixels_is_used_as_rectangle() -> None:
+def test_region_without_moving_pixels_is_never_used_as_rectangle() -> None:
+    # The box is plausible, but the pixels show no fan in it: a box alone is not a sector.
     clip = make_fan_clip(moving=False, text=False, ecg=False, n_frames=4)
     region = UltrasoundRegion(x0=40, y0=5, x1=280, y1=190, spatial_format=1, data_type=1)
     result = estimate_sector(clip.frames, [region])
-    assert result.method == "regions"
-    assert "rectangle" in result.detail
-    expected = np.zeros_like(clip.fan)
-    expected[5:191, 40:281] = True
-    assert np.array_equal(result.mask, expected)
-    assert result.confidence == pytest.approx(SectorConfig().region_confidence)
+    assert result.method == "none" and not result.mask.any()
+    assert "a box alone is never used" in result.detail
+
+
+def test_lying_region_is_intersected_with_the_pixel_fan() -> None:
+    """A header region that takes in the banner beside a small fan (the fan spans less than half
+    the box): the mask is the fan the pixels show, never the rectangle with the banner in it."""
+    clip = make_fan_clip()
+    frames = np.zeros((clip.frames.shape[0], HEIGHT, 2 * WIDTH, 1), np.uint8)
+    frames[:, :, WIDTH:] = clip.frames
+    banner = np.zeros((HEIGHT, 2 * WIDTH), np.uint8)
+    cv2.putText(banner, "DOE^JANE MRN 0042 17/03/2019", (8, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1)
+    frames[:, :, :, 0] = np.maximum(frames[:, :, :, 0], banner)
+    fan = np.zeros((HEIGHT, 2 * WIDTH), bool)
+    fan[:, WIDTH:] = clip.fan
+    lying = UltrasoundRegion(x0=0, y0=0, x1=2 * WIDTH - 1, y1=200, spatial_format=1, data_type=1)
+    result = estimate_sector(frames, [lying])
+    assert result.method == "image" and "not trusted" in result.detail
+    assert iou(result.mask, fan) > 0.85
+    assert not apply_sector_mask(frames, result.mask)[:, banner > 0].any()
 
 
 @pytest.mark.parametrize(
@@ -309,7 +324,7 @@ def test_whole_image_region_without_pixel_evidence_gives_none() -> None:
     region = UltrasoundRegion(x0=0, y0=0, x1=WIDTH - 1, y1=HEIGHT - 1, spatial_format=1, data_type=1)
     result = estimate_sector(clip.frames, [region])
     assert result.method == "none" and result.confidence == 0.0
-    assert "implausible" in result.detail
+    assert "no sector in its pixels" in result.detail
     assert not result.mask.any()
 
 

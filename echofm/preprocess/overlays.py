@@ -1,0 +1,183 @@
+"""Static overlays inside the sector: measurement labels, calipers, markers burned into the fan.
+
+Scanners draw annotations onto the image plane: a measurement ("LVIDd 4.8cm") over the
+ventricle, caliper crosses joined by a dotted line, a label across the fan's edge. They do not
+change from frame to frame while the tissue under them does, and that is the evidence used here
+(per pixel, over up to `max_frames` frames sampled evenly from the clip, on the per-pixel
+maximum over the colour channels, so yellow or green graphics count like white ones):
+
+1. Bit-exact: a pixel whose value is identical in every sampled frame (and not black) is an
+   overlay. Tissue never is: speckle, motion and noise change every pixel of a live image.
+   This holds for every losslessly stored cine (native, RLE, JPEG-LS, lossless JPEG 2000).
+2. Lossy sources (JPEG baseline, MP4/AVI, or a header saying the pixels were once lossy
+   compressed) add codec noise to static pixels, so a pixel is also an overlay when it is
+   brighter than the tissue around it (mean over time minus the local mean of non-overlay
+   pixels, `local_window` square) and far steadier than that contrast or than the tissue around
+   it: mean absolute frame-to-frame change below `steady_per_contrast` x contrast (high
+   contrast) or below `steady_per_activity` x the local change (overlays over moving tissue).
+   Lossy candidates need `min_lossy_pixels` connected pixels or a neighbour within
+   `support_px` (a decimal point beside its digits).
+
+What is found is then grown by `grow_px` pixels into neighbours whose temporal minimum is raised
+by at least `fringe_contrast` over the local tissue minimum: the blended edge of anti-aliased
+glyphs. Everything found is removed by `remove_overlays` (inpainted from the surrounding tissue)
+before a clip is stored; ingestion also zeroes everything outside the sector.
+
+Known limits (measured in docs/deid.md): anti-aliased glyphs whose every pixel is blended with
+the tissue (small fonts) leave blended pixels that are neither bit-exact nor steady enough;
+black overlays (value 0) cannot be told from black tissue; an overlay present in only some
+frames (a label that appears mid-clip) is not static.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True, kw_only=True)
+class OverlayConfig:
+    """Parameters of the static-overlay search (pixels at source resolution, grey levels 0-255)."""
+
+    max_frames: int = 16  # frames sampled evenly for the temporal statistics
+    local_window: int = 15  # pixels: side of the square the local tissue statistics come from
+    min_contrast: float = 15.0  # grey levels an overlay is brighter than the tissue around it
+    high_contrast: float = 40.0
+    steady_per_contrast: float = 0.2  # at high contrast: change below this share of the contrast
+    steady_per_activity: float = 0.15  # over moving tissue: change below this share of the local change
+    steady_floor: float = 0.5  # grey levels of change always counted as steady
+    min_lossy_pixels: int = 2
+    support_px: int = 6
+    anchor_px: int = 10  # lossless sources: steady pixels this close to bit-exact ones count
+    grow_px: int = 1
+    fringe_contrast: float = 8.0
+    fringe_window: int = 7
+
+    def __post_init__(self) -> None:
+        if self.max_frames < 2:
+            raise ValueError(f"max_frames must be >= 2, got {self.max_frames}")
+        for name in ("local_window", "fringe_window"):
+            if getattr(self, name) < 3 or getattr(self, name) % 2 == 0:
+                raise ValueError(f"{name} must be an odd number >= 3")
+        if min(self.grow_px, self.support_px, self.anchor_px) < 0 or self.min_lossy_pixels < 1:
+            raise ValueError("grow_px, support_px and anchor_px must be >= 0, min_lossy_pixels >= 1")
+
+
+def _luminance_max(frames: np.ndarray) -> np.ndarray:
+    """uint8 `[n, h, w]`: the largest channel of each pixel (coloured graphics stay bright)."""
+    if frames.shape[-1] == 1:
+        return np.ascontiguousarray(frames[..., 0])
+    return np.maximum(np.maximum(frames[..., 0], frames[..., 1]), frames[..., 2])
+
+
+def _local_mean(values: np.ndarray, weight: np.ndarray, window: int) -> np.ndarray:
+    """Mean of `values` over a `window` square counting only pixels where `weight` is 1."""
+    num = cv2.blur(values * weight, (window, window), borderType=cv2.BORDER_CONSTANT)
+    den = cv2.blur(weight, (window, window), borderType=cv2.BORDER_CONSTANT)
+    return num / np.maximum(den, 1e-3)
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+
+@dataclass(frozen=True)
+class _TemporalStats:
+    activity: np.ndarray  # float32 [h, w]: mean |frame-to-frame change|
+    mean: np.ndarray  # float32 [h, w]
+    low: np.ndarray  # float32 [h, w]: temporal minimum
+    exact: np.ndarray  # bool [h, w]: identical in every sampled frame, not black
+
+
+def _temporal_stats(frames: np.ndarray, config: OverlayConfig) -> _TemporalStats:
+    t = frames.shape[0]
+    picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
+    lum = _luminance_max(frames[picks])
+    change = np.zeros(lum.shape[1:], np.float32)
+    total = np.zeros(lum.shape[1:], np.float32)
+    low, high = lum[0].copy(), lum[0].copy()
+    for index in range(len(lum)):
+        cv2.accumulate(lum[index], total)
+        if index:
+            cv2.accumulate(cv2.absdiff(lum[index - 1], lum[index]), change)
+            cv2.min(low, lum[index], dst=low)
+            cv2.max(high, lum[index], dst=high)
+    return _TemporalStats(
+        activity=change / max(1, len(lum) - 1),
+        mean=total / len(lum),
+        low=low.astype(np.float32),
+        exact=(low == high) & (low > 0),
+    )
+
+
+def _steady_bright(stats: _TemporalStats, inside: np.ndarray, config: OverlayConfig) -> np.ndarray:
+    """Pixels much steadier than the contrast they stand out with, or than the tissue around."""
+    tissue = (inside & ~stats.exact).astype(np.float32)
+    found = stats.exact.copy()
+    for _ in range(2):  # the second pass measures the surroundings without the first pass's finds
+        local_change = _local_mean(stats.activity, tissue, config.local_window)
+        contrast = stats.mean - _local_mean(stats.mean, tissue, config.local_window)
+        steady_high = (contrast >= config.high_contrast) & (stats.activity <= config.steady_per_contrast * contrast)
+        steady_over_motion = (contrast >= config.min_contrast) & (
+            stats.activity <= np.maximum(config.steady_floor, config.steady_per_activity * local_change)
+        )
+        found = inside & (steady_high | steady_over_motion)
+        tissue = (inside & ~_dilate(found | stats.exact, 2)).astype(np.float32)
+    count, labels, table, _ = cv2.connectedComponentsWithStats(found.astype(np.uint8), connectivity=8)
+    big = table[:, cv2.CC_STAT_AREA] >= config.min_lossy_pixels
+    big[0] = False
+    anchored = big[labels]
+    # A lone pixel beside a confirmed group (the decimal point of "4.8") belongs to it.
+    return anchored | (found & _dilate(anchored, config.support_px))
+
+
+def find_static_overlays(
+    frames: np.ndarray, sector: np.ndarray, *, lossy: bool, config: OverlayConfig | None = None
+) -> np.ndarray:
+    """Static overlay pixels inside the sector of a clip: bool `[H, W]` (False outside `sector`).
+
+    frames: uint8 `[T, H, W, C]` at source resolution, T >= 2 (a single frame has no temporal
+    evidence: nothing is found); sector: bool `[H, W]`. lossy: the pixels went through a lossy
+    codec (see the module docstring: only then are steady-but-not-identical pixels counted).
+    """
+    config = config or OverlayConfig()
+    found = np.zeros(sector.shape, bool)
+    if frames.shape[0] < 2 or not sector.any():
+        return found
+    ys, xs = np.nonzero(sector)
+    # Only the sector's bounding box is searched: outside it everything is zeroed anyway.
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    inside = sector[y0:y1, x0:x1]
+    stats = _temporal_stats(frames[:, y0:y1, x0:x1], config)
+    core = inside & stats.exact
+    steady = _steady_bright(stats, inside, config)
+    # Lossless: steady pixels count only near bit-exact ones (the blended pixels of anti-aliased
+    # glyphs around the few exact ones), so steady tissue elsewhere is kept.
+    core |= steady if lossy else steady & _dilate(core, config.anchor_px)
+    if config.grow_px and core.any():
+        tissue = (inside & ~_dilate(core, 2)).astype(np.float32)
+        raised = inside & (stats.low - _local_mean(stats.low, tissue, config.fringe_window) >= config.fringe_contrast)
+        for _ in range(config.grow_px):
+            core |= _dilate(core, 1) & raised
+    found[y0:y1, x0:x1] = core
+    return found
+
+
+def remove_overlays(frames: np.ndarray, overlay: np.ndarray, *, radius: int = 3) -> np.ndarray:
+    """Replace the `overlay` pixels of every frame by values inpainted from the surrounding
+    tissue (OpenCV's Telea method, `radius` pixels), in place; returns `frames`.
+
+    frames: uint8 `[T, H, W, C]`, C = 1 or 3; overlay: bool `[H, W]`. Inpainting rather than
+    zeroing: a zeroed glyph is a black glyph, as legible as the white one it replaced.
+    """
+    if not overlay.any():
+        return frames
+    mask = overlay.astype(np.uint8)
+    for index in range(frames.shape[0]):
+        frame = frames[index]
+        filled = cv2.inpaint(frame if frame.shape[-1] == 3 else frame[..., 0], mask, radius, cv2.INPAINT_TELEA)
+        frames[index] = filled if filled.ndim == 3 else filled[..., None]
+    return frames

@@ -1,0 +1,78 @@
+"""Static overlays inside the fan: labels and calipers burned into annotated synthetic clips,
+measured against each clip's text-free twin after a round trip through its container."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from echofm.bench.deid import measure_clip
+from echofm.data.synthetic_plan import SynthConfig
+from echofm.data.synthetic_twins import heavy_annotations, plan_for, render_twins, write_twin
+from echofm.io import read_dicom, read_video
+from echofm.preprocess.overlays import OverlayConfig, find_static_overlays, remove_overlays
+from echofm.preprocess.sector import estimate_sector
+
+CONFIG = SynthConfig(n_clips=3, seed=5, sizes=((480, 640),), fps_range=(24, 30), max_frames=30)
+
+
+def _measured(index: int, tmp_path: Path, **twin_options: object):
+    plan = plan_for(CONFIG, index)
+    clip = render_twins(CONFIG, plan, annotate=heavy_annotations(), **twin_options)
+    path = write_twin(CONFIG, clip, tmp_path / f"clip{plan.variant.extension}")
+    decoded = read_dicom(path) if plan.variant.container == "dicom" else read_video(path)
+    lossy = plan.variant.container != "dicom" or bool(decoded.meta.get("lossy"))
+    return plan, clip, decoded, lossy
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])  # lossless DICOM, JPEG baseline DICOM, MP4
+def test_every_text_pixel_is_removed_and_the_tissue_kept(index: int, tmp_path: Path) -> None:
+    plan, clip, decoded, lossy = _measured(index, tmp_path)
+    text = clip.text_pixels()
+    assert (text & clip.marked.sector.astype(bool)).sum() > 300  # labels and calipers inside the fan
+    figures = measure_clip(decoded.frames, decoded.regions, lossy, text, clip.tissue_pixels(),
+                           np.zeros_like(text), 224)
+    assert figures.text_removed == figures.text, plan.variant.name
+    assert figures.text_out_removed == figures.text_out
+    assert figures.tissue_kept / figures.tissue >= 0.985, plan.variant.name
+
+
+def test_removed_pixels_are_inpainted_from_tissue_not_left_as_black_glyphs(tmp_path: Path) -> None:
+    _, clip, decoded, lossy = _measured(0, tmp_path)
+    sector = estimate_sector(decoded.frames, decoded.regions).mask
+    overlay = find_static_overlays(decoded.frames, sector, lossy=lossy)
+    text = clip.text_pixels() & sector
+    frames = decoded.frames.copy()
+    remove_overlays(frames, overlay)
+    assert np.array_equal(frames[:, ~overlay], decoded.frames[:, ~overlay])
+    # Where text was drawn the pixels now follow the tissue around them: neither the label's
+    # level nor black, and they change over time as tissue does.
+    twin = clip.twin.frames[..., None] if clip.twin.frames.ndim == 3 else clip.twin.frames
+    assert np.abs(frames[:, text].astype(int) - 230).mean() > 60
+    assert frames[:, text].mean() > 0.3 * twin[:, text].mean()
+    assert np.abs(np.diff(frames[:, text].astype(int), axis=0)).mean() > 1.0
+
+
+def test_a_still_or_an_empty_sector_has_no_overlays() -> None:
+    frames = np.full((1, 40, 50, 1), 200, np.uint8)
+    assert not find_static_overlays(frames, np.ones((40, 50), bool), lossy=False).any()
+    still = np.repeat(frames, 4, axis=0)
+    assert not find_static_overlays(still, np.zeros((40, 50), bool), lossy=True).any()
+    with pytest.raises(ValueError):
+        OverlayConfig(local_window=4)
+
+
+@pytest.mark.parametrize("index", [0, 2])
+def test_ecg_drawn_right_below_the_fan_is_left_out_of_the_mask(index: int, tmp_path: Path) -> None:
+    plan, clip, decoded, _ = _measured(index, tmp_path, ecg_gap=1)
+    x0, y0, x1, y1 = clip.marked.ecg_box
+    trace = np.zeros(clip.marked.sector.shape, bool)
+    trace[y0 : y1 + 1, x0 : x1 + 1] = True
+    twin = clip.twin.frames[..., None] if clip.twin.frames.ndim == 3 else clip.twin.frames
+    trace &= (twin.max(axis=3) > 0).any(axis=0) & ~clip.marked.sector.astype(bool)
+    assert y0 - clip.marked.sector_box[3] == 1 and trace.sum() > 200
+    for regions in ([], decoded.regions):
+        sector = estimate_sector(decoded.frames, regions)
+        assert not (sector.mask & trace).any(), sector.detail
