@@ -5,6 +5,13 @@ of files ingests (never one per file: Prefect cannot carry 290K task runs), one 
 manifest and validates its contract. Batches run on a process pool over the local cores by
 default, or on a Dask cluster when `dask_address` is given (prefect-dask). The run ends with a
 summary artifact and an `echofm.ingest.completed` event that can trigger pretraining.
+
+No raw SOURCE path is stored in the Prefect database. The `source` parameter is either a
+`pydantic.SecretStr` (what `echofm ingest` and the pipeline pass: Prefect persists it as
+`**********`) or `block:NAME`, the name of a Prefect `Secret` block holding the path (what
+deployments pass; block values are stored encrypted). A plain path from a deployment or an API
+call is refused. Exceptions leave the tasks through `echofm.boundary.project_errors`: this
+project's text only, no chained library messages.
 """
 
 from __future__ import annotations
@@ -22,10 +29,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from pydantic import SecretStr
 
+from echofm.boundary import project_errors
 from echofm.data import storage
 from echofm.ingest.batch import BatchResult
 from echofm.ingest.config import IngestConfig, IngestOptions
+from echofm.ingest.discover import SourceError
 from echofm.ingest.run import BatchSpec, IngestOutcome, IngestPlan, finalize_ingest, plan_ingest, run_batch, sole_writer
 from echofm.ingest.summary import IngestSummary, summarize, summary_markdown
 
@@ -63,16 +73,44 @@ def api_shared_with_workers() -> Iterator[None]:
         yield
 
 
+SOURCE_BLOCK_PREFIX = "block:"
+
+
+class SourceNotABlock(SourceError):
+    """A plain SOURCE path came from a deployment or the API, where Prefect stores it as given."""
+
+    reason = "source_not_a_block"
+
+
+def resolve_source(source: SecretStr | str) -> str:
+    """The SOURCE path behind the flow's `source` parameter (see the module docstring)."""
+    if isinstance(source, SecretStr):
+        return source.get_secret_value()
+    if source.startswith(SOURCE_BLOCK_PREFIX):
+        from prefect.blocks.system import Secret
+
+        try:
+            return str(Secret.load(source[len(SOURCE_BLOCK_PREFIX) :]).get())
+        except ValueError:
+            raise SourceError("no Prefect Secret block of that name holds the SOURCE path") from None
+    raise SourceNotABlock(
+        "a plain SOURCE path is stored as given in the Prefect database; save it in a Secret block "
+        "and pass source=block:NAME"
+    )
+
+
 @task(name="plan-ingest", cache_policy=NO_CACHE)
-def plan_task(source: str, output: str, config: IngestConfig) -> IngestPlan:
-    return plan_ingest(source, output, config)
+def plan_task(source: SecretStr, output: str, config: IngestConfig) -> IngestPlan:
+    with project_errors("plan-ingest"):
+        return plan_ingest(source.get_secret_value(), output, config)
 
 
 # No retries: a batch fails as a task only for systemic reasons (OUTPUT unwritable); a file's own
 # problems are rows, not exceptions.
 @task(name="ingest-batch", cache_policy=NO_CACHE, task_run_name="ingest-batch-{batch.batch_id}")
 def batch_task(source: str, output: str, config: IngestConfig, batch: BatchSpec) -> BatchResult:
-    result = run_batch(source, output, config, batch)
+    with project_errors("ingest-batch"):
+        result = run_batch(source, output, config, batch)
     # The rows are in the batch's Parquet part already; return counts, not the rows, so the
     # process pool / Dask moves a few hundred bytes per batch.
     result.rows = []
@@ -81,7 +119,8 @@ def batch_task(source: str, output: str, config: IngestConfig, batch: BatchSpec)
 
 @task(name="finalize-ingest", cache_policy=NO_CACHE)
 def finalize_task(plan: IngestPlan, results: list[BatchResult], workers: int) -> tuple[IngestSummary, IngestOutcome]:
-    outcome = finalize_ingest(plan, results)
+    with project_errors("finalize-ingest"):
+        outcome = finalize_ingest(plan, results)
     summary = summarize(
         outcome.new_rows,
         seconds=outcome.seconds,
@@ -126,22 +165,23 @@ def _publish(summary: IngestSummary, outcome: IngestOutcome, output: Path | str,
 
 
 @flow(name="ingest-archive")
-def ingest_archive(source: str, output: str, options: IngestOptions | None = None) -> dict[str, Any]:
+def ingest_archive(source: SecretStr | str, output: str, options: IngestOptions | None = None) -> dict[str, Any]:
     """Ingest the archive at `source` into `output` (shards/, manifest.parquet, qc/).
 
-    Re-running adds only files not yet recorded; a killed run resumes. One run per OUTPUT at a
-    time: a second one raises `OutputLocked` at once. Raises `SourceError`, `OutputError` or
-    `ContractViolation` for systemic failures; a file's problems are rows.
-    Returns the run summary (counts, throughput).
+    source: the SOURCE path as a `SecretStr`, or `block:NAME` of a Prefect Secret block holding
+    it (see the module docstring). Re-running adds only files not yet recorded; a killed run
+    resumes. One run per OUTPUT at a time: a second one raises `OutputLocked` at once. Raises `SourceError`, `OutputError`, `ContractViolation` or a `DeidError` (no
+    secret, a secret or path map inside OUTPUT) for systemic failures; a file's problems are
+    rows. Returns the run summary (counts, throughput).
     """
     options = options or IngestOptions()
-    with sole_writer(source, output):
+    with sole_writer(resolve_source(source), output):
         return _ingest_locked(source, output, options)
 
 
-def _ingest_locked(source: str, output: str, options: IngestOptions) -> dict[str, Any]:
+def _ingest_locked(source: SecretStr | str, output: str, options: IngestOptions) -> dict[str, Any]:
     logger = get_run_logger()
-    plan = plan_task(source, output, options.to_config())
+    plan = plan_task(SecretStr(resolve_source(source)), output, options.to_config())
     logger.info(
         "%d files discovered, %d already recorded, %d batches to run",
         plan.n_discovered, plan.n_already_recorded, len(plan.batches),

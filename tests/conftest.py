@@ -23,6 +23,8 @@ os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", "120")
 # Test tensors are tiny: one intra-op thread per process avoids oversubscribing the 2 cores
 # when torchrun workers, loader processes and pytest run side by side.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Every ingestion needs a de-identification secret; tests of its absence unset this themselves.
+os.environ["ECHOFM_DEID_SECRET"] = "echofm-test-secret-not-for-real-data"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
@@ -70,3 +72,12 @@ def micro_config():
     from echofm.model import preset_config
 
     return preset_config("tiny", **MICRO)
+
+
+@pytest.fixture(scope="session")
+def keyed():
+    """The session's `Pseudonymizer` (the secret every test ingestion uses): `keyed.source_id(rel)`
+    is the manifest's `source_id` of the file at `rel` under SOURCE."""
+    from echofm.io.deid import Pseudonymizer, load_secret
+
+    return Pseudonymizer(load_secret())

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 EXIT_USAGE = 2
 # Order is the order `echofm --help` lists them in: the pipeline's own order.
 COMMAND_MODULES: tuple[str, ...] = (
+    "keygen",
     "synth",
     "ingest",
     "pretrain",

@@ -84,17 +84,18 @@ FORBIDDEN_COLUMNS: tuple[str, ...] = tuple(_schema_document()["forbidden_columns
 _INTEGER_COLUMNS: tuple[str, ...] = tuple(f.name for f in MANIFEST_SCHEMA if pa.types.is_integer(f.type))
 
 
-def make_clip_id(source_sha256: str, window_index: int) -> str:
-    """Deterministic clip id: 32 lowercase hex chars from the source hash and the window index.
+def make_clip_id(source_hash: str, window_index: int) -> str:
+    """Deterministic clip id: 32 lowercase hex chars from the source's keyed hash and the window index.
 
-    Re-running on the same bytes gives the same ids, so a re-run adds nothing. Rows that produced
+    Re-running on the same bytes with the same secret gives the same ids, so a re-run adds
+    nothing; without the secret nobody can compute the id of a file they hold. Rows that produced
     no window use `window_index = NO_WINDOW` (-1). Hex only: no dots, so it is a valid shard key.
     """
-    if not isinstance(source_sha256, str) or not source_sha256:
-        raise ValueError("source_sha256 must be a non-empty string")
+    if not isinstance(source_hash, str) or not source_hash:
+        raise ValueError("source_hash must be a non-empty string")
     if window_index < NO_WINDOW:
         raise ValueError(f"window_index must be >= {NO_WINDOW}, got {window_index}")
-    return hashlib.sha256(f"echofm-clip\x00{source_sha256}\x00{int(window_index)}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"echofm-clip\x00{source_hash}\x00{int(window_index)}".encode()).hexdigest()[:32]
 
 
 def _normalise(name: str) -> str:

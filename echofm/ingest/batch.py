@@ -5,7 +5,8 @@ Per file: header (with pseudonyms) -> header QC -> view (from the header, before
 -> exact-duplicate check -> sector mask (full resolution) -> pixel QC -> static overlays inside
 the sector (full resolution) -> mask and inpaint at the output size -> windows -> shard. Every file ends as at least one row: accepted (one per window),
 rejected (a named reason) or failed (error class and a message written by this project, never
-text taken from the file, which may carry patient details).
+text taken from the file, which may carry patient details). Files are named by their keyed
+source id, in rows and in log lines alike.
 """
 
 from __future__ import annotations
@@ -124,6 +125,11 @@ class _BatchContext:
     seen_pixels: set[str]
     timer: StageTimer
 
+    @property
+    def ids(self) -> dict[str, str]:
+        """The run's ids every row carries."""
+        return {"batch_id": self.batch_id, "run_id": self.run_id, "key_id": self.pseudonymizer.key_id}
+
 
 class _LazyShardWriter:
     """Opens the batch's ShardWriter at the first accepted clip, so an all-rejected batch leaves
@@ -165,11 +171,13 @@ def process_batch(
 
     Shards go to `output_dir/shards/<batch_id>-<n>.tar`; rows to `output_dir/.parts/<batch_id>.parquet`
     (written last and atomically: a part on disk means the batch finished). `known_pixel_hashes`
-    are content hashes accepted by earlier runs or batches, rejected here as `duplicate`.
-    `run_id` is recorded on every row (default: the batch id).
-    Raises `ShardWriteError` (systemic) only; a file's own problems become rows.
+    are (keyed) content hashes accepted by earlier runs or batches, rejected here as `duplicate`.
+    `run_id` is recorded on every row (default: the batch id). The secret comes from
+    `config.secret_file` or the environment (`echofm.io.deid.load_secret`).
+    Raises `ShardWriteError` (systemic) and the `DeidError`s of `load_secret` only; a file's own
+    problems become rows.
     """
-    from echofm.io.deid import Pseudonymizer
+    from echofm.io.deid import Pseudonymizer, load_secret
 
     started = time.perf_counter()
     output = Path(output_dir)
@@ -179,7 +187,7 @@ def process_batch(
         context = _BatchContext(
             config=config,
             classifier=load_view_classifier(config.view_classifier),
-            pseudonymizer=Pseudonymizer.from_output(output),
+            pseudonymizer=Pseudonymizer(load_secret(secret_file=config.secret_file, output=output)),
             batch_id=batch_id,
             run_id=run_id or batch_id,
             shards=_LazyShardWriter(output, batch_id, config, stack),
@@ -205,7 +213,7 @@ def process_batch(
 def _process_file_safely(item: DiscoveredFile, context: _BatchContext) -> list[dict[str, Any]]:
     """Rows for one file; any exception except a systemic shard-write failure becomes a row."""
     context.timer.current = None
-    ids = {"batch_id": context.batch_id, "run_id": context.run_id}
+    ids = context.ids
     if not item.is_media:
         return [file_row(item, status="rejected", reason=item.reject_reason, **ids)]
     header: FileHeader | None = None
@@ -219,7 +227,7 @@ def _process_file_safely(item: DiscoveredFile, context: _BatchContext) -> list[d
     except _REJECTING_ERRORS as exc:
         return [file_row(item, header=header, status="rejected", reason=exc.reason, **ids)]
     except Exception as exc:  # noqa: BLE001 - bad input must never stop a run
-        logger.warning("file %s failed in stage %s with %s", item.rel_path, context.timer.current, type(exc).__name__)
+        logger.warning("file %s failed in stage %s with %s", item.source_id, context.timer.current, type(exc).__name__)
         return [failed_row(item, exc, stage=context.timer.current or "scan", header=header, **ids)]
 
 
@@ -247,8 +255,7 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
     config, timer = context.config, context.timer
 
     def reject(reason: str, **extra: Any) -> list[dict[str, Any]]:
-        ids = {"batch_id": context.batch_id, "run_id": context.run_id}
-        return [file_row(item, header=header, status="rejected", reason=reason, **ids, **extra)]
+        return [file_row(item, header=header, status="rejected", reason=reason, **context.ids, **extra)]
 
     reasons = header_qc(
         n_frames=header.n_frames, fps=header.fps, height=header.height, width=header.width, thresholds=config.qc
@@ -284,8 +291,9 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
         small = resize_pad(clip.frames, size=config.size)
     with timer.stage("hash"):
         # The decoded pixels at the output size: identical pixels give identical hashes, and
-        # hashing 224 x 224 frames costs a tenth of hashing 600 x 800 ones.
-        content_hash = pixel_sha256(small)
+        # hashing 224 x 224 frames costs a tenth of hashing 600 x 800 ones. Keyed: whoever holds
+        # a decoded original must not be able to find its row.
+        content_hash = context.pseudonymizer.digest("content", pixel_sha256(small))
     if content_hash in context.seen_pixels:
         return reject("duplicate", prediction=prediction, pixel_hash=content_hash)
     with timer.stage("sector"):
@@ -320,8 +328,7 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
                 header=header,
                 status="accepted",
                 reason=None,
-                batch_id=context.batch_id,
-                run_id=context.run_id,
+                **context.ids,
                 prediction=prediction,
                 qc=qc,
                 sector=sector,

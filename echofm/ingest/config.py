@@ -57,6 +57,13 @@ class QCThresholds:
             raise ValueError("blank and frozen thresholds must be >= 0")
 
 
+# The help of every `secret_file` option (ingestion, fine-tuning, evaluation, the pipeline).
+SECRET_FILE_HELP = (
+    "de-identification secret file, outside every OUTPUT (made by `echofm keygen FILE`); "
+    "default: the ECHOFM_DEID_SECRET environment variable"
+)
+
+
 class IngestConfigError(IngestError, ValueError):
     """Ingestion options that cannot run (unknown views, bad sizes, a malformed classifier spec)."""
 
@@ -81,6 +88,10 @@ class IngestConfig(Options):
         side staying >= `size`) before the resize: ~1.4x the clips per core on 800 x 600 cines,
         but the pixels differ from a full decode by more than the source's own JPEG error at the
         output size (docs/benchmarks.md, `--fast-decode`), hence off by default.
+    secret_file: the de-identification secret file (outside OUTPUT); None reads the secret from
+        `ECHOFM_DEID_SECRET` (in every worker). The path, never the secret, travels to workers.
+    path_map: where to write the map from keyed source ids back to paths (outside OUTPUT, mode
+        0600); None writes no map.
     """
 
     error: ClassVar[type[Exception]] = IngestConfigError
@@ -99,6 +110,10 @@ class IngestConfig(Options):
         default=False,
         description="decode JPEG DICOM frames downscaled in the DCT domain before the resize "
                     "(faster; pixels differ from a full decode, see docs/benchmarks.md)",
+    )
+    secret_file: str | None = Field(default=None, description=SECRET_FILE_HELP)
+    path_map: str | None = Field(
+        default=None, description="write the map from keyed source ids back to paths to this file (outside OUTPUT, mode 0600)"
     )
     qc: QCThresholds = Field(default_factory=QCThresholds, description="per-clip quality limits")
 

@@ -8,6 +8,10 @@ skipped silently: a file that is none of these is returned with a rejection reas
 SOURCE may be an object-store prefix (`s3://bucket/archive`): its objects are listed, sniffed
 from their first bytes and hashed as a stream (`echofm.data.storage`); `DiscoveredFile.path` is
 then the object's URL, which a batch copies to local scratch before decoding it.
+
+Each file is named from here on by its keyed id (`echofm.io.deid.source_id` of the bytes of its
+path relative to SOURCE, whatever their encoding) and identified by content by a keyed digest of
+its bytes; the plain digest never leaves `inspect_file`.
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from echofm.data.digest import file_sha256 as sha256_file
 from echofm.errors import IngestError
+from echofm.io.quiet import silence_readers
+
+if TYPE_CHECKING:
+    from echofm.io.deid import Pseudonymizer
 
 MEDIA_FORMATS: tuple[str, ...] = ("dicom", "mp4", "avi")
 # ISO-BMFF top-level boxes a valid MP4/MOV may start with (`ftyp` normally comes first; old
@@ -38,24 +46,31 @@ _DATASET_FIRST_GROUPS = frozenset({0x0002, 0x0008})
 
 
 class SourceError(IngestError, OSError):
-    """SOURCE is missing, not a directory, or cannot be listed: a systemic failure of a run."""
+    """SOURCE is missing, not a directory, or cannot be listed: a systemic failure of a run.
+
+    Its message never names SOURCE: a root folder named after a patient would reach the logs."""
+
+    reason = "source_unreadable"
 
 
 @dataclass(frozen=True)
 class DiscoveredFile:
     """One file found under SOURCE.
 
-    path: absolute path (an object's URL for an object-store SOURCE); rel_path: POSIX path
-    relative to SOURCE (what the manifest records);
-    source_format: "dicom" | "mp4" | "avi" | "other"; sha256: hex digest of the file's bytes;
-    reject_reason: `not_media` / `empty_file` when discovery already rules the file out.
+    path: absolute path or an object's URL for an object-store SOURCE (to open the file; never
+    written anywhere); rel_path: POSIX path relative to SOURCE (undecodable bytes
+    surrogate-escaped; the key of the path map, never written elsewhere); source_id: its keyed id
+    (what the manifest and logs name the file by); source_format: "dicom" | "mp4" | "avi" |
+    "other"; source_hash: keyed digest of the file's bytes ("" when unreadable); reject_reason:
+    `not_media` / `empty_file` / `unreadable_file` when discovery already rules the file out.
     """
 
     path: Path | str
     rel_path: str
+    source_id: str
     size_bytes: int
     source_format: str
-    sha256: str
+    source_hash: str
     reject_reason: str | None = None
 
     @property
@@ -109,11 +124,11 @@ def iter_source_files(source: Path) -> Iterator[Path]:
     """Regular files under `source`, recursively, in a stable (sorted) order; symlinks to files
     are followed, hidden files included (archives do not promise tidy names)."""
     if not source.is_dir():
-        raise SourceError(f"SOURCE {source} is not a readable directory")
+        raise SourceError("SOURCE is not a readable directory")
     try:
         entries = sorted(os.scandir(source), key=lambda e: e.name)
     except OSError as exc:
-        raise SourceError(f"cannot list SOURCE {source}: {exc.strerror}") from exc
+        raise SourceError(f"a folder under SOURCE cannot be listed ({exc.strerror})") from None
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             yield from iter_source_files(Path(entry.path))
@@ -121,64 +136,71 @@ def iter_source_files(source: Path) -> Iterator[Path]:
             yield Path(entry.path)
 
 
-def inspect_file(path: Path, source: Path) -> DiscoveredFile:
+def inspect_file(path: Path, source: Path, pseudonymizer: Pseudonymizer) -> DiscoveredFile:
     """Sniff and hash one file. Unreadable files are recorded as `unreadable_file`, not raised."""
     rel_path = path.relative_to(source).as_posix()
+    source_id = pseudonymizer.source_id(rel_path)
     try:
         size = path.stat().st_size
         if size == 0:
-            return DiscoveredFile(path, rel_path, 0, "other", hashlib.sha256().hexdigest(), "empty_file")
+            empty = pseudonymizer.digest("source", hashlib.sha256().digest())
+            return DiscoveredFile(path, rel_path, source_id, 0, "other", empty, "empty_file")
         source_format = sniff_format(path)
-        digest = sha256_file(path)
+        digest = pseudonymizer.digest("source", sha256_file(path))
     except OSError:
-        return DiscoveredFile(path, rel_path, 0, "other", "", "unreadable_file")
+        return DiscoveredFile(path, rel_path, source_id, 0, "other", "", "unreadable_file")
     reject = None if source_format in MEDIA_FORMATS else "not_media"
-    return DiscoveredFile(path, rel_path, size, source_format, digest, reject)
+    return DiscoveredFile(path, rel_path, source_id, size, source_format, digest, reject)
 
 
-def inspect_object(url: str, rel_path: str, size: int) -> DiscoveredFile:
+def inspect_object(url: str, rel_path: str, size: int, pseudonymizer: Pseudonymizer) -> DiscoveredFile:
     """`inspect_file` for an object of an object-store SOURCE."""
     from echofm.data.storage import read_head
 
+    source_id = pseudonymizer.source_id(rel_path)
     try:
         if size == 0:
-            return DiscoveredFile(url, rel_path, 0, "other", hashlib.sha256().hexdigest(), "empty_file")
+            empty = pseudonymizer.digest("source", hashlib.sha256().digest())
+            return DiscoveredFile(url, rel_path, source_id, 0, "other", empty, "empty_file")
         head = read_head(url, _DATASET_HEAD_BYTES)
         source_format = sniff_head(head[:132], io.BytesIO(head))
-        digest = sha256_file(url)
+        digest = pseudonymizer.digest("source", sha256_file(url))
     except OSError:
-        return DiscoveredFile(url, rel_path, 0, "other", "", "unreadable_file")
+        return DiscoveredFile(url, rel_path, source_id, 0, "other", "", "unreadable_file")
     reject = None if source_format in MEDIA_FORMATS else "not_media"
-    return DiscoveredFile(url, rel_path, size, source_format, digest, reject)
+    return DiscoveredFile(url, rel_path, source_id, size, source_format, digest, reject)
 
 
-def _discover_objects(source: str, workers: int) -> list[DiscoveredFile]:
+def _discover_objects(source: str, pseudonymizer: Pseudonymizer, workers: int) -> list[DiscoveredFile]:
     from echofm.data.storage import join, walk_files
 
     try:
         objects = list(walk_files(source))
     except OSError as exc:
-        raise SourceError(f"cannot list SOURCE {source}: {exc}") from exc
+        # The URL names the bucket and prefix, which may carry identity: only the error's kind.
+        raise SourceError(f"SOURCE cannot be listed ({type(exc).__name__})") from None
     if not objects:
-        raise SourceError(f"SOURCE {source} holds no object")
+        raise SourceError("SOURCE holds no object")
     jobs = [(str(join(source, rel)), rel, size) for rel, size in objects]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda job: inspect_object(*job), jobs))
+        return list(pool.map(lambda job: inspect_object(*job, pseudonymizer), jobs))
 
 
-def discover(source: str | Path, *, workers: int = 4) -> list[DiscoveredFile]:
-    """Every file under `source` (a directory or an object-store prefix), sorted by relative path.
+def discover(source: str | Path, pseudonymizer: Pseudonymizer, *, workers: int = 4) -> list[DiscoveredFile]:
+    """Every file under `source` (a directory or an object-store prefix), sorted by relative path,
+    named by keyed ids under `pseudonymizer`.
 
     Hashing reads every byte; `workers` threads overlap the reads (hashlib releases the GIL on
     large buffers). Raises `SourceError` when `source` itself cannot be read.
     """
+    silence_readers()  # before the threads: the sniffing parses headers with pydicom
     from echofm.data.storage import is_remote
 
     if is_remote(source):
-        return _discover_objects(str(source), workers)
+        return _discover_objects(str(source), pseudonymizer, workers)
     root = Path(source).resolve()
     paths = list(iter_source_files(root))
     if workers <= 1 or len(paths) < 2:
-        return [inspect_file(path, root) for path in paths]
+        return [inspect_file(path, root, pseudonymizer) for path in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: inspect_file(p, root), paths))
+        return list(pool.map(lambda p: inspect_file(p, root, pseudonymizer), paths))

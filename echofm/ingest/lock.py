@@ -56,7 +56,7 @@ def exclusive_output(output: str | Path) -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OutputLocked(f"OUTPUT {output} is being written by another ingestion ({_holder(fd)}); "
+            raise OutputLocked(f"OUTPUT is being written by another ingestion ({_holder(fd)}); "
                                "wait for it to finish, or ingest into another OUTPUT") from None
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(fd, 0)

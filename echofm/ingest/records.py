@@ -4,9 +4,10 @@ A batch writes its rows to `OUTPUT/.parts/<batch_id>.parquet` (temporary name, t
 it finishes, so a run killed half-way keeps every finished batch; the final merge into
 `OUTPUT/manifest.parquet` reads the parts and removes them.
 
-Rows hold only values this project computed (hashes, pseudonyms, counts, canonical names, reasons,
-messages written here); nothing read from a file's text ever goes into a row, because free text
-and error strings from DICOM parsers can carry patient details.
+Rows hold only values this project computed (keyed ids and digests, pseudonyms, counts,
+canonical names, reasons, messages written here); nothing read from a file's text, and no file or
+folder name, ever goes into a row: free text, error strings from DICOM parsers and the paths of
+PACS exports (`DOE^JOHN_12345678/STUDY_20190317/...`) carry patient details.
 """
 
 from __future__ import annotations
@@ -37,18 +38,24 @@ QC_METRIC_COLUMNS: tuple[str, ...] = (
 FAILED_DISCOVERY_REASONS = frozenset({"unreadable_file"})
 
 
-def row_clip_id(source_sha256: str, source_path: str, window_index: int, *, produced_clip: bool) -> str:
+def row_clip_id(source_hash: str, source_id: str, window_index: int, *, produced_clip: bool) -> str:
     """The manifest id of a row.
 
-    A produced clip is named by its content (`make_clip_id(source_sha256, window_index)`), so the
+    A produced clip is named by its content (`make_clip_id(source_hash, window_index)`), so the
     same bytes always give the same clip id. A file that produced no clip is named by content and
-    path together: empty files, and copies of one file at several paths, share their bytes but
-    each needs its own row.
+    (keyed) path together: empty files, and copies of one file at several paths, share their
+    bytes but each needs its own row.
     """
     if produced_clip:
-        return make_clip_id(source_sha256, window_index)
-    keyed = hashlib.sha256(f"{source_sha256}\x00{source_path}".encode()).hexdigest()
-    return make_clip_id(keyed, window_index)
+        return make_clip_id(source_hash, window_index)
+    both = hashlib.sha256(f"{source_hash}\x00{source_id}".encode()).hexdigest()
+    return make_clip_id(both, window_index)
+
+
+def error_reason(exc: BaseException, stage: str) -> str:
+    """The snake_case reason of an error: its class's `reason`, else `<stage>_error`."""
+    reason = getattr(type(exc), "reason", None)
+    return reason if isinstance(reason, str) else f"{stage}_error"
 
 
 def error_message(exc: BaseException, stage: str) -> str:
@@ -65,6 +72,7 @@ def file_row(
     status: str,
     reason: str | None,
     batch_id: str,
+    key_id: str,
     run_id: str | None = None,
     header: FileHeader | None = None,
     prediction: ViewPrediction | None = None,
@@ -80,9 +88,9 @@ def file_row(
     """One manifest row for `item` (see `schemas/manifest.schema.json` for the columns)."""
     accepted = status == "accepted"
     row: dict[str, Any] = {
-        "clip_id": row_clip_id(item.sha256, item.rel_path, window_index, produced_clip=accepted),
-        "source_path": item.rel_path,
-        "source_sha256": item.sha256 or None,
+        "clip_id": row_clip_id(item.source_hash, item.source_id, window_index, produced_clip=accepted),
+        "source_id": item.source_id,
+        "source_hash": item.source_hash or None,
         "source_format": item.source_format,
         "source_bytes": item.size_bytes,
         "status": status,
@@ -103,7 +111,7 @@ def file_row(
         "channels": channels,
         "mask_method": sector.method if sector is not None else None,
         "mask_confidence": sector.confidence if sector is not None else None,
-        "content_sha256": pixel_hash,
+        "content_hash": pixel_hash,
         "patient_id": header.pseudonyms.get("patient_id") if header is not None else None,
         "study_id": header.pseudonyms.get("study_id") if header is not None else None,
         "series_id": header.pseudonyms.get("series_id") if header is not None else None,
@@ -111,6 +119,7 @@ def file_row(
         "key": None,
         "batch_id": batch_id,
         "ingest_run_id": run_id or batch_id,
+        "key_id": key_id,
         "ingested_at": datetime.now(timezone.utc),
     }
     row.update(qc.metric_columns() if qc is not None else dict.fromkeys(QC_METRIC_COLUMNS))
@@ -123,16 +132,17 @@ def failed_row(
     *,
     stage: str,
     batch_id: str,
+    key_id: str,
     run_id: str | None = None,
     header: FileHeader | None = None,
 ) -> dict[str, Any]:
     """The row of a file whose processing raised `exc` during `stage`."""
-    reason = getattr(type(exc), "reason", None)
     return file_row(
         item,
         status="failed",
-        reason=reason if isinstance(reason, str) else f"{stage}_error",
+        reason=error_reason(exc, stage),
         batch_id=batch_id,
+        key_id=key_id,
         run_id=run_id,
         header=header,
         error_class=type(exc).__name__,
@@ -140,7 +150,9 @@ def failed_row(
     )
 
 
-def discovery_row(item: DiscoveredFile, *, batch_id: str, run_id: str, reason: str | None = None) -> dict[str, Any]:
+def discovery_row(
+    item: DiscoveredFile, *, batch_id: str, run_id: str, key_id: str, reason: str | None = None
+) -> dict[str, Any]:
     """The row of a file ruled out before any batch: by discovery (`item.reject_reason`) or by
     the planner (`reason`, e.g. `duplicate` of a file already ingested)."""
     why = reason or item.reject_reason or "not_media"
@@ -150,6 +162,7 @@ def discovery_row(item: DiscoveredFile, *, batch_id: str, run_id: str, reason: s
         status=status,
         reason=why,
         batch_id=batch_id,
+        key_id=key_id,
         run_id=run_id,
         error_class="OSError" if status == "failed" else None,
         error="discover: the file could not be read" if status == "failed" else None,

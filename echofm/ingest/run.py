@@ -40,9 +40,19 @@ QC_DIRNAME = "qc"
 class OutputError(IngestError, OSError):
     """OUTPUT cannot be created or written: a systemic failure of a run."""
 
+    reason = "output_unwritable"
+
 
 class ContractViolation(IngestError, RuntimeError):
     """The merged manifest fails its data contract (the GX suite): a systemic failure."""
+
+    reason = "contract_violation"
+
+
+class SecretMismatch(RuntimeError):
+    """OUTPUT holds rows keyed by another secret: new ids would not match the recorded ones."""
+
+    reason = "secret_mismatch"
 
 
 @dataclass(frozen=True)
@@ -116,7 +126,7 @@ def ensure_output(output: Path | str) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise OutputError(f"OUTPUT {output} is not writable: {exc.strerror or exc}") from exc
+        raise OutputError(f"OUTPUT is not writable ({exc.strerror or type(exc).__name__})") from None
 
 
 def read_recorded_rows(output: Path | str, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -142,8 +152,8 @@ def batch_parts(output: Path | str) -> list[Any]:
 
 
 def known_pixel_hashes(rows: Iterable[dict[str, Any]]) -> frozenset[str]:
-    """Content hashes of accepted clips (what a new file must not duplicate)."""
-    return frozenset(row["content_sha256"] for row in rows if row.get("status") == "accepted" and row.get("content_sha256"))
+    """Keyed content hashes of accepted clips (what a new file must not duplicate)."""
+    return frozenset(row["content_hash"] for row in rows if row.get("status") == "accepted" and row.get("content_hash"))
 
 
 def _remove_unfinished_shards(output: Path | str, rows: list[dict[str, Any]]) -> tuple[str, ...]:
@@ -174,45 +184,59 @@ def plan_ingest(
 ) -> IngestPlan:
     """Plan a run of SOURCE into OUTPUT (see the module docstring).
 
-    Files whose (source_sha256, source_path) is already recorded are skipped, so a re-run adds
-    nothing and an archive that grew ingests only the new files. Raises `SourceError` (SOURCE
-    unreadable) or `OutputError` (OUTPUT unwritable).
+    Files whose (source_hash, source_id) is already recorded are skipped, so a re-run adds
+    nothing and an archive that grew ingests only the new files. With `config.path_map`, the map
+    from the source ids of every discovered file to its path is written there (outside OUTPUT).
+    Raises, before anything is written, the `DeidError`s of `echofm.io.deid.load_secret` (no
+    secret, or one inside OUTPUT) and `PathMapInsideOutput`; then `SourceError` (SOURCE
+    unreadable), `OutputError` (OUTPUT unwritable) or `SecretMismatch` (OUTPUT keyed by another
+    secret).
     """
     from echofm.data.manifest import read_manifest
-    from echofm.io.deid import Pseudonymizer
+    from echofm.io.deid import Pseudonymizer, check_path_map, load_secret, write_path_map
 
     config = config or IngestConfig()
     source_dir, output_dir = location(source), location(output)
     run_id = run_id or new_run_id()
     started = time.time()
+    pseudonymizer = Pseudonymizer(load_secret(secret_file=config.secret_file, output=output_dir))
+    if config.path_map is not None:
+        check_path_map(config.path_map, output_dir)
     if not is_dir(source_dir):
         # Before OUTPUT is touched: a mistyped SOURCE leaves nothing behind.
-        raise SourceError(f"SOURCE {source_dir} is not a readable directory")
+        raise SourceError("SOURCE is not a readable directory")
     ensure_output(output_dir)
-    # Create the pseudonym secret once here, before parallel batches could race to create it.
-    Pseudonymizer.from_output(output_dir)
     # The whole manifest is schema-checked (as Arrow), but only the columns planning needs become
     # Python rows: 300K full rows as dicts cost seconds and hundreds of MB.
     read_manifest(join(output_dir, MANIFEST_FILENAME))
-    recorded_rows = read_recorded_rows(output_dir, columns=("source_sha256", "source_path", "status", "shard"))
+    recorded_rows = read_recorded_rows(output_dir, columns=("source_hash", "source_id", "status", "shard", "key_id"))
+    if any(row.get("key_id") != pseudonymizer.key_id for row in recorded_rows):
+        raise SecretMismatch(
+            f"OUTPUT was ingested with another de-identification secret (this one is {pseudonymizer.key_id}); "
+            "use that secret, or a new OUTPUT"
+        )
     removed = _remove_unfinished_shards(output_dir, recorded_rows)
-    discovered = discover(source_dir, workers=hash_workers)
+    discovered = discover(source_dir, pseudonymizer, workers=hash_workers)
+    if config.path_map is not None:
+        write_path_map(config.path_map, {item.source_id: os.fsencode(item.rel_path) for item in discovered},
+                       output=output_dir)
 
-    recorded = {(row["source_sha256"] or "", row["source_path"]) for row in recorded_rows}
-    seen_content = {row["source_sha256"] for row in recorded_rows if row.get("status") != "failed"}
+    recorded = {(row["source_hash"] or "", row["source_id"]) for row in recorded_rows}
+    seen_content = {row["source_hash"] for row in recorded_rows if row.get("status") != "failed"}
     plan_rows: list[dict[str, Any]] = []
     todo: list[DiscoveredFile] = []
     n_recorded = 0
+    ids = {"batch_id": f"{run_id}-plan", "run_id": run_id, "key_id": pseudonymizer.key_id}
     for item in discovered:
-        if (item.sha256, item.rel_path) in recorded:
+        if (item.source_hash, item.source_id) in recorded:
             n_recorded += 1
         elif not item.is_media:
-            plan_rows.append(discovery_row(item, batch_id=f"{run_id}-plan", run_id=run_id))
-        elif item.sha256 in seen_content:
+            plan_rows.append(discovery_row(item, **ids))
+        elif item.source_hash in seen_content:
             # Byte-identical to a file recorded earlier or listed earlier in this run.
-            plan_rows.append(discovery_row(item, batch_id=f"{run_id}-plan", run_id=run_id, reason="duplicate"))
+            plan_rows.append(discovery_row(item, **ids, reason="duplicate"))
         else:
-            seen_content.add(item.sha256)
+            seen_content.add(item.source_hash)
             todo.append(item)
     if plan_rows:
         write_part(output_dir, f"{run_id}-plan", plan_rows)
@@ -245,7 +269,7 @@ def run_batch(source: str | Path, output: str | Path, config: IngestConfig, batc
     Into an object-store OUTPUT the batch is written to local scratch first, then published:
     every completed shard, and its part last (a part means the batch finished, as on disk).
     """
-    hashes = known_pixel_hashes(read_recorded_rows(location(output), columns=("status", "content_sha256")))
+    hashes = known_pixel_hashes(read_recorded_rows(location(output), columns=("status", "content_hash")))
     if not is_remote(output):
         return process_batch(
             list(batch.files), source, output, config, batch.batch_id, run_id=batch.run_id, known_pixel_hashes=hashes
@@ -269,15 +293,15 @@ def run_batch(source: str | Path, output: str | Path, config: IngestConfig, batc
 def _settle_cross_batch_duplicates(rows: list[dict[str, Any]], owners: dict[str, str]) -> int:
     """Demote accepted rows whose decoded pixels equal those of an earlier file (batches running in
     parallel cannot see each other's clips). Earlier = recorded first (`owners`: content hash ->
-    source hash of the recorded accepted clips), then by source path. Their shard samples stay in
+    source hash of the recorded accepted clips), then by source id. Their shard samples stay in
     the tar but no accepted row names them. Returns rows demoted."""
     demoted = 0
     for row in rows:
-        content = row.get("content_sha256")
+        content = row.get("content_hash")
         if row.get("status") != "accepted" or not content:
             continue
-        owner = owners.setdefault(content, row["source_sha256"])
-        if owner != row["source_sha256"]:
+        owner = owners.setdefault(content, row["source_hash"])
+        if owner != row["source_hash"]:
             row.update(status="rejected", reason="duplicate", shard=None, key=None)
             demoted += 1
     return demoted
@@ -285,12 +309,12 @@ def _settle_cross_batch_duplicates(rows: list[dict[str, Any]], owners: dict[str,
 
 def _recorded_owners(recorded: Any) -> dict[str, str]:
     """Content hash -> source hash of the accepted clips in an Arrow table of the manifest's
-    status / content_sha256 / source_sha256 columns (first recorded wins)."""
+    status / content_hash / source_hash columns (first recorded wins)."""
     import pyarrow.compute as pc
 
-    accepted = recorded.filter(pc.and_(pc.equal(recorded["status"], "accepted"), pc.is_valid(recorded["content_sha256"])))
+    accepted = recorded.filter(pc.and_(pc.equal(recorded["status"], "accepted"), pc.is_valid(recorded["content_hash"])))
     owners: dict[str, str] = {}
-    for content, source in zip(accepted["content_sha256"].to_pylist(), accepted["source_sha256"].to_pylist(), strict=True):
+    for content, source in zip(accepted["content_hash"].to_pylist(), accepted["source_hash"].to_pylist(), strict=True):
         owners.setdefault(content, source)
     return owners
 
@@ -305,7 +329,7 @@ def merge_batch_parts(output: Path | str, run_id: str) -> tuple[list[dict[str, A
     from echofm.data.manifest import append_manifest_part, manifest_parts, read_manifest_columns, read_parquet
 
     manifest_path = join(output, MANIFEST_FILENAME)
-    recorded = read_manifest_columns(manifest_path, ["clip_id", "status", "content_sha256", "source_sha256"])
+    recorded = read_manifest_columns(manifest_path, ["clip_id", "status", "content_hash", "source_hash"])
     parts = batch_parts(output)
     known_ids = set(recorded["clip_id"].to_pylist())
     new_rows: list[dict[str, Any]] = []
@@ -314,7 +338,7 @@ def merge_batch_parts(output: Path | str, run_id: str) -> tuple[list[dict[str, A
             if row["clip_id"] not in known_ids:
                 known_ids.add(row["clip_id"])
                 new_rows.append(row)
-    new_rows.sort(key=lambda row: (row["source_path"], row["window_index"]))
+    new_rows.sort(key=lambda row: (row["source_id"], row["window_index"]))
     if new_rows or not manifest_parts(manifest_path):
         demoted = _settle_cross_batch_duplicates(new_rows, _recorded_owners(recorded))
         if demoted:
@@ -355,7 +379,7 @@ def finalize_ingest(plan: IngestPlan, results: Iterable[BatchResult] = ()) -> In
         stage_seconds=stage_seconds,
     )
     if not contract.success:
-        raise ContractViolation(f"manifest {manifest_path} fails its contract; see {join(output, QC_DIRNAME)}")
+        raise ContractViolation(f"the manifest fails its data contract; see OUTPUT/{QC_DIRNAME}/")
     return outcome
 
 
@@ -365,7 +389,7 @@ def sole_writer(source: str | Path, output: str | Path) -> Iterator[None]:
     process enters this around plan, batches and finalize. SOURCE is checked first, so a mistyped
     SOURCE leaves nothing behind. Raises `SourceError`, `OutputLocked`."""
     if not is_dir(location(source)):
-        raise SourceError(f"SOURCE {location(source)} is not a readable directory")
+        raise SourceError("SOURCE is not a readable directory")
     with exclusive_output(location(output)):
         yield
 

@@ -68,7 +68,7 @@ def summarize(
     rows = list(rows)
     per_file: dict[tuple[str, str], Mapping[str, Any]] = {}
     for row in rows:
-        per_file.setdefault((row["source_sha256"], row["source_path"]), row)
+        per_file.setdefault((row["source_hash"], row["source_id"]), row)
     files = list(per_file.values())
     accepted = [row for row in rows if row["status"] == "accepted"]
     return IngestSummary(

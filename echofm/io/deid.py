@@ -246,6 +246,73 @@ def write_secret_file(path: str | Path) -> Path:
     return target
 
 
+def optional_secret(secret_file: str | Path | None = None, *, env_var: str = DEFAULT_SECRET_ENV) -> bytes | None:
+    """`load_secret` for steps that need the secret only for some inputs (a label table named by
+    path): None when neither the file nor the variable is set; a bad secret still raises."""
+    if secret_file is None and not os.environ.get(env_var):
+        return None
+    return load_secret(secret_file=secret_file, env_var=env_var)
+
+
+class PathMapInsideOutput(DeidError):
+    """The path map would be written under OUTPUT, which travels with the data."""
+
+    reason = "path_map_inside_output"
+
+
+PATH_MAP_COLUMNS = ("source_id", "path", "path_text")
+
+
+def check_path_map(path_map: str | Path, output: str | Path) -> Path:
+    """Raise `PathMapInsideOutput` when `path_map` lies under `output`; returns it as a Path."""
+    if is_inside(path_map, output):
+        raise PathMapInsideOutput("--path-map lies inside OUTPUT; the map back to file names must be kept apart from the data")
+    return Path(path_map)
+
+
+def write_path_map(path_map: str | Path, entries: dict[str, bytes], *, output: str | Path) -> Path:
+    """Add `entries` (source id -> relative path bytes) to the path map file, mode 0600.
+
+    The map is a Parquet table with columns `source_id`, `path` (the bytes as on disk, any
+    encoding) and `path_text` (UTF-8 with undecodable bytes escaped, for reading only). An
+    existing map is merged (a re-run adds its new files), and the file is replaced atomically.
+    Raises `PathMapInsideOutput` when the map would lie under `output`.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = check_path_map(path_map, output)
+    merged = read_path_map(target) if target.exists() else {}
+    merged.update(entries)
+    ids = sorted(merged)
+    table = pa.table(
+        {
+            "source_id": pa.array(ids, pa.string()),
+            "path": pa.array([merged[i] for i in ids], pa.binary()),
+            "path_text": pa.array([merged[i].decode("utf-8", "backslashreplace") for i in ids], pa.string()),
+        }
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pq.write_table(table, handle)
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
+def read_path_map(path_map: str | Path) -> dict[str, bytes]:
+    """The path map written by `write_path_map`: source id -> relative path bytes."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path_map, columns=["source_id", "path"])
+    return dict(zip(table.column("source_id").to_pylist(), table.column("path").to_pylist()))
+
+
 def _read_secret_file(path: Path) -> bytes:
     try:
         text = path.read_text(encoding="ascii").strip()

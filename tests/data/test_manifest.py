@@ -27,9 +27,9 @@ def test_schema_comes_from_the_json_file():
     document = json.loads(SCHEMA_PATH.read_text())
     assert MANIFEST_COLUMNS == tuple(c["name"] for c in document["columns"])
     assert manifest_schema() == MANIFEST_SCHEMA
-    for required in ["clip_id", "source_path", "source_sha256", "status", "reason", "view", "fps", "fps_source",
+    for required in ["clip_id", "source_id", "source_hash", "status", "reason", "view", "fps", "fps_source",
                      "n_frames_source", "height_source", "width_source", "mask_method", "patient_id", "study_id",
-                     "shard", "key", "content_sha256", "ingest_run_id", "ingested_at", "error_class", "error_message"]:
+                     "shard", "key", "content_hash", "ingest_run_id", "key_id", "ingested_at", "error_class", "error_message"]:
         assert required in MANIFEST_COLUMNS
     assert MANIFEST_SCHEMA.field("ingested_at").type == pa.timestamp("us", tz="UTC")
     assert not MANIFEST_SCHEMA.field("clip_id").nullable
@@ -74,6 +74,8 @@ def test_missing_manifest_reads_as_empty_table(tmp_path):
         (lambda r: r.pop("shard"), "missing"),
         (lambda r: r.update(extra_column=1), "extra"),
         (lambda r: r.update(PatientName="DOE^JOHN"), "identifying"),
+        (lambda r: r.update(source_path="DOE^JOHN/IMG0001.dcm"), "identifying"),
+        (lambda r: r.update(source_sha256="ab" * 32), "identifying"),
         (lambda r: r.update(n_frames_source="sixty"), "does not fit"),
         (lambda r: r.update(fps="fast"), "does not fit"),
         (lambda r: r.update(window_index=1.5), "does not fit"),

@@ -16,8 +16,8 @@ def make_row(index: int, *, status: str = "accepted", window_index: int = 0, **o
     row = dict.fromkeys(MANIFEST_COLUMNS)
     row.update(
         clip_id=clip_id,
-        source_path=f"study{index}/file{index}.dcm",
-        source_sha256=sha,
+        source_id="f" + f"{index:032x}",
+        source_hash=sha,
         source_format="dicom",
         source_bytes=1000 + index,
         status=status,
@@ -40,6 +40,7 @@ def make_row(index: int, *, status: str = "accepted", window_index: int = 0, **o
         patient_id="p" + "0" * 20,
         batch_id="run1-b00000",
         ingest_run_id="run1",
+        key_id="0123456789ab",
         ingested_at=AT,
     )
     row.update(overrides)

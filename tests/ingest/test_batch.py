@@ -35,19 +35,21 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def batch(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+def batch(archive: Path, tmp_path_factory: pytest.TempPathFactory, keyed) -> tuple[Path, list[dict[str, Any]]]:
     output = tmp_path_factory.mktemp("batch-out")
-    files = discover(archive, workers=1)
+    files = discover(archive, keyed, workers=1)
     result = process_batch(files, archive, output, IngestConfig(), "testbatch-b00000", run_id="testrun")
     assert result.part_path is not None and result.part_path.exists()
     assert result.n_files == len(files)
-    return output, result.rows
+    # The rows name files by keyed id only; the test knows the names and the key.
+    names = {f.source_id: f.rel_path for f in files}
+    return output, [{**row, "name": names[row["source_id"]]} for row in result.rows]
 
 
 def _by_path(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        out.setdefault(row["source_path"], []).append(row)
+        out.setdefault(row["name"], []).append(row)
     return out
 
 
@@ -83,7 +85,7 @@ def test_accepted_clip_is_stored_masked_and_pseudonymised(batch: tuple[Path, lis
     assert good["patient_id"] and good["patient_id"] != PHI_ID and good["study_id"]
     assert good["window_index"] == 0 and good["channels"] == 1
     assert good["n_frames_source"] == 45 and good["height_source"] == H and good["width_source"] == W
-    assert good["qc_motion_energy"] > 1.0 and good["content_sha256"]
+    assert good["qc_motion_energy"] > 1.0 and good["content_hash"]
     samples = {key: (frames, meta) for shard in sorted((output / "shards").glob("*.tar")) for key, frames, meta in iter_shard(shard)}
     frames, meta = samples[good["key"]]
     assert good["key"] == good["clip_id"]
@@ -98,21 +100,21 @@ def test_accepted_clip_is_stored_masked_and_pseudonymised(batch: tuple[Path, lis
     assert PHI_NAME.split("^")[0].encode() not in blob and PHI_ID.encode() not in blob
 
 
-def test_non_cardiac_file_is_not_decoded(archive: Path, tmp_path: Path) -> None:
-    files = [f for f in discover(archive, workers=1) if f.rel_path == "abdomen.dcm"]
+def test_non_cardiac_file_is_not_decoded(archive: Path, tmp_path: Path, keyed) -> None:
+    files = [f for f in discover(archive, keyed, workers=1) if f.rel_path == "abdomen.dcm"]
     result = process_batch(files, archive, tmp_path, IngestConfig(), "nodecode-b00000")
     assert [row["reason"] for row in result.rows] == ["non_cardiac_view"]
     assert "decode" not in result.stage_seconds
     assert not (tmp_path / "shards").exists() or not any((tmp_path / "shards").iterdir())
 
 
-def test_view_selection_and_several_windows(archive: Path, tmp_path: Path) -> None:
-    files = [f for f in discover(archive, workers=1) if f.rel_path in ("good.dcm", "clip.mp4")]
+def test_view_selection_and_several_windows(archive: Path, tmp_path: Path, keyed) -> None:
+    files = [f for f in discover(archive, keyed, workers=1) if f.rel_path in ("good.dcm", "clip.mp4")]
     only_a4c = process_batch(files, archive, tmp_path / "a", IngestConfig(views=("A4C",)), "views-b00000")
     assert {row["reason"] for row in only_a4c.rows} == {"view_not_selected"}
     config = IngestConfig(window_ms=460.0, max_windows=3)
     windows = process_batch(files, archive, tmp_path / "b", config, "windows-b00000")
-    good = [row for row in windows.rows if row["source_path"] == "good.dcm"]
+    good = [row for row in windows.rows if row["source_id"] == keyed.source_id("good.dcm")]
     # 45 frames at 33.3 ms = 1.5 s: three 460 ms windows, back to back.
     assert [row["window_index"] for row in good] == [0, 1, 2]
     assert len({row["clip_id"] for row in good}) == 3
@@ -138,8 +140,8 @@ class PixelClassifier:
         return ViewPrediction("PLAX", "model:test", 0.9)
 
 
-def test_pluggable_classifier(archive: Path, tmp_path: Path) -> None:
-    files = [f for f in discover(archive, workers=1) if f.rel_path == "good.dcm"]
+def test_pluggable_classifier(archive: Path, tmp_path: Path, keyed) -> None:
+    files = [f for f in discover(archive, keyed, workers=1) if f.rel_path == "good.dcm"]
     plugged = process_batch(
         files, archive, tmp_path / "ok", IngestConfig(view_classifier=f"{__name__}:PixelClassifier"), "plug-b00000"
     )

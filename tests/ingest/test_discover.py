@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from echofm.ingest.discover import SourceError, discover, sha256_file, sniff_format
+from echofm.io.deid import Pseudonymizer
 
 
 def _dicom(path: Path, *, preamble: bool, file_meta: bool = True) -> None:
@@ -71,8 +73,8 @@ def source(tmp_path: Path) -> Path:
     return root
 
 
-def test_formats_are_recognised_by_content_not_extension(source: Path) -> None:
-    found = {item.rel_path: item for item in discover(source, workers=2)}
+def test_formats_are_recognised_by_content_not_extension(source: Path, keyed) -> None:
+    found = {item.rel_path: item for item in discover(source, keyed, workers=2)}
     assert set(found) == {
         "a/with_preamble.dcm",
         "a/b/IM0001",
@@ -96,13 +98,27 @@ def test_formats_are_recognised_by_content_not_extension(source: Path) -> None:
     assert found["empty.dcm"].size_bytes == 0
 
 
-def test_hash_is_sha256_of_bytes_and_order_is_stable(source: Path) -> None:
-    first = discover(source, workers=1)
-    second = discover(source, workers=3)
+def test_files_are_named_by_keyed_ids_and_order_is_stable(source: Path, keyed) -> None:
+    first = discover(source, keyed, workers=1)
+    second = discover(source, keyed, workers=3)
     assert [f.rel_path for f in first] == [f.rel_path for f in second] == sorted(f.rel_path for f in first)
     for item in first:
-        assert item.sha256 == hashlib.sha256(item.path.read_bytes()).hexdigest()
+        plain = hashlib.sha256(item.path.read_bytes()).hexdigest()
+        # The keyed digest of the bytes, never the plain one anybody holding the file can compute.
+        assert item.source_hash == keyed.digest("source", plain) != plain
+        assert item.source_id == keyed.source_id(item.rel_path)
         assert item.path.is_absolute()
+    other = Pseudonymizer(b"another-secret-0123456789")
+    assert {f.source_id for f in discover(source, other)}.isdisjoint(f.source_id for f in first)
+
+
+def test_names_in_any_byte_encoding_are_discovered(tmp_path: Path, keyed) -> None:
+    root = tmp_path / "archive"
+    latin1 = "S\xd8REN^\xc5SE".encode("latin-1")  # not valid UTF-8
+    (root / os.fsdecode(latin1)).mkdir(parents=True)
+    _dicom(root / os.fsdecode(latin1) / os.fsdecode(b"IM\xff\xfe.dcm"), preamble=True)
+    (found,) = discover(root, keyed)
+    assert found.is_media and found.source_id == keyed.source_id(latin1 + b"/IM\xff\xfe.dcm")
 
 
 def test_streamed_hash_spans_chunks(tmp_path: Path) -> None:
@@ -118,9 +134,10 @@ def test_text_starting_like_a_tag_is_not_dicom(tmp_path: Path) -> None:
     assert sniff_format(path) == "other"
 
 
-def test_missing_source_is_a_systemic_error(tmp_path: Path) -> None:
-    with pytest.raises(SourceError):
-        discover(tmp_path / "nowhere")
+def test_missing_source_is_a_systemic_error_that_does_not_name_it(tmp_path: Path, keyed) -> None:
+    with pytest.raises(SourceError) as caught:
+        discover(tmp_path / "DOE^JOHN_12345678", keyed)
+    assert "DOE" not in str(caught.value) and "12345678" not in str(caught.value)
     (tmp_path / "file").write_text("x")
     with pytest.raises(SourceError):
-        discover(tmp_path / "file")
+        discover(tmp_path / "file", keyed)
