@@ -14,19 +14,28 @@ model `echofm finetune` builds its flags from.
    (`echofm-<task>`), alias `challenger`; emits `echofm.downstream.registered`.
 4. `promote`: moves `champion` to that version only if it beats the current champion by the
    thresholds of its task (`Task.promotion`, `echofm.downstream.tasks`) (or there is none).
+
+Labels that name files by path join through the de-identification secret: the `secret_file`
+parameter or `ECHOFM_DEID_SECRET`, read inside the tasks (the secret itself never is a
+parameter). Exceptions leave the tasks as `echofm.boundary.project_errors` makes them: this
+project's text only.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from pydantic import Field
 
+from echofm.boundary import project_errors
 from echofm.downstream.config import FinetuneConfig, FinetuneOptions
 from echofm.downstream.tasks import TaskName
+from echofm.ingest.config import SECRET_FILE_HELP
+from echofm.io.deid import optional_secret
 from echofm.store import CHALLENGER
 
 REGISTERED_EVENT = "echofm.downstream.registered"
@@ -34,11 +43,12 @@ REGISTERED_EVENT = "echofm.downstream.registered"
 
 @task(name="finetune", cache_policy=NO_CACHE)
 def finetune_task(config: FinetuneConfig, encoder: str, shards: str, labels: str, manifest: str | None,
-                  out: str, tracking_uri: str) -> dict[str, Any]:
+                  out: str, tracking_uri: str, secret_file: str | None = None) -> dict[str, Any]:
     from echofm.downstream.finetune import finetune
 
-    result = finetune(config, encoder=encoder, shards=shards, labels=labels, manifest=manifest, out_dir=out,
-                      tracking_uri=tracking_uri)
+    with project_errors("finetune"):
+        result = finetune(config, encoder=encoder, shards=shards, labels=labels, manifest=manifest, out_dir=out,
+                          tracking_uri=tracking_uri, secret=optional_secret(secret_file))
     comparison = result.summary()["comparison"]
     get_run_logger().info("%s test metrics by arm: %s", config.task, comparison["test"])
     return {"checkpoint": str(result.checkpoint), "pretrained": result.pretrained.metrics,
@@ -48,10 +58,13 @@ def finetune_task(config: FinetuneConfig, encoder: str, shards: str, labels: str
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(checkpoint: str, shards: str, labels: str, manifest: str | None) -> dict[str, float]:
+def evaluate_task(checkpoint: str, shards: str, labels: str, manifest: str | None,
+                  secret_file: str | None = None) -> dict[str, float]:
     from echofm.downstream.evaluate import evaluate
 
-    return evaluate(checkpoint, shards=shards, labels=labels, manifest=manifest, split="test")
+    with project_errors("evaluate"):
+        return evaluate(checkpoint, shards=shards, labels=labels, manifest=manifest, split="test",
+                        secret=optional_secret(secret_file))
 
 
 @task(name="register", cache_policy=NO_CACHE)
@@ -91,6 +104,7 @@ def finetune_and_register(
     tracking_uri: str | None = None,
     options: FinetuneOptions | None = None,
     promote: bool = True,
+    secret_file: Annotated[str | None, Field(description=SECRET_FILE_HELP)] = None,
 ) -> dict[str, Any]:
     """Fine-tune `encoder` (RUN_DIR, checkpoint, export folder, models:/echofm-encoder@champion
     or a published checkpoint: anything `echofm.model.load_pretrained` reads) for `task`
@@ -105,8 +119,8 @@ def finetune_and_register(
     options = options or FinetuneOptions()
     config = options.for_task(task)
     tracking_uri = tracking_uri or default_tracking_uri(encoder, out)
-    trained = finetune_task(config, encoder, shards, labels, manifest, out, tracking_uri)
-    scored = evaluate_task(trained["checkpoint"], shards, labels, manifest)
+    trained = finetune_task(config, encoder, shards, labels, manifest, out, tracking_uri, secret_file)
+    scored = evaluate_task(trained["checkpoint"], shards, labels, manifest, secret_file)
     model_uri = register_task(trained["checkpoint"], labels, tracking_uri)
     decision = promote_task(model_uri, tracking_uri) if promote else None
     return {"task": task, "model_uri": model_uri, "tracking_uri": tracking_uri, "checkpoint": trained["checkpoint"],

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from echofm.report import loss_history, pipeline_report
 from echofm.downstream.config import FinetuneOptions
@@ -35,7 +35,11 @@ def promote_encoder_task(name: str, version: str, downstream: list[dict[str, Any
 
 @flow(name="echofm-pipeline")
 def echo_pipeline(
-    source: Annotated[str, Field(description="archive to ingest (DICOM / MP4 / AVI, searched recursively)")],
+    source: Annotated[
+        SecretStr | str,
+        Field(description="archive to ingest: block:NAME of a Prefect Secret block holding its path (the path itself "
+                          "would be stored in the Prefect database)"),
+    ],
     output: Annotated[str, Field(description="ingestion output: shards/, manifest.parquet, qc/")],
     runs: Annotated[str, Field(description="where the pretraining and fine-tuning runs are written")],
     labels: Annotated[str | None, Field(description="labels CSV/Parquet for fine-tuning; none: stop after pretraining")] = None,
@@ -67,6 +71,8 @@ def echo_pipeline(
                 out=str(runs_dir / f"finetune-{name}"),
                 tracking_uri=tracking_uri,
                 options=finetuning,
+                # Labels named by path join under the secret ingestion used.
+                secret_file=ingest.secret_file if ingest is not None else None,
             )
 
     encoder_promotion = None

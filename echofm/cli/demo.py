@@ -7,7 +7,9 @@
 
 Everything lands in `--out`: the Prefect database (PREFECT_HOME), the MLflow store, the archive,
 the shards and the runs, so the UIs show exactly this run. When PREFECT_API_URL or
-MLFLOW_TRACKING_URI are set, those servers are used instead.
+MLFLOW_TRACKING_URI are set, those servers are used instead. The de-identification secret is
+never among them: without `--secret-file` or `ECHOFM_DEID_SECRET` the demo creates (once, then
+reuses) `<out>.echofm-key` beside `--out`, outside it.
 """
 
 from __future__ import annotations
@@ -65,6 +67,21 @@ def prepare_output(out: Path) -> None:
     (out / DEMO_MARKER).write_text("made by `echofm demo`; the next demo replaces this folder\n")
 
 
+# Where `--secret-file` lands (the pipeline's ingestion options, see echofm.cli.pipeline).
+SECRET_FILE_DEST = "ingest.secret_file"
+
+
+def demo_secret_file(out: Path) -> Path:
+    """The demo's secret file, beside `out` (never inside: a key must not travel with the data);
+    created on first use, reused afterwards so pseudonyms stay the same from one demo to the next."""
+    from echofm.io.deid import write_secret_file
+
+    path = out.parent / f"{out.name}.echofm-key"
+    if not path.exists():
+        write_secret_file(path)
+    return path
+
+
 def use_local_services(out: Path) -> None:
     """Point Prefect and MLflow at stores inside `out` unless servers are configured.
 
@@ -103,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     use_local_services(out)
+    if getattr(args, SECRET_FILE_DEST, None) is None and not os.environ.get("ECHOFM_DEID_SECRET"):
+        setattr(args, SECRET_FILE_DEST, str(demo_secret_file(out)))
+        print(f"de-identification secret: {getattr(args, SECRET_FILE_DEST)} (outside {out.name}/)", flush=True)
 
     from echofm.synth.archive import generate_archive
 
@@ -119,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = echo_pipeline(**params)
     except Exception as exc:  # the flow run logged the traceback; name the failure in one line
-        log.error("the pipeline failed: %s: %s", type(exc).__name__, exc)
+        from echofm.boundary import public_message
+
+        log.error("the pipeline failed: %s", public_message(exc))
         return 1
 
     _stage(3, f"done in {time.perf_counter() - started:.0f} s")

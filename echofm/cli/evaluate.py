@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from echofm.cli.options import add_secret_file_flag
 from echofm.downstream.splits import SPLITS
 from echofm.downstream.tasks import TASKS
 
@@ -31,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=SPLITS, default="test")
     parser.add_argument("--split-seed", type=int, default=None, help="default: the model's own split")
     parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI")
+    add_secret_file_flag(parser)
     return parser
 
 
@@ -40,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
     from echofm.downstream.evaluate import evaluate
     from echofm.downstream.splits import SplitConfig
     from echofm.errors import EchoFMError
+    from echofm.io.deid import optional_secret
 
     split_config = SplitConfig(seed=args.split_seed) if args.split_seed is not None else None
     try:
         metrics = evaluate(args.model, shards=args.shards, labels=args.labels, manifest=args.manifest,
                            task=args.task, split=args.split, split_config=split_config,
-                           mask_root=args.mask_root, tracking_uri=args.tracking_uri)
+                           mask_root=args.mask_root, tracking_uri=args.tracking_uri,
+                           secret=optional_secret(args.secret_file))
     except (EchoFMError, MlflowException, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return EXIT_USAGE

@@ -18,7 +18,7 @@ import json
 import logging
 from pathlib import Path
 
-from echofm.cli.options import ENCODER_HELP, add_option_flags, given_options
+from echofm.cli.options import ENCODER_HELP, add_option_flags, add_secret_file_flag, given_options
 from echofm.data import storage
 from echofm.downstream.config import FinetuneConfig, FinetuneOptions
 from echofm.downstream.splits import SplitConfig
@@ -42,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="; ".join(f"{task.name}: {task.title}" for task in TASKS))
     parser.add_argument("--shards", type=storage.location, required=True, help="OUTPUT/shards (a directory or an s3:// URL)")
     parser.add_argument("--manifest", type=storage.location, default=None, help="default: OUTPUT/manifest.parquet beside the shards")
-    parser.add_argument("--labels", type=Path, required=True, help="labels CSV or Parquet (by clip_id or source path)")
+    parser.add_argument("--labels", type=Path, required=True, 
+                        help="labels CSV or Parquet (by clip_id, source_id, or source path: needs the secret)")
     parser.add_argument("--mask-root", type=Path, default=None, help="directory mask_file paths are relative to (default: the labels file's)")
     parser.add_argument("--encoder", required=True, help=ENCODER_HELP)
     add_option_flags(parser, FinetuneOptions, OPTION_FLAGS)
@@ -50,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--register", action="store_true", help="log to MLflow and register as the task's model @challenger")
     parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI, the encoder's run store, or OUT/mlflow.db")
+    add_secret_file_flag(parser)
     return parser
 
 
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from echofm.data.loader import file_digest
     from echofm.downstream.finetune import finetune
     from echofm.errors import EchoFMError
+    from echofm.io.deid import optional_secret
     from echofm.registry.register import log_and_register
     from echofm.store import CHALLENGER, default_tracking_uri
 
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         tracking_uri = args.tracking_uri or default_tracking_uri(args.encoder, args.out)
         result = finetune(config, encoder=args.encoder, shards=args.shards, labels=args.labels,
                           manifest=args.manifest, out_dir=args.out, mask_root=args.mask_root,
-                          tracking_uri=tracking_uri)
+                          tracking_uri=tracking_uri, secret=optional_secret(args.secret_file))
     except (EchoFMError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return EXIT_USAGE

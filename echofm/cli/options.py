@@ -106,3 +106,11 @@ def given_options(args: argparse.Namespace, model: type[BaseModel], *, dest_pref
         if hasattr(args, dest):
             found[name] = getattr(args, dest)
     return found
+
+
+def add_secret_file_flag(parser: argparse.ArgumentParser) -> None:
+    """`--secret-file FILE` of the commands that need the de-identification secret to read what
+    ingestion keyed (labels named by path); ingestion's own comes from `IngestConfig`."""
+    from echofm.ingest.config import SECRET_FILE_HELP
+
+    parser.add_argument("--secret-file", default=None, metavar="FILE", help=SECRET_FILE_HELP)

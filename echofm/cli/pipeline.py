@@ -23,9 +23,11 @@ from echofm.pretrain.config import DEFAULT_FLOW_STEPS, PretrainOptions
 log = logging.getLogger(__name__)
 
 # Each stage's options this command offers, by the flow parameter they fill, with the flag of
-# each (a stage's options keep their names, but three stages have a `batch_size`).
+# each (a stage's options keep their names, but three stages have a `batch_size`). The secret
+# file is ingestion's option; fine-tuning is handed the same one by the flow.
 STAGE_FLAGS: dict[str, tuple[type[Any], dict[str, str]]] = {
-    "ingest": (IngestOptions, {"workers": "--workers", "batch_size": "--ingest-batch-size"}),
+    "ingest": (IngestOptions, {"workers": "--workers", "batch_size": "--ingest-batch-size",
+                               "secret_file": "--secret-file", "path_map": "--path-map"}),
     "pretraining": (PretrainOptions, {"preset": "--preset", "steps": "--steps", "batch_size": "--batch-size",
                                       "base_lr": "--base-lr", "img_size": "--img-size", "num_frames": "--num-frames",
                                       "nproc_per_node": "--nproc-per-node"}),
@@ -63,9 +65,12 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, defaults: dict[str, 
 
 def pipeline_parameters(args: argparse.Namespace, *, source: Path, output: Path, runs: Path,
                         labels: Path | None) -> dict[str, Any]:
-    """The flow's parameters from the command line (only what the user set overrides a default)."""
+    """The flow's parameters from the command line (only what the user set overrides a default).
+    SOURCE travels as a `SecretStr`, which Prefect stores masked."""
+    from pydantic import SecretStr
+
     params: dict[str, Any] = {
-        "source": str(source.resolve()),
+        "source": SecretStr(str(source.resolve())),
         "output": str(output.resolve()),
         "runs": str(runs.resolve()),
         "labels": str(labels.resolve()) if labels else None,
@@ -77,7 +82,9 @@ def pipeline_parameters(args: argparse.Namespace, *, source: Path, output: Path,
 
 
 def run(args: argparse.Namespace) -> int:
+    from echofm.boundary import public_message
     from echofm.errors import EchoFMError
+    from echofm.io.deid import DeidError, load_secret
     from flows.pipeline import echo_pipeline
 
     try:
@@ -86,9 +93,14 @@ def run(args: argparse.Namespace) -> int:
         log.error("invalid options: %s", exc)
         return 2
     try:
+        load_secret(secret_file=params["ingest"].secret_file, output=args.output)  # no secret: one line, no work
+    except DeidError as exc:
+        log.error("%s", exc)
+        return 2
+    try:
         result = echo_pipeline(**params)
     except Exception as exc:  # the flow run already logged the traceback; say which stage in one line
-        log.error("pipeline failed: %s: %s", type(exc).__name__, exc)
+        log.error("pipeline failed: %s", public_message(exc))
         return 1
     print(result["summary"])
     return 0

@@ -171,11 +171,13 @@ def build_task_data(
     split_config: SplitConfig,
     classes: tuple[str, ...] | None = None,
     mask_root: str | Path | None = None,
+    secret: bytes | None = None,
 ) -> TaskData:
     """Everything a fine-tuning or evaluation run of `task` needs, in memory.
 
     mask_root: directory `mask_file` paths are relative to (default: the labels file's
-    directory). classes: the class names of a multiclass task (default: the task's fixed classes,
+    directory). secret: the de-identification secret, needed when the labels name files by
+    path (see `join_labels`). classes: the class names of a multiclass task (default: the task's fixed classes,
     else the sorted values present), so a model evaluated later keeps its training order; rows
     of other classes are dropped.
     Raises LabelError when no usable labelled clip remains.
@@ -183,7 +185,7 @@ def build_task_data(
     definition = TASKS[task]
     objective = OBJECTIVES[definition.kind]
     label_frame = labels if isinstance(labels, pd.DataFrame) else load_labels(labels)
-    joined = join_labels(read_manifest_frame(manifest), label_frame)
+    joined = join_labels(read_manifest_frame(manifest), label_frame, secret=secret)
     target = definition.derive(LabelColumns(joined))
     labelled = _labelled(target)
     joined = joined[labelled].reset_index(drop=True)

@@ -80,11 +80,13 @@ def evaluate(
     mask_root: str | Path | None = None,
     tracking_uri: str | None = None,
     batch_size: int = 8,
+    secret: bytes | None = None,
 ) -> dict[str, float]:
     """Metrics of `model` on `split` (see module doc); adds `n_clips` to the dict.
 
     task: when given, must match the model's task (a guard against scoring an EF model on view
-    labels). Raises EvaluationError for an unknown or empty split.
+    labels). secret: needed when the labels name files by path (see `join_labels`). Raises
+    EvaluationError for an unknown or empty split.
     """
     if split not in SPLITS:
         raise EvaluationError(f"split {split!r} not in {SPLITS}")
@@ -100,6 +102,7 @@ def evaluate(
     data = build_task_data(
         task=spec.task, manifest=manifest, labels=labels, shards_dir=shards, spec=downstream.inputs,
         split_config=split_config or _split_config(meta), classes=spec.classes or None, mask_root=mask_root,
+        secret=secret,
     )
     idx = data.indices(split)
     if len(idx) == 0:

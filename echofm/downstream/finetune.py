@@ -297,6 +297,7 @@ def finetune(
     out_dir: str | Path | None = None,
     mask_root: str | Path | None = None,
     tracking_uri: str | None = None,
+    secret: bytes | None = None,
 ) -> FinetuneResult:
     """Fine-tune `encoder` on `config.task` and compare with `config.compare` (see module doc).
 
@@ -304,7 +305,8 @@ def finetune(
     directory, an export folder, `models:/echofm-encoder@champion` resolved against
     `tracking_uri`, a published checkpoint), or an already loaded encoder. manifest: default
     `<shards>/../manifest.parquet`. out_dir: when given, the fine-tuned model is saved there as
-    `model.pt` with `result.json` beside it.
+    `model.pt` with `result.json` beside it. secret: the de-identification secret ingestion used,
+    needed only when the labels name files by path.
     """
     from echofm.data.loader import file_digest
 
@@ -313,7 +315,7 @@ def finetune(
     loaded = encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, tracking_uri=tracking_uri)
     inputs = input_spec_for(loaded, shards, manifest)
     data = build_task_data(task=config.task, manifest=manifest, labels=labels, shards_dir=shards,
-                           spec=inputs, split_config=config.split, mask_root=mask_root)
+                           spec=inputs, split_config=config.split, mask_root=mask_root, secret=secret)
     counts = data.counts()
     log.info("%s: %s clips by split", config.task, {k: v["clips"] for k, v in counts.items()})
     task = _task_spec(config, data)

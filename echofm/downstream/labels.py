@@ -1,20 +1,23 @@
 """Downstream labels: load a label table, join it to the manifest, read the columns tasks derive targets from.
 
-A label table (CSV or Parquet) names its clips either by `clip_id` or by source path (`file`,
-relative to the archive root, as `echofm synth` writes it; `source_path` is accepted too). The
-join keeps accepted manifest rows only and matches a source path by its trailing path
-components, so it works whether the manifest stores absolute paths or paths relative to the
-ingested SOURCE. Which columns a task reads and how they become its target is the task's own
-definition (`echofm.downstream.tasks`); segmentation masks (npz, uint8 `[T, H, W]` at source
-resolution) are carried through the clip's own frame selection and resize here
-(`clip_mask_target`).
+A label table (CSV or Parquet) names its clips by `clip_id`, by `source_id` (the manifest's keyed
+id of the source file), or by source path (`file`, relative to the archive root, as `echofm
+synth` writes it; `source_path` and `path` are accepted too). The manifest never holds paths:
+a path is joined by computing its keyed id, `echofm.io.deid.source_id(secret, path)`, under the
+secret ingestion used (see docs/deid.md). A label path may carry folders above the ingested
+SOURCE (`archive/P0001/S01/IM_0001.dcm` for a SOURCE of `archive/`): each label path is tried
+whole, then without its first folder, and so on, and the longest that names a manifest file
+wins. Only accepted manifest rows join. Which columns a task reads and how they become its
+target is the task's own definition (`echofm.downstream.tasks`); segmentation masks (npz, uint8
+`[T, H, W]` at source resolution) are carried through the clip's own frame selection and resize
+here (`clip_mask_target`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,53 +42,42 @@ def load_labels(path: str | Path) -> pd.DataFrame:
     raise LabelError(f"{path}: labels must be .csv or .parquet")
 
 
-def _path_key(path: str, depth: int) -> str:
-    parts = PurePosixPath(str(path).replace("\\", "/")).parts
-    return "/".join(parts[-depth:])
-
-
 def _label_path_column(labels: pd.DataFrame) -> str:
     for column in _PATH_COLUMNS:
         if column in labels.columns:
             return column
-    raise LabelError(f"labels need a clip_id column or one of {_PATH_COLUMNS}")
+    raise LabelError(f"labels need a clip_id or source_id column, or one of {_PATH_COLUMNS}")
 
 
-def _match_source_paths(manifest: pd.DataFrame, labels: pd.DataFrame, column: str) -> pd.Series:
-    """For each manifest row, the index of the label row whose path is a suffix of its source.
+def label_source_ids(paths: pd.Series, secret: bytes, known: set[str]) -> pd.Series:
+    """For each label path, the keyed id of the longest trailing part of it that names a file in
+    `known` (source ids of the manifest), or None. Raises LabelError when two label rows name
+    the same file (by row number: the paths themselves may identify a patient)."""
+    from echofm.io.deid import normalise_rel_path, source_id
 
-    The label path's own depth decides how many trailing components must match, so `a/x.dcm`
-    and `b/x.dcm` in the labels stay distinct.
-    """
-    by_key: dict[str, object] = {}
-    depths = set()
-    for index, value in labels[column].items():
-        depth = len(PurePosixPath(str(value).replace("\\", "/")).parts)
-        key = _path_key(value, depth)
-        if key in by_key:
-            raise LabelError(f"label path {value!r} appears twice")
-        by_key[key] = index
-        depths.add(depth)
-    matches = []
-    for source in manifest["source_path"].astype(str):
-        found = None
-        for depth in sorted(depths, reverse=True):
-            found = by_key.get(_path_key(source, depth))
-            if found is not None:
-                break
-        matches.append(found)
-    return pd.Series(matches, index=manifest.index, dtype=object)
+    found: list[str | None] = []
+    for value in paths.astype(str):
+        parts = normalise_rel_path(value).split(b"/")
+        ids = (source_id(secret, b"/".join(parts[start:])) for start in range(len(parts)))
+        found.append(next((i for i in ids if i in known), None))
+    matched = pd.Series(found, index=paths.index, dtype=object)
+    repeated = matched[matched.notna() & matched.duplicated(keep=False)]
+    if not repeated.empty:
+        rows = ", ".join(str(i) for i in repeated.index[:5])
+        raise LabelError(f"label rows {rows} name the same file")
+    return matched
 
 
-def join_labels(manifest: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+def join_labels(manifest: pd.DataFrame, labels: pd.DataFrame, *, secret: bytes | None = None) -> pd.DataFrame:
     """Accepted manifest rows with their labels, one row per labelled clip.
 
-    Joins on `clip_id` when the label table's clip ids are manifest clip ids, else on source
-    path (see module doc); the synthetic archive's own `clip_id` names its files, not the
-    manifest's content-derived ids, so it joins by path. Label columns that clash with manifest
-    columns get a `label_` prefix (the manifest's `view` is what ingestion inferred, the label's
-    `label_view` is the ground truth); `LabelColumns` reads the label's. Raises LabelError
-    when no accepted clip has a label.
+    Joins on `clip_id` when the label table's clip ids are manifest clip ids, else on
+    `source_id` when the table has that column, else by source path through the keyed id (see
+    the module docstring), which needs `secret`; the synthetic archive's own `clip_id` names
+    its files, not the manifest's content-derived ids, so it joins by path. Label columns that
+    clash with manifest columns get a `label_` prefix (the manifest's `view` is what ingestion
+    inferred, the label's `label_view` is the ground truth); `LabelColumns` reads the label's.
+    Raises LabelError when no accepted clip has a label, or when a path join has no secret.
     """
     if "status" in manifest.columns:
         manifest = manifest[manifest["status"] == "accepted"]
@@ -94,21 +86,18 @@ def join_labels(manifest: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     by_id = "clip_id" in labels.columns and bool(
         set(labels["clip_id"].astype(str)) & set(manifest["clip_id"].astype(str))
     )
-    clashes = {c: f"label_{c}" for c in labels.columns if c in manifest.columns and not (by_id and c == "clip_id")}
-    if by_id:
-        joined = manifest.merge(
-            labels.rename(columns=clashes), on="clip_id", how="inner", validate="one_to_one"
-        )
-    else:
+    key = "clip_id" if by_id else "source_id"
+    if not by_id and "source_id" not in labels.columns:
         column = _label_path_column(labels)
-        if "source_path" not in manifest.columns:
-            raise LabelError("manifest has no source_path column to join labels on")
-        match = _match_source_paths(manifest, labels, column)
-        keep = match.notna()
-        picked = labels.loc[match[keep].astype(int).to_numpy()].rename(columns=clashes)
-        joined = pd.concat(
-            [manifest[keep].reset_index(drop=True), picked.reset_index(drop=True)], axis=1
-        )
+        if secret is None:
+            raise LabelError(
+                f"labels name files by path ({column!r}): joining them needs the de-identification secret "
+                "ingestion used (ECHOFM_DEID_SECRET or --secret-file)"
+            )
+        labels = labels.assign(source_id=label_source_ids(labels[column], secret, set(manifest["source_id"].astype(str))))
+        labels = labels[labels["source_id"].notna()]
+    clashes = {c: f"label_{c}" for c in labels.columns if c in manifest.columns and c != key}
+    joined = manifest.merge(labels.rename(columns=clashes), on=key, how="inner", validate="many_to_one")
     if joined.empty:
         raise LabelError("no accepted clip in the manifest has a label")
     return joined

@@ -153,7 +153,7 @@ class _LazyShardWriter:
         try:
             shard, key = self._writer.write(clip_id, frames, meta)
         except OSError as exc:
-            raise ShardWriteError(f"cannot write a shard under {self._out_dir}: {type(exc).__name__}") from exc
+            raise ShardWriteError(f"cannot write a shard under OUTPUT ({type(exc).__name__})") from None
         return str(shard), str(key)
 
 

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from pydicom.dataset import Dataset
 from pydicom.uid import UID_dictionary
 
+from echofm.errors import EchoFMError
 from echofm.io.views import view_from_code, view_hint
 
 DEFAULT_SECRET_ENV = "ECHOFM_DEID_SECRET"
@@ -51,7 +52,7 @@ _PREFIXES = {"patient": "p", "study": "s", "series": "r", "instance": "i"}
 _KEYGEN_HINT = "create one with `echofm keygen FILE` (keep FILE outside every OUTPUT)"
 
 
-class DeidError(Exception):
+class DeidError(EchoFMError):
     """Base class: the de-identification set-up does not allow a run to start."""
 
     reason: ClassVar[str] = "deid_error"

@@ -19,6 +19,7 @@ from echofm.downstream.encoder import layer_decay_groups, load_encoder, set_trai
 from echofm.downstream.evaluate import EvaluationError, evaluate
 from echofm.downstream.config import STRATEGIES, FinetuneConfig, FinetuneConfigError
 from echofm.downstream.finetune import finetune
+from echofm.io.deid import load_secret
 from echofm.downstream.labels import LabelError, join_labels
 from echofm.downstream.tasks import TASKS
 from echofm.registry.pyfunc import predict_clips
@@ -41,17 +42,33 @@ def _run(archive, tmp_path, **overrides):
                     manifest=archive.manifest_path, out_dir=tmp_path / config.task)
 
 
-def test_labels_join_by_path_and_by_clip_id(downstream_archive) -> None:
+def test_labels_join_by_keyed_path_by_source_id_and_by_clip_id(downstream_archive) -> None:
     manifest, labels = downstream_archive.manifest, downstream_archive.labels
     manifest = manifest.assign(view="unknown")  # what ingestion inferred; the label must win
-    by_path = join_labels(manifest, labels)
+    secret = load_secret()
+    by_path_only = labels.drop(columns=["source_id"])
+    by_path = join_labels(manifest, by_path_only, secret=secret)
     assert len(by_path) == len(labels)  # the rejected row has no label and is not accepted
     assert set(by_path["label_view"]) <= set(VIEWS)
-    with_ids = labels.assign(clip_id=by_path["clip_id"].to_numpy())
+    # Paths with folders above SOURCE, Windows separators or "./" join the same files.
+    spelled = by_path_only.assign(file=["export\\archive\\" + f.replace("/", "\\") for f in labels["file"]])
+    assert join_labels(manifest, spelled, secret=secret).set_index("clip_id")["ef"].equals(by_path.set_index("clip_id")["ef"])
+    by_source_id = join_labels(manifest, labels)  # needs no secret
+    assert set(by_source_id["clip_id"]) == set(by_path["clip_id"])
+    with_ids = by_path_only.assign(clip_id=by_path["clip_id"].to_numpy())
     by_id = join_labels(manifest, with_ids)
     assert (by_id.set_index("clip_id")["ef"] == by_path.set_index("clip_id")["ef"]).all()
+    with pytest.raises(LabelError, match="needs the de-identification secret"):
+        join_labels(manifest, by_path_only)
+    with pytest.raises(LabelError, match="no accepted clip"):
+        join_labels(manifest, pd.DataFrame({"file": ["elsewhere/x.avi"], "ef": [50.0]}), secret=secret)
+    # Another secret computes other ids: nothing joins.
     with pytest.raises(LabelError):
-        join_labels(manifest, pd.DataFrame({"file": ["elsewhere/x.avi"], "ef": [50.0]}))
+        join_labels(manifest, by_path_only, secret=b"another-secret-0123456789")
+    twice = pd.concat([by_path_only.head(1), by_path_only.head(1)])
+    with pytest.raises(LabelError, match="rows 0, 1 name the same file") as caught:
+        join_labels(manifest, twice.reset_index(drop=True), secret=secret)
+    assert labels["file"].iloc[0] not in str(caught.value)
 
 
 def test_segmentation_targets_follow_the_clip_window_and_resize(downstream_archive) -> None:

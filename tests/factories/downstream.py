@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from echofm.data.manifest import MANIFEST_COLUMNS, make_clip_id, read_manifest, write_manifest
+from echofm.io.deid import Pseudonymizer, load_secret
 from echofm.preprocess.resample import plan_windows, resize_pad, window_span_ms
 
 VIEWS = ("A2C", "A4C", "PLAX")
@@ -27,6 +28,8 @@ SHARD_SIZE = 64
 ENCODER_OVERRIDES = dict(img_size=32, num_frames=8, patch_size=8, t_patch_size=4, embed_dim=32,
                          depth=2, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
                          decoder_num_heads=2)
+# The session's secret (tests/conftest.py sets ECHOFM_DEID_SECRET): manifest ids as ingestion makes them.
+KEYED = Pseudonymizer(load_secret())
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ def source_cine(rng: np.random.Generator, n_frames: int, height: int, width: int
 
 def _manifest_row(**values: object) -> dict:
     row = {name: None for name in MANIFEST_COLUMNS}
-    row.update(source_format="avi", ingest_run_id="test-run", ingested_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    row.update(source_format="avi", ingest_run_id="test-run", key_id=KEYED.key_id,
+               ingested_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
     row.update(values)
     return row
 
@@ -88,13 +92,14 @@ def make_archive(root: Path, n_patients: int = 12, clips_per_patient: int = 2, s
                 mask_file = f"labels/masks/{p:02d}_{c}.npz"
                 labelled = np.array([0, 13])  # ED and ES-like frames only, as tracings label them
                 np.savez_compressed(root / mask_file, masks=masks[labelled], frame_indices=labelled)
-                rows.append(_manifest_row(clip_id=clip_id, source_path=f"source/{rel}", status="accepted",
+                rows.append(_manifest_row(clip_id=clip_id, source_id=KEYED.source_id(rel), status="accepted",
                                           patient_id=f"pt{p:02d}", shard=shard, key=key, window_index=0,
                                           window_start_ms=start, window_end_ms=end, fps=fps,
                                           n_frames_source=n_src, channels=1))
-                labels.append(dict(file=rel, patient=f"P{p}", view=VIEWS[view_index], ef=ef,
+                # Named by keyed id (as a public-dataset import writes them) and by path too.
+                labels.append(dict(source_id=KEYED.source_id(rel), file=rel, patient=f"P{p}", view=VIEWS[view_index], ef=ef,
                                    mask_file=mask_file, heart_rate_bpm=60.0))
-    rows.append(_manifest_row(clip_id=make_clip_id("0" * 64, -1), source_path="source/bad.dcm",
+    rows.append(_manifest_row(clip_id=make_clip_id("0" * 64, -1), source_id=KEYED.source_id("bad.dcm"),
                               status="rejected", reason="not_dicom", window_index=-1))
     manifest_path = write_manifest(rows, root / "manifest.parquet")
     manifest = read_manifest(manifest_path).to_pandas()

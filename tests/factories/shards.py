@@ -72,11 +72,12 @@ def _manifest_row(key: str, status: str, **values) -> dict:
     row = {name: None for name in MANIFEST_SCHEMA.names}
     row.update(
         clip_id=key,
-        source_path=f"archive/{key}.mp4",
+        source_id="f" + key[:32].rjust(32, "0"),
         source_format="mp4",
         status=status,
         window_index=0 if status == "accepted" else -1,
         ingest_run_id="test",
+        key_id="0123456789ab",
         ingested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
         key=key if status == "accepted" else None,
     )

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from echofm.io.deid import Pseudonymizer, load_secret
 from tests.factories.servers import BIN, background, prefect_env, prefect_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,11 +65,19 @@ def test_deploy_and_run_ingestion_on_a_process_worker(tmp_path: Path) -> None:
         assert automations.returncode == 0
         assert "pretrain" in automations.stdout and "finetune-ef" in automations.stdout
 
+        # The deployment names its SOURCE by a Secret block: the path never is a parameter.
+        saved = subprocess.run(
+            [str(BIN / "python"), "-c",
+             "import sys; from prefect.blocks.system import Secret; Secret(value=sys.argv[1]).save('echofm-test-archive')",
+             str(source)],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert saved.returncode == 0, saved.stderr
         with background([str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--limit", "1"],
                         env, tmp_path / "worker.log", cwd=REPO):
             ran = prefect(
                 ["deployment", "run", "ingest-archive/ingest-archive",
-                 "--param", f"source={json.dumps(str(source))}",
+                 "--param", 'source="block:echofm-test-archive"',
                  "--param", f"output={json.dumps(str(output))}",
                  "--param", 'options={"batch_size": 2, "workers": 1}',
                  "--watch", "--watch-timeout", "480"],
@@ -78,6 +87,10 @@ def test_deploy_and_run_ingestion_on_a_process_worker(tmp_path: Path) -> None:
         assert ran.returncode == 0, ran.stdout + ran.stderr + worker_log[-4000:]
 
     manifest = pq.read_table(output / "manifest.parquet").to_pandas()
-    assert set(manifest["source_path"]) == {str(p.relative_to(source)) for p in source.rglob("*") if p.is_file()}
+    keyed = Pseudonymizer(load_secret())
+    assert set(manifest["source_id"]) == {keyed.source_id(p.relative_to(source).as_posix()) for p in source.rglob("*") if p.is_file()}
+    # The SOURCE path sits encrypted in the block, nowhere in the Prefect database in clear.
+    database = b"".join(p.read_bytes() for p in (tmp_path / "prefect").rglob("*.db*") if p.is_file())
+    assert database and str(source).encode() not in database and b"synth/archive" not in database
     assert "accepted" in set(manifest["status"])
     assert sorted(p.name for p in (output / "shards").iterdir())

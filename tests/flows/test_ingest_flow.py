@@ -87,15 +87,22 @@ def world(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> di
     return {"root": root, "synth": synth, "source": source, "output": output, "code": code}
 
 
-def _manifest(output: Path) -> pd.DataFrame:
-    return read_manifest(output / "manifest.parquet").to_pandas()
+def _manifest(output: Path, source: Path) -> pd.DataFrame:
+    """The manifest, with the name of each row's file added as `file` (the manifest itself names
+    files by keyed id only; the test knows the names and the key)."""
+    from echofm.io.deid import Pseudonymizer, load_secret
+
+    keyed = Pseudonymizer(load_secret())
+    names = {keyed.source_id(rel): rel for rel in (p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())}
+    manifest = read_manifest(output / "manifest.parquet").to_pandas()
+    return manifest.assign(file=manifest["source_id"].map(names))
 
 
 def test_run_completes_with_every_file_accounted_for(world: dict[str, Any]) -> None:
     assert world["code"] == 0
-    manifest = _manifest(world["output"])
+    manifest = _manifest(world["output"], world["source"])
     discovered = {p.relative_to(world["source"]).as_posix() for p in world["source"].rglob("*") if p.is_file()}
-    assert set(manifest["source_path"]) == discovered
+    assert set(manifest["file"]) == discovered and manifest["file"].notna().all()
     assert manifest["clip_id"].is_unique
     assert set(manifest["status"]) <= {"accepted", "rejected", "failed"}
     assert (world["output"] / "qc" / "validation.json").exists()
@@ -103,9 +110,9 @@ def test_run_completes_with_every_file_accounted_for(world: dict[str, Any]) -> N
 
 
 def test_statuses_and_reasons_per_fault(world: dict[str, Any]) -> None:
-    manifest = _manifest(world["output"])
+    manifest = _manifest(world["output"], world["source"])
     labels = pd.read_csv(world["synth"] / "labels.csv", keep_default_na=False)
-    fate = {row.source_path: (row.status, row.reason if isinstance(row.reason, str) else None) for row in manifest.itertuples()}
+    fate = {row.file: (row.status, row.reason if isinstance(row.reason, str) else None) for row in manifest.itertuples()}
     for label in labels.itertuples():
         if label.fault:
             assert fate[label.file] == EXPECTED_FAULTS[label.fault], (label.file, label.fault)
@@ -120,15 +127,15 @@ def test_statuses_and_reasons_per_fault(world: dict[str, Any]) -> None:
 def test_accepted_clips_load_and_keep_their_views(world: dict[str, Any]) -> None:
     import echofm
 
-    manifest = _manifest(world["output"])
+    manifest = _manifest(world["output"], world["source"])
     labels = pd.read_csv(world["synth"] / "labels.csv", keep_default_na=False).set_index("file")
     accepted = manifest[manifest["status"] == "accepted"]
     for row in accepted.itertuples():
         clip = echofm.load_clip(world["output"], row.clip_id)
         assert clip.dtype == np.uint8 and clip.shape[:3] == (32, 224, 224) and clip.shape[3] in (1, 3)
         assert row.key == row.clip_id and row.shard.endswith(".tar")
-        if row.source_path in labels.index and row.view not in ("unknown", "OTHER_CARDIAC"):
-            assert row.view == labels.loc[row.source_path, "view"]
+        if row.file in labels.index and row.view not in ("unknown", "OTHER_CARDIAC"):
+            assert row.view == labels.loc[row.file, "view"]
 
 
 def _boxes(text: str) -> list[tuple[int, int, int, int]]:
@@ -137,7 +144,7 @@ def _boxes(text: str) -> list[tuple[int, int, int, int]]:
 
 def test_sector_exterior_is_zero(world: dict[str, Any]) -> None:
     """Burned-in text boxes and the ECG strip, mapped through resize_pad, are zero in stored clips."""
-    manifest = _manifest(world["output"])
+    manifest = _manifest(world["output"], world["source"])
     labels = pd.read_csv(world["synth"] / "labels.csv", keep_default_na=False).set_index("file")
     samples = {
         key: frames
@@ -146,9 +153,9 @@ def test_sector_exterior_is_zero(world: dict[str, Any]) -> None:
     }
     checked = 0
     for row in manifest[manifest["status"] == "accepted"].itertuples():
-        if row.source_path not in labels.index:
+        if row.file not in labels.index:
             continue
-        label = labels.loc[row.source_path]
+        label = labels.loc[row.file]
         h, w = int(label["height"]), int(label["width"])
         scale = 224 / max(h, w)
         top, left = (224 - round(h * scale)) // 2, (224 - round(w * scale)) // 2
@@ -158,7 +165,7 @@ def test_sector_exterior_is_zero(world: dict[str, Any]) -> None:
             r0, r1 = top + int(np.ceil(y0 * scale)) + 2, top + int(y1 * scale) - 2
             c0, c1 = left + int(np.ceil(x0 * scale)) + 2, left + int(x1 * scale) - 2
             if r1 > r0 and c1 > c0:
-                assert frames[:, r0:r1, c0:c1].max() == 0, (row.source_path, (x0, y0, x1, y1))
+                assert frames[:, r0:r1, c0:c1].max() == 0, (row.file, (x0, y0, x1, y1))
                 checked += 1
         assert frames[:, :2, :2].max() == 0 and frames[:, -2:, -2:].max() == 0
     assert checked >= 10
@@ -179,7 +186,7 @@ def test_no_phi_in_any_output(world: dict[str, Any]) -> None:
     needles += [b"sonosite"]  # never copied from the real files' headers either
     assert len(needles) > 20
     texts = [p.read_bytes().lower() for p in world["output"].rglob("*") if p.is_file()]
-    manifest = _manifest(world["output"])
+    manifest = read_manifest(world["output"] / "manifest.parquet").to_pandas()
     texts += [str(value).lower().encode() for value in manifest.astype(str).to_numpy().ravel()]
     artifacts = _artifact_texts()
     assert any("ingestion into" in text.lower() for text in artifacts)
@@ -201,11 +208,11 @@ def test_rerun_is_idempotent_and_added_files_are_ingested_alone(world: dict[str,
     (source / "added").mkdir()
     for path in added:
         shutil.copy(path, source / "added" / path.name)
-    before = _manifest(output)
+    before = _manifest(output, source)
     assert main(["ingest", str(source), str(output), "--workers", "1"]) == 0
-    after = _manifest(output)
+    after = _manifest(output, source)
     new = after[~after["clip_id"].isin(before["clip_id"])]
-    assert sorted(new["source_path"]) == sorted(f"added/{p.name}" for p in added)
+    assert sorted(new["file"]) == sorted(f"added/{p.name}" for p in added)
     assert (new["status"] == "accepted").all()
     assert new["ingest_run_id"].nunique() == 1 and not new["ingest_run_id"].isin(before["ingest_run_id"]).any()
     unchanged = after[after["clip_id"].isin(before["clip_id"])].drop(columns=[]).reset_index(drop=True)
@@ -219,9 +226,9 @@ def test_dask_cluster_gives_the_same_manifest(world: dict[str, Any], tmp_path: P
 
     source = tmp_path / "subset"
     source.mkdir()
-    reference = _manifest(world["output"])
-    accepted = reference[(reference["status"] == "accepted") & ~reference["source_path"].str.startswith("added/")]
-    picked = accepted["source_path"].unique()[:4]
+    reference = _manifest(world["output"], world["source"])
+    accepted = reference[(reference["status"] == "accepted") & ~reference["file"].str.startswith("added/")]
+    picked = accepted["file"].unique()[:4]
     for rel in picked:
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(world["source"] / rel, source / rel)
@@ -229,9 +236,9 @@ def test_dask_cluster_gives_the_same_manifest(world: dict[str, Any], tmp_path: P
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         code = main(["ingest", str(source), str(output), "--batch-size", "2", "--dask-address", cluster.scheduler_address])
     assert code == 0
-    got = _manifest(output)
-    columns = ["clip_id", "source_path", "status", "reason", "view", "content_sha256"]
-    want = reference[reference["source_path"].isin(picked)][columns].sort_values("clip_id").reset_index(drop=True)
+    got = _manifest(output, source)
+    columns = ["clip_id", "source_id", "status", "reason", "view", "content_hash"]
+    want = reference[reference["file"].isin(picked)][columns].sort_values("clip_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(got[columns].sort_values("clip_id").reset_index(drop=True), want)
 
 
@@ -259,8 +266,8 @@ def test_completed_event_reaches_the_api(world: dict[str, Any]) -> None:
 
     from flows.ingest import COMPLETED_EVENT
 
-    manifest = _manifest(world["output"])
-    first_run = manifest.loc[manifest["source_path"] == "real/examples_ybr_color.dcm", "ingest_run_id"].iloc[0]
+    manifest = _manifest(world["output"], world["source"])
+    first_run = manifest.loc[manifest["file"] == "real/examples_ybr_color.dcm", "ingest_run_id"].iloc[0]
     accepted = int(((manifest["status"] == "accepted") & (manifest["ingest_run_id"] == first_run)).sum())
     resource = f"echofm.archive.{world['output'].name}"
     events: list[Any] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from echofm.cli.demo import DEMO_MARKER, DemoOutputNotOurs, prepare_output
+from echofm.cli.demo import DEMO_MARKER, DemoOutputNotOurs, demo_secret_file, prepare_output
 from echofm.report import pipeline_report
 
 pytestmark = pytest.mark.slow
@@ -27,8 +27,10 @@ def test_pipeline_runs_every_stage_and_promotes_the_encoder(prefect_harness, tmp
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     archive = generate_archive(tmp_path / "synth", 12, seed=1, faults=True, **SMALL_ARCHIVE_OPTIONS)
+    from pydantic import SecretStr
+
     result = echo_pipeline(
-        source=str(archive.archive_dir),
+        source=SecretStr(str(archive.archive_dir)),
         output=str(tmp_path / "ingest"),
         runs=str(tmp_path / "runs"),
         labels=str(archive.labels_csv),
@@ -86,3 +88,13 @@ def test_demo_replaces_only_its_own_output(tmp_path: Path) -> None:
     with pytest.raises(DemoOutputNotOurs):
         prepare_output(theirs)
     assert (theirs / "precious.dcm").exists()
+
+
+def test_demo_keeps_its_secret_beside_its_output_and_reuses_it(tmp_path: Path) -> None:
+    out = tmp_path / "demo-output"
+    prepare_output(out)
+    key = demo_secret_file(out)
+    assert key.parent == tmp_path and not key.resolve().is_relative_to(out.resolve())
+    first = key.read_text()
+    prepare_output(out)  # the next demo replaces the output, never the key
+    assert demo_secret_file(out) == key and key.read_text() == first
