@@ -4,7 +4,7 @@ much tissue it keeps.
 Each clip is written through its container variant (every DICOM encoding, MP4, AVI), read back
 by the readers and processed as ingestion does: sector mask (`estimate_sector`), static
 overlays inside it (`find_static_overlays`), both mapped to the output size. Ground truth comes
-from the clip's text-free twin (`echofm.data.synthetic_twins`): text pixels are those the text
+from the clip's text-free twin (`echofm.synth.twins`): text pixels are those the text
 changes by more than 8 grey levels in some frame (banner text outside the fan included),
 tissue pixels the fan's non-black pixels that are not text. Figures, per set and per variant:
 
@@ -94,7 +94,7 @@ def measure_clip(frames: np.ndarray, regions: list, lossy: bool, text: np.ndarra
     return figures
 
 
-def _ecg_trace(clip) -> np.ndarray:  # noqa: ANN001 - a synthetic_twins.TwinClip
+def _ecg_trace(clip) -> np.ndarray:  # noqa: ANN001 - an echofm.synth.twins.TwinClip
     """bool `[H, W]`: the pixels the ECG band draws on at some time (trace and cursor)."""
     x0, y0, x1, y1 = clip.marked.ecg_box
     frames = clip.twin.frames if clip.twin.frames.ndim == 4 else clip.twin.frames[..., None]
@@ -106,7 +106,7 @@ def _ecg_trace(clip) -> np.ndarray:  # noqa: ANN001 - a synthetic_twins.TwinClip
 def measure_set(config, indices: list[int], annotate: Callable | None, ecg_gap: int | None, size: int,
                 workdir: Path) -> dict[str, SetFigures]:
     """Figures per container variant over clips `indices` of the archive `config` describes."""
-    from echofm.data.synthetic_twins import plan_for, render_twins, write_twin
+    from echofm.synth.twins import plan_for, render_twins, write_twin
     from echofm.io import read_dicom, read_video
 
     by_variant: dict[str, SetFigures] = {}
@@ -139,8 +139,8 @@ def _row(name: str, f: SetFigures) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from echofm.data.synthetic_plan import SIZES, SynthConfig
-    from echofm.data.synthetic_twins import heavy_annotations
+    from echofm.synth.plan import SIZES, SynthConfig
+    from echofm.synth.twins import heavy_annotations
 
     config = SynthConfig(n_clips=args.clips, seed=args.seed, sizes=SIZES, max_frames=48)
     indices = list(range(args.clips))

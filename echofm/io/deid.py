@@ -15,7 +15,7 @@ The identity contract (docs/deid.md) that every producer and consumer of a manif
   `keyed_digest(secret, "source", sha256(file bytes))`, `content_hash` is
   `keyed_digest(secret, "content", sha256 of the decoded pixels)`; 64 hex characters each.
 - A label table that names files by path joins by computing `source_id` of each path (see
-  `echofm.train.labels.join_labels`): the same function, the same secret.
+  `echofm.downstream.labels.join_labels`): the same function, the same secret.
 
 The secret comes from `ECHOFM_DEID_SECRET` or a secret file (`load_secret`), never from, and
 never into, an ingestion OUTPUT; `echofm keygen FILE` creates a secret file.

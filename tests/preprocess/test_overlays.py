@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from echofm.bench.deid import measure_clip
-from echofm.data.synthetic_plan import SynthConfig
-from echofm.data.synthetic_twins import heavy_annotations, plan_for, render_twins, write_twin
+from echofm.synth.plan import SynthConfig
+from echofm.synth.twins import heavy_annotations, plan_for, render_twins, write_twin
 from echofm.io import read_dicom, read_video
 from echofm.preprocess.overlays import OverlayConfig, find_static_overlays, remove_overlays
 from echofm.preprocess.sector import estimate_sector

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from echofm.data.synthetic_containers import write_dicom, write_video
-from echofm.data.synthetic_plan import ClipPlan, SynthConfig, assign_path, build_header, plan_clip, plan_patients, render_plan
-from echofm.data.synthetic_render import Overlay, RenderedClip
+from echofm.synth.containers import write_dicom, write_video
+from echofm.synth.plan import ClipPlan, SynthConfig, assign_path, build_header, plan_clip, plan_patients, render_plan
+from echofm.synth.render import Overlay, RenderedClip
 
 # Grey levels: a pixel counts as text where the text changes it by more than this in some frame
 # (anti-aliased edges that change a pixel by a level or two carry nothing legible).
