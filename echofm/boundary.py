@@ -6,10 +6,10 @@ party can quote what it read: pydicom quotes header values, `OSError` names the 
 (`[Errno 2] No such file or directory: '/data/DOE^JOHN_12345678/...'`), pandas quotes cells. So
 at every boundary:
 
-- an exception of this project (a class defined under `echofm` or `flows`, whose messages are
-  written to name files by keyed id only) passes on unchanged, its chained causes cut off;
-- any other becomes a `StageFailed` that keeps only the stage, the class name and a snake_case
-  reason.
+- an `EchoFMError` (this project's errors, whose messages are written to name files by keyed id
+  only) passes on unchanged, its chained causes cut off;
+- any other, a `ValueError` raised for a caller's mistake inside this project included, becomes
+  a `StageFailed` that keeps only the stage, the class name and a snake_case reason.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_PROJECT_PACKAGES = ("echofm", "flows")
+from echofm.errors import EchoFMError
 
 
-class StageFailed(RuntimeError):
+class StageFailed(EchoFMError, RuntimeError):
     """A stage failed with an error from outside this project; only its class name is kept."""
 
     def __init__(self, stage: str, error_class: str, *, source_id: str | None = None) -> None:
@@ -32,14 +32,9 @@ class StageFailed(RuntimeError):
         super().__init__(f"{stage}{where}: {error_class} [{self.reason}]")
 
 
-def is_project_error(exc: BaseException) -> bool:
-    """True for exceptions whose class this project defines (their text is ours)."""
-    return type(exc).__module__.split(".")[0] in _PROJECT_PACKAGES
-
-
 def public_error(exc: BaseException, stage: str, *, source_id: str | None = None) -> BaseException:
     """The exception to let cross a boundary in place of `exc` (see the module docstring)."""
-    if is_project_error(exc):
+    if isinstance(exc, EchoFMError):
         exc.__cause__ = None
         exc.__suppress_context__ = True
         return exc
@@ -49,7 +44,7 @@ def public_error(exc: BaseException, stage: str, *, source_id: str | None = None
 def public_message(exc: BaseException) -> str:
     """One line for a user: `Class: message` for this project's errors, the class and
     `unexpected_error` for any other."""
-    if is_project_error(exc):
+    if isinstance(exc, EchoFMError):
         return f"{type(exc).__name__}: {exc}"
     return f"{type(exc).__name__} [unexpected_error]"
 

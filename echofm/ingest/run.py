@@ -49,7 +49,7 @@ class ContractViolation(IngestError, RuntimeError):
     reason = "contract_violation"
 
 
-class SecretMismatch(RuntimeError):
+class SecretMismatch(IngestError, RuntimeError):
     """OUTPUT holds rows keyed by another secret: new ids would not match the recorded ones."""
 
     reason = "secret_mismatch"

@@ -1,13 +1,16 @@
 """Why a file could not be read: one exception class per failure a user acts on differently.
 
-Every error names the file it concerns (`.path`) and carries a stable snake_case `reason`, which
-is what the ingestion manifest records for a failed file.
+Every error carries the file it concerns (`.path`) and a stable snake_case `reason`, which is
+what the ingestion manifest records for a failed file. The message itself is the detail and the
+reason, never the path: PACS exports name folders and files after the patient, and an error
+message travels to logs, stderr and the Prefect database (`echofm.boundary`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar
+
 from echofm.errors import EchoFMError
 
 
@@ -19,7 +22,7 @@ class EchoIOError(EchoFMError):
     def __init__(self, path: str | Path | None, detail: str) -> None:
         self.path = Path(path) if path is not None else None
         self.detail = detail
-        super().__init__(f"{self.path}: {detail}" if self.path is not None else detail)
+        super().__init__(f"{detail} [{self.reason}]")
 
 
 class NotDicom(EchoIOError):
