@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echofm.synth.containers import write_dicom, write_video
+from echofm.synth.containers import UltrasoundHeader, write_dicom, write_video
 from echofm.synth.plan import ClipPlan, SynthConfig, assign_path, build_header, plan_clip, plan_patients, render_plan
 from echofm.synth.render import Overlay, RenderedClip
 
@@ -79,13 +79,22 @@ def render_twins(
     return TwinClip(plan=plan, marked=marked, twin=twin)
 
 
-def write_twin(config: SynthConfig, clip: TwinClip, path: Path, *, text: bool = True) -> Path:
+def write_twin(
+    config: SynthConfig,
+    clip: TwinClip,
+    path: Path,
+    *,
+    text: bool = True,
+    edit_header: Callable[[UltrasoundHeader], UltrasoundHeader] | None = None,
+) -> Path:
     """Write the marked clip (or with `text=False` its twin) to `path` in the plan's container
-    variant (DICOM with its header, or MP4/AVI); returns the path."""
+    variant (DICOM with its header, changed by `edit_header` when given, or MP4/AVI); returns
+    the path."""
     rendered = clip.marked if text else clip.twin
     path.parent.mkdir(parents=True, exist_ok=True)
     if clip.plan.variant.container == "dicom":
-        write_dicom(path, rendered.frames, clip.plan.variant, build_header(config, clip.plan, rendered))
+        header = build_header(config, clip.plan, rendered)
+        write_dicom(path, rendered.frames, clip.plan.variant, edit_header(header) if edit_header else header)
     else:
         write_video(path, rendered.frames, float(clip.plan.fps), clip.plan.variant.container)
     return path
