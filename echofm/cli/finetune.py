@@ -39,10 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--task", choices=TASKS.names(), required=True,
-                        help="; ".join(f"{task.name}: {task.title}" for task in TASKS))
+                        help="; ".join(f"{task.name}: {task.title}" for task in TASKS).replace("%", "%%"))
     parser.add_argument("--shards", type=storage.location, required=True, help="OUTPUT/shards (a directory or an s3:// URL)")
     parser.add_argument("--manifest", type=storage.location, default=None, help="default: OUTPUT/manifest.parquet beside the shards")
-    parser.add_argument("--labels", type=Path, required=True, 
+    parser.add_argument("--labels", type=Path, required=True,
                         help="labels CSV or Parquet (by clip_id, source_id, or source path: needs the secret)")
     parser.add_argument("--mask-root", type=Path, default=None, help="directory mask_file paths are relative to (default: the labels file's)")
     parser.add_argument("--encoder", required=True, help=ENCODER_HELP)

@@ -12,14 +12,24 @@ text, at the same relative paths and with the same headers.
 
 from __future__ import annotations
 
+import gzip
+import html
+import io
+import json
 import os
 import struct
-from collections.abc import Callable
+import tarfile
+import urllib.parse
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from pydicom import config as dicom_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -203,6 +213,12 @@ _LAYOUT: tuple[tuple[bytes, str, str, bool, bool, str, bool], ...] = (
 
 def build_redteam(root: Path) -> RedTeamArchive:
     """Write the archive under `root / ROOT`, its twin under `root / "twin"`, and a label table."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's warnings about the values planted here
+        return _build(root)
+
+
+def _build(root: Path) -> RedTeamArchive:
     source, twin_source = root / ROOT, root / "twin"
     files: list[RedTeamFile] = []
     labels: list[dict[str, object]] = []
@@ -237,25 +253,74 @@ def build_redteam(root: Path) -> RedTeamArchive:
 
 
 def needles(marker: str) -> set[bytes]:
-    """`marker` as it would appear in bytes: UTF-8, Latin-1, UTF-16 (both orders), and escaped for
-    JSON, HTML and URLs; all lower-cased (the haystack is lower-cased too)."""
-    import html
-    import json
-    import urllib.parse
-
-    forms = {marker, json.dumps(marker)[1:-1], html.escape(marker), urllib.parse.quote(marker),
-             urllib.parse.quote_plus(marker), "".join(f"&#{ord(c)};" for c in marker)}
+    """`marker` as it could appear in bytes: as written, lower- and upper-cased; raw and escaped
+    for JSON (`\\u00c6`), HTML and URLs; each in UTF-8, Latin-1 and UTF-16 (both byte orders)."""
     out: set[bytes] = set()
-    for form in forms:
-        low = form.lower()
-        for encoding in ("utf-8", "latin-1", "utf-16-le", "utf-16-be"):
-            try:
-                out.add(low.encode(encoding))
-            except UnicodeEncodeError:
-                continue
+    for cased in {marker, marker.lower(), marker.upper()}:
+        forms = {cased, json.dumps(cased)[1:-1], json.dumps(cased, ensure_ascii=False)[1:-1], html.escape(cased),
+                 urllib.parse.quote(cased), urllib.parse.quote_plus(cased), "".join(f"&#{ord(c)};" for c in cased)}
+        for form in forms:
+            for encoding in ("utf-8", "latin-1", "utf-16-le", "utf-16-be"):
+                try:
+                    out.add(form.encode(encoding))
+                except UnicodeEncodeError:
+                    continue
     return out
 
 
-def text_free_frames(clip_frames: np.ndarray) -> np.ndarray:
-    """Frames as `[T, H, W, C]`."""
-    return clip_frames if clip_frames.ndim == 4 else clip_frames[..., None]
+def _parquet_text(blob: bytes) -> bytes:
+    """Every cell of a Parquet file, as bytes (its pages are compressed, its strings dictionary-coded)."""
+    cells = pq.read_table(io.BytesIO(blob)).to_pylist()
+    return b"\n".join(value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
+                      for row in cells for value in row.values())
+
+
+def _png_text(blob: bytes) -> bytes:
+    """The compressed text chunks of a PNG (zTXt, and iTXt with its compression flag set)."""
+    out, offset = [], 8
+    while offset + 8 <= len(blob):
+        size, kind = struct.unpack(">I4s", blob[offset : offset + 8])
+        data = blob[offset + 8 : offset + 8 + size]
+        if kind == b"zTXt":
+            out.append(zlib.decompress(data[data.index(b"\0") + 2 :]))
+        elif kind == b"iTXt" and data[data.index(b"\0") + 1] == 1:
+            keyword_end = data.index(b"\0")
+            rest = data[keyword_end + 3 :]
+            rest = rest[rest.index(b"\0") + 1 :]  # language tag
+            out.append(zlib.decompress(rest[rest.index(b"\0") + 1 :]))  # translated keyword
+        offset += 12 + size
+    return b"\n".join(out)
+
+
+def unpacked(where: str, blob: bytes, depth: int = 0) -> Iterator[tuple[str, bytes]]:
+    """`blob` and, for every container that compresses or nests (Parquet, zip (torch checkpoints,
+    npz), tar (shards), gzip, PNG text), what it holds, recursively."""
+    yield where, blob
+    if depth > 4:
+        return
+    inner: list[tuple[str, bytes]] = []
+    if blob[:4] == b"PAR1":
+        inner.append(("parquet", _parquet_text(blob)))
+    elif blob[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            inner += [(info.filename, archive.read(info)) for info in archive.infolist()]
+    elif blob[:2] == b"\x1f\x8b":
+        inner.append(("gzip", gzip.decompress(blob)))
+    elif blob[:8] == b"\x89PNG\r\n\x1a\n":
+        inner.append(("png text", _png_text(blob)))
+    elif len(blob) > 262 and blob[257:262] == b"ustar":
+        with tarfile.open(fileobj=io.BytesIO(blob)) as archive:
+            inner += [(m.name, archive.extractfile(m).read()) for m in archive.getmembers() if m.isfile()]
+    for name, content in inner:
+        yield from unpacked(f"{where}!{name}", content, depth + 1)
+
+
+def find_markers(folders: list[Path], printed: list[str], secrets: set[bytes]) -> list[tuple[str, str]]:
+    """(channel, where) for every marker (and secret form) found in any file under `folders`, any
+    thing inside those files, or any of the `printed` texts; empty when none leaked."""
+    wanted = {name: needles(marker) for name, marker in MARKERS.items()} | {"secret": secrets}
+    blobs = [item for folder in folders for path in sorted(folder.rglob("*")) if path.is_file()
+             for item in unpacked(str(path), path.read_bytes())]
+    blobs += [(f"printed {i}", text.encode("utf-8", "surrogateescape")) for i, text in enumerate(printed)]
+    return sorted({(channel, where) for where, blob in blobs for hay in (blob, blob.lower())
+                   for channel, forms in wanted.items() if any(form in hay for form in forms)})
