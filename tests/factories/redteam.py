@@ -13,6 +13,7 @@ text, at the same relative paths and with the same headers.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import html
 import io
 import json
@@ -254,7 +255,8 @@ def _build(root: Path) -> RedTeamArchive:
 
 def needles(marker: str) -> set[bytes]:
     """`marker` as it could appear in bytes: as written, lower- and upper-cased; raw and escaped
-    for JSON (`\\u00c6`), HTML and URLs; each in UTF-8, Latin-1 and UTF-16 (both byte orders)."""
+    for JSON (`\\u00c6`), HTML and URLs; each in UTF-8, Latin-1 and UTF-16 (both byte orders).
+    Returned with ASCII letters lower-cased (`bytes.lower`): look for them in `blob.lower()`."""
     out: set[bytes] = set()
     for cased in {marker, marker.lower(), marker.upper()}:
         forms = {cased, json.dumps(cased)[1:-1], json.dumps(cased, ensure_ascii=False)[1:-1], html.escape(cased),
@@ -262,7 +264,7 @@ def needles(marker: str) -> set[bytes]:
         for form in forms:
             for encoding in ("utf-8", "latin-1", "utf-16-le", "utf-16-be"):
                 try:
-                    out.add(form.encode(encoding))
+                    out.add(form.encode(encoding).lower())
                 except UnicodeEncodeError:
                     continue
     return out
@@ -303,7 +305,9 @@ def unpacked(where: str, blob: bytes, depth: int = 0) -> Iterator[tuple[str, byt
         inner.append(("parquet", _parquet_text(blob)))
     elif blob[:4] == b"PK\x03\x04":
         with zipfile.ZipFile(io.BytesIO(blob)) as archive:
-            inner += [(info.filename, archive.read(info)) for info in archive.infolist()]
+            # A stored member (the tensors of a torch checkpoint) is in `blob` byte for byte already.
+            inner += [(info.filename, archive.read(info)) for info in archive.infolist()
+                      if info.compress_type != zipfile.ZIP_STORED]
     elif blob[:2] == b"\x1f\x8b":
         inner.append(("gzip", gzip.decompress(blob)))
     elif blob[:8] == b"\x89PNG\r\n\x1a\n":
@@ -318,9 +322,16 @@ def unpacked(where: str, blob: bytes, depth: int = 0) -> Iterator[tuple[str, byt
 def find_markers(folders: list[Path], printed: list[str], secrets: set[bytes]) -> list[tuple[str, str]]:
     """(channel, where) for every marker (and secret form) found in any file under `folders`, any
     thing inside those files, or any of the `printed` texts; empty when none leaked."""
-    wanted = {name: needles(marker) for name, marker in MARKERS.items()} | {"secret": secrets}
+    wanted = {name: needles(marker) for name, marker in MARKERS.items()} | {"secret": {form.lower() for form in secrets}}
     blobs = [item for folder in folders for path in sorted(folder.rglob("*")) if path.is_file()
              for item in unpacked(str(path), path.read_bytes())]
     blobs += [(f"printed {i}", text.encode("utf-8", "surrogateescape")) for i, text in enumerate(printed)]
-    return sorted({(channel, where) for where, blob in blobs for hay in (blob, blob.lower())
-                   for channel, forms in wanted.items() if any(form in hay for form in forms)})
+    found, seen = set(), set()
+    for where, blob in blobs:
+        digest = hashlib.sha256(blob).digest()
+        if digest in seen:  # the same model file in the run, the registry and the artifacts
+            continue
+        seen.add(digest)
+        hay = blob.lower()
+        found |= {(channel, where) for channel, forms in wanted.items() if any(form in hay for form in forms)}
+    return sorted(found)
