@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from echofm.cli.options import add_secret_file_flag
+from echofm.cli.options import add_secret_file_flag, usage_error_message
 from echofm.downstream.splits import SPLITS
 from echofm.downstream.tasks import TASKS
 
@@ -50,8 +50,12 @@ def run(args: argparse.Namespace) -> int:
                            task=args.task, split=args.split, split_config=split_config,
                            mask_root=args.mask_root, tracking_uri=args.tracking_uri,
                            secret=optional_secret(args.secret_file))
-    except (EchoFMError, MlflowException, FileNotFoundError) as exc:
+    except MlflowException as exc:  # about the model URI given: registry text, not file content
         logger.error("%s", exc)
+        return EXIT_USAGE
+    except (EchoFMError, FileNotFoundError) as exc:
+        # Not the library's text: a label table's cells and file names can identify patients.
+        logger.error("%s", usage_error_message(exc, args))
         return EXIT_USAGE
     print(json.dumps({"model": args.model, "split": args.split, "metrics": metrics}, indent=2))
     return 0

@@ -18,7 +18,7 @@ import json
 import logging
 from pathlib import Path
 
-from echofm.cli.options import ENCODER_HELP, add_option_flags, add_secret_file_flag, given_options
+from echofm.cli.options import ENCODER_HELP, add_option_flags, add_secret_file_flag, given_options, usage_error_message
 from echofm.data import storage
 from echofm.downstream.config import FinetuneConfig, FinetuneOptions
 from echofm.downstream.splits import SplitConfig
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
                           manifest=args.manifest, out_dir=args.out, mask_root=args.mask_root,
                           tracking_uri=tracking_uri, secret=optional_secret(args.secret_file))
     except (EchoFMError, FileNotFoundError) as exc:
-        logger.error("%s", exc)
+        # Not the library's text: a label table's cells and file names can identify patients.
+        logger.error("%s", usage_error_message(exc, args))
         return EXIT_USAGE
     summary = result.summary()
     report = {"task": config.task, "strategy": config.strategy, "counts": result.counts,

@@ -12,6 +12,7 @@ import argparse
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -114,3 +115,15 @@ def add_secret_file_flag(parser: argparse.ArgumentParser) -> None:
     from echofm.ingest.config import SECRET_FILE_HELP
 
     parser.add_argument("--secret-file", default=None, metavar="FILE", help=SECRET_FILE_HELP)
+
+
+def usage_error_message(exc: Exception, args: argparse.Namespace) -> str:
+    """One line for a usage error: this project's text for its own errors; for a missing file, its
+    name only when the command line named it (a file named inside a label table may carry a
+    patient's name); the class alone for anything else."""
+    from echofm.boundary import public_message
+
+    given = {str(value) for value in vars(args).values() if isinstance(value, (str, Path))}
+    if isinstance(exc, FileNotFoundError) and exc.filename is not None and str(exc.filename) in given:
+        return f"no such file: {exc.filename}"
+    return public_message(exc)

@@ -146,19 +146,26 @@ class SourceMasks:
 def load_source_masks(mask_path: str | Path) -> SourceMasks:
     """Read a mask file: `masks` `[K, H, W]` with `frame_indices` `[K]` (the synthetic archive's
     layout), or dense `masks` `[T, H, W]` without indices, where the non-empty frames are the
-    labelled ones (EchoNet-style ED/ES tracings)."""
-    with np.load(mask_path) as data:
+    labelled ones (EchoNet-style ED/ES tracings).
+
+    The messages do not repeat `mask_path`: a label table may name mask files after patients.
+    """
+    try:
+        data = np.load(mask_path)
+    except (OSError, ValueError):
+        raise LabelError("a mask_file named in the labels cannot be read as .npz") from None
+    with data:
         if "masks" not in data:
-            raise LabelError(f"{mask_path}: no 'masks' array")
+            raise LabelError("a mask_file named in the labels has no 'masks' array")
         masks = (np.asarray(data["masks"]) != 0).astype(np.uint8)
         indices = np.asarray(data["frame_indices"]) if "frame_indices" in data else None
     if masks.ndim != 3:
-        raise LabelError(f"{mask_path}: masks must be [K, H, W], got {masks.shape}")
+        raise LabelError(f"a mask_file named in the labels has masks of shape {masks.shape}, not [K, H, W]")
     if indices is None:
         indices = np.flatnonzero(masks.reshape(masks.shape[0], -1).any(axis=1))
         masks = masks[indices]
     if len(indices) != masks.shape[0]:
-        raise LabelError(f"{mask_path}: {len(indices)} frame indices for {masks.shape[0]} masks")
+        raise LabelError(f"a mask_file named in the labels has {len(indices)} frame indices for {masks.shape[0]} masks")
     return SourceMasks(masks=masks, frame_indices=indices.astype(np.int64))
 
 

@@ -19,6 +19,14 @@ def test_every_command_module_is_listed_in_help(capsys: pytest.CaptureFixture[st
         assert name in listed
 
 
+@pytest.mark.parametrize("name", sorted(COMMAND_MODULES))
+def test_every_command_prints_its_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse formats help text with %: a literal one (EF %) must be escaped or --help crashes.
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
 def test_bench_rejects_an_unknown_benchmark() -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["bench", "nonexistent"])

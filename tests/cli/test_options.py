@@ -67,3 +67,17 @@ def test_flows_take_the_models_the_commands_are_built_from() -> None:
     # The pretraining form is the run, its process layout and the retry policy, each field once.
     assert set(PretrainOptions.model_fields) == (set(PretrainConfig.model_fields) | set(LaunchSpec.model_fields)
                                                  | {"retries", "retry_delay_seconds", "resume"})
+
+
+def test_usage_errors_name_only_the_files_the_command_line_named(tmp_path: Path) -> None:
+    from echofm.cli.options import usage_error_message
+    from echofm.downstream.labels import LabelError, load_source_masks
+
+    given = tmp_path / "labels.csv"
+    args = argparse.Namespace(labels=given, out=tmp_path / "out")
+    assert usage_error_message(FileNotFoundError(2, "No such file", str(given)), args) == f"no such file: {given}"
+    inside = "/masks/DOE^JOHN_12345678.npz"
+    assert "DOE" not in usage_error_message(FileNotFoundError(2, "No such file", inside), args)
+    with pytest.raises(LabelError) as caught:
+        load_source_masks(tmp_path / "DOE^JOHN_12345678.npz")
+    assert "DOE" not in usage_error_message(caught.value, args)
