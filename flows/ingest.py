@@ -82,7 +82,7 @@ class SourceNotABlock(SourceError):
     reason = "source_not_a_block"
 
 
-def resolve_source(source: SecretStr | str) -> str:
+def resolve_source(source: str | SecretStr) -> str:
     """The SOURCE path behind the flow's `source` parameter (see the module docstring)."""
     if isinstance(source, SecretStr):
         return source.get_secret_value()
@@ -165,7 +165,9 @@ def _publish(summary: IngestSummary, outcome: IngestOutcome, output: Path | str,
 
 
 @flow(name="ingest-archive")
-def ingest_archive(source: SecretStr | str, output: str, options: IngestOptions | None = None) -> dict[str, Any]:
+# `str` first: Prefect validates parameters with pydantic, which would turn "block:NAME" into a
+# SecretStr (and accept a plain path unrefused) were SecretStr the first member of the union.
+def ingest_archive(source: str | SecretStr, output: str, options: IngestOptions | None = None) -> dict[str, Any]:
     """Ingest the archive at `source` into `output` (shards/, manifest.parquet, qc/).
 
     source: the SOURCE path as a `SecretStr`, or `block:NAME` of a Prefect Secret block holding

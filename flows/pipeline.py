@@ -36,7 +36,7 @@ def promote_encoder_task(name: str, version: str, downstream: list[dict[str, Any
 @flow(name="echofm-pipeline")
 def echo_pipeline(
     source: Annotated[
-        SecretStr | str,
+        str | SecretStr,
         Field(description="archive to ingest: block:NAME of a Prefect Secret block holding its path (the path itself "
                           "would be stored in the Prefect database)"),
     ],

@@ -23,3 +23,14 @@ def test_a_secret_str_gives_the_path_and_persists_masked() -> None:
     # Prefect persists a SecretStr parameter as its masked form; tests/test_redteam.py searches
     # the database of a real run for the path.
     assert "DOE" not in source.__repr__() and "DOE" not in str(source)
+
+
+def test_prefect_parameter_validation_keeps_a_block_name_a_string() -> None:
+    from flows.ingest import ingest_archive
+
+    checked = ingest_archive.validate_parameters({"source": "block:archive", "output": "/out"})
+    assert checked["source"] == "block:archive"
+    masked = ingest_archive.validate_parameters({"source": SecretStr(PATIENT_ROOT), "output": "/out"})
+    assert isinstance(masked["source"], SecretStr)
+    with pytest.raises(SourceNotABlock):
+        resolve_source(ingest_archive.validate_parameters({"source": PATIENT_ROOT, "output": "/out"})["source"])
