@@ -217,13 +217,20 @@ class PipelinePass:
         return self.discovery + self.batch
 
 
+def _pseudonymizer(secret_file: str | None) -> object:
+    """The pseudonymizer of the bench's own throw-away secret (ingestion needs one)."""
+    from echofm.io.deid import Pseudonymizer, load_secret
+
+    return Pseudonymizer(load_secret(secret_file=secret_file))
+
+
 def _pipeline_pass(source: Path, output: Path, config: object) -> PipelinePass:
     from echofm.ingest.batch import process_batch
     from echofm.ingest.discover import discover
 
     shutil.rmtree(output, ignore_errors=True)
     started = time.process_time()
-    files = discover(source, workers=1)
+    files = discover(source, _pseudonymizer(config.secret_file), workers=1)  # type: ignore[attr-defined]
     discovered = time.process_time()
     result = process_batch(files, source, output, config, output.name)  # type: ignore[arg-type]
     finished = time.process_time()
@@ -232,14 +239,15 @@ def _pipeline_pass(source: Path, output: Path, config: object) -> PipelinePass:
 
 
 def _clips_by_source(output: Path) -> dict[str, np.ndarray]:
-    """Accepted clips of a pass by source file name (first window)."""
+    """Accepted clips of a pass by source id (first window): the same relative path under the
+    bench's one secret, so passes over different folders of the same names line up."""
     import pyarrow.parquet as pq
 
     from echofm.data.shards import read_shard_sample
 
     rows = [r for part in (output / ".parts").glob("*.parquet") for r in pq.read_table(part).to_pylist()]
     return {
-        Path(row["source_path"]).name: read_shard_sample(output / "shards" / row["shard"], row["key"])[0]
+        row["source_id"]: read_shard_sample(output / "shards" / row["shard"], row["key"])[0]
         for row in rows
         if row["status"] == "accepted" and row["window_index"] == 0
     }
@@ -272,7 +280,7 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _worker_peak_rss(path: str, output: str) -> tuple[int, int]:
+def _worker_peak_rss(path: str, output: str, secret_file: str) -> tuple[int, int]:
     """In a fresh process: (peak RSS after imports, peak RSS after ingesting one file), bytes."""
     import echofm.data.shards  # noqa: F401 - the imports a batch worker holds anyway
     from echofm.ingest.batch import process_batch
@@ -281,21 +289,22 @@ def _worker_peak_rss(path: str, output: str) -> tuple[int, int]:
 
     baseline = _peak_rss_bytes()
     source = Path(path).parent
-    files = [f for f in discover(source, workers=1) if f.path.name == Path(path).name]
-    result = process_batch(files, source, output, IngestConfig(), "bench-rss")
+    config = IngestConfig(secret_file=secret_file)
+    files = [f for f in discover(source, _pseudonymizer(secret_file), workers=1) if f.path.name == Path(path).name]
+    result = process_batch(files, source, output, config, "bench-rss")
     if result.n_clips != 1:
         raise RuntimeError(f"the long cine was not accepted: {[r['reason'] for r in result.rows]}")
     return baseline, _peak_rss_bytes()
 
 
-def peak_rss_long_cine(scratch: Path) -> tuple[int, int]:
+def peak_rss_long_cine(scratch: Path, secret_file: str) -> tuple[int, int]:
     """Peak RSS of a fresh worker ingesting a 300-frame 800 x 600 JPEG YBR cine."""
     directory = scratch / "long"
     directory.mkdir()
     write_jpeg_dicom(directory / "long.dcm", _cine(LONG_CINE_FRAMES, TYPICAL_SIZE, seed=300), TYPICAL_FPS)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_worker_peak_rss, str(directory / "long.dcm"), str(scratch / "long-out")).result()
+        return pool.submit(_worker_peak_rss, str(directory / "long.dcm"), str(scratch / "long-out"), secret_file).result()
 
 
 def _ms(seconds: float, clips: int) -> str:
@@ -308,6 +317,7 @@ def run(args: argparse.Namespace) -> int:
     from echofm.ingest.config import IngestConfig
     from echofm.ingest.discover import discover
     from echofm.ingest.header import decode_frames
+    from echofm.io.deid import write_secret_file
 
     import cv2
 
@@ -322,15 +332,17 @@ def run(args: argparse.Namespace) -> int:
             started = time.perf_counter()
             source = generate_typical_archive(scratch / "archive", args.clips)
             sys.stdout.write(f"generated {args.clips} typical clips in {time.perf_counter() - started:.1f} s\n")
-        files = [f for f in discover(source, workers=1) if f.is_media]
-        config = IngestConfig()
+        # A throw-away secret beside the scratch outputs (never inside one of them).
+        secret_file = str(write_secret_file(scratch / "bench.secret"))
+        files = [f for f in discover(source, _pseudonymizer(secret_file), workers=1) if f.is_media]
+        config = IngestConfig(secret_file=secret_file)
         planned = {item.rel_path: _kept_frames(item, config) for item in files}
         kept = {path: indices for path, indices in planned.items() if indices is not None}
         every = {item.rel_path: np.arange(_n_frames(item), dtype=np.int64) for item in files if item.rel_path in kept}
         floor = DecodeFloor(files, kept, decode_frames)
         variants = {"pipeline": config}
         if args.fast_decode:
-            variants["fast-decode"] = IngestConfig(fast_decode=True)  # type: ignore[call-arg]
+            variants["fast-decode"] = IngestConfig(fast_decode=True, secret_file=secret_file)  # type: ignore[call-arg]
 
         # Warm-up, not timed: imports (pydicom, OpenCV, pyarrow) and first-call costs,
         # paid once per worker process, not per clip.
@@ -355,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
         if args.fast_decode and args.archive is None:
             lines.extend(_fast_decode_error(passes, scratch, args.clips, config))
         if not args.skip_rss:
-            baseline, peak = peak_rss_long_cine(scratch)
+            baseline, peak = peak_rss_long_cine(scratch, secret_file)
             lines.append(
                 f"peak RSS of a worker ingesting a {LONG_CINE_FRAMES}-frame {TYPICAL_SIZE[1]}x{TYPICAL_SIZE[0]} cine: "
                 f"{peak / 2**20:.0f} MiB (after imports {baseline / 2**20:.0f} MiB; target < {RSS_TARGET_BYTES / 2**30:.1f} GiB) "

@@ -61,8 +61,8 @@ def synthetic_manifest(n_rows: int, *, seed: int, run_id: str) -> Any:
                       np.where(failed, "corrupt_pixel_data", None))
     columns: dict[str, Any] = {
         "clip_id": clip_id,
-        "source_path": np.array([f"site{i % 7}/patient{i // 40:06d}/IM_{i % 40:04d}.dcm" for i in range(n_rows)]),
-        "source_sha256": _hex(rng, n_rows, 64),
+        "source_id": np.array(["f" + h for h in _hex(rng, n_rows, 32)]),
+        "source_hash": _hex(rng, n_rows, 64),
         "source_format": rng.choice(np.array(["dicom", "mp4", "avi"]), size=n_rows, p=[0.8, 0.15, 0.05]),
         "source_bytes": rng.integers(100_000, 50_000_000, n_rows),
         "status": status,
@@ -88,7 +88,7 @@ def synthetic_manifest(n_rows: int, *, seed: int, run_id: str) -> Any:
         "qc_motion_energy": rng.uniform(1, 20, n_rows),
         "qc_saturated_fraction": rng.uniform(0, 0.05, n_rows),
         "qc_sector_area_fraction": rng.uniform(0.2, 0.7, n_rows),
-        "content_sha256": np.where(accepted, _hex(rng, n_rows, 64), None),
+        "content_hash": np.where(accepted, _hex(rng, n_rows, 64), None),
         "patient_id": np.array([f"p{i // 40:019x}" for i in range(n_rows)]),
         "study_id": np.array([f"s{i // 20:019x}" for i in range(n_rows)]),
         "series_id": np.array([f"r{i // 10:019x}" for i in range(n_rows)]),
@@ -96,6 +96,7 @@ def synthetic_manifest(n_rows: int, *, seed: int, run_id: str) -> Any:
         "key": np.where(accepted, clip_id, None),
         "batch_id": np.array([f"{run_id}-b{i // 64:05d}" for i in range(n_rows)]),
         "ingest_run_id": np.full(n_rows, run_id),
+        "key_id": np.full(n_rows, "0123456789ab"),
         "ingested_at": np.full(n_rows, datetime(2026, 11, 1, tzinfo=timezone.utc)),
     }
     arrays = []

@@ -55,13 +55,15 @@ def _upload_archive(fs: object, tmp_path: Path) -> str:
 def test_ingestion_reads_and_writes_object_storage(s3: object, tmp_path: Path) -> None:
     from echofm.ingest.config import IngestConfig
     from echofm.ingest.run import ingest_serially
+    from echofm.io.deid import Pseudonymizer
 
     source = _upload_archive(s3, tmp_path)
     output = "s3://echo/output"
     outcome = ingest_serially(source, output, IngestConfig(batch_size=2))
-    fates = {row["source_path"]: (row["status"], row["reason"]) for row in outcome.new_rows}
-    assert fates == {"site1/a.dcm": ("accepted", None), "site1/b.dcm": ("accepted", None),
-                     "site1/notes.txt": ("rejected", "not_media")}
+    keyed = Pseudonymizer(SECRET.encode())  # the secret this module's server environment sets
+    fates = {row["source_id"]: (row["status"], row["reason"]) for row in outcome.new_rows}
+    assert fates == {keyed.source_id("site1/a.dcm"): ("accepted", None), keyed.source_id("site1/b.dcm"): ("accepted", None),
+                     keyed.source_id("site1/notes.txt"): ("rejected", "not_media")}
     objects = sorted(storage.name(p) for p in storage.glob(f"{output}/shards", "*"))
     assert objects and all(name.endswith(".tar") for name in objects)  # no temporary object left
     assert [storage.name(p) for p in manifest_parts(f"{output}/manifest.parquet")] == [f"part-{outcome.new_rows[0]['ingest_run_id']}.parquet"]

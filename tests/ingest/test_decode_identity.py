@@ -15,10 +15,11 @@ from echofm.ingest.batch import process_batch
 from echofm.ingest.config import IngestConfig
 from echofm.ingest.discover import discover
 from echofm.io import jpeg_frames, scan_dicom
+from echofm.io.deid import Pseudonymizer, load_secret
 
 # Columns that differ between two runs by design: the clock, and the content hash, which covers
 # the decoded stack in its channel count (one grey channel now, three before).
-_RUN_COLUMNS = {"ingested_at", "batch_id", "ingest_run_id", "content_sha256"}
+_RUN_COLUMNS = {"ingested_at", "batch_id", "ingest_run_id", "content_hash"}
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,9 @@ def grey_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _ingest(source: Path, output: Path) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-    result = process_batch(discover(source, workers=1), source, output, IngestConfig(max_windows=2), "identity")
-    assert result.n_clips >= 2, [(r["source_path"], r["reason"]) for r in result.rows]
+    files = discover(source, Pseudonymizer(load_secret()), workers=1)
+    result = process_batch(files, source, output, IngestConfig(max_windows=2), "identity")
+    assert result.n_clips >= 2, [(r["source_id"], r["reason"]) for r in result.rows]
     clips = {key: frames for shard in sorted((output / "shards").glob("*.tar")) for key, frames, _ in iter_shard(shard)}
     rows = {r["clip_id"]: r for r in pq.read_table(result.part_path).to_pylist()}
     return clips, rows
