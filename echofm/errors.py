@@ -13,6 +13,7 @@ class that fits (`ValueError`, `FileNotFoundError`, ...), so generic handlers ke
     ├── IngestError        echofm.ingest: SOURCE/OUTPUT, view classifiers, the data contract
     ├── TrainingError      echofm.pretrain: options, checkpoints and resuming, the torchrun job
     ├── DownstreamError    echofm.downstream: tasks, labels, splits, encoders, fine-tuning
+    ├── DatasetError       echofm.datasets: public datasets in their published layouts
     ├── RegistryError      echofm.registry: registration, promotion, registered models
     ├── StoreError         echofm.store: tracking store and model-URI names
     └── SynthError         echofm.synth: the synthetic archive generator
@@ -49,6 +50,10 @@ class TrainingError(EchoFMError):
 
 class DownstreamError(EchoFMError):
     """A downstream task, label table, split or encoder that cannot serve fine-tuning or evaluation."""
+
+
+class DatasetError(EchoFMError):
+    """A public dataset whose layout does not match its published form, or that cannot be prepared."""
 
 
 class RegistryError(EchoFMError, RuntimeError):

@@ -59,6 +59,24 @@ TASKS.register(Task(
     promotion=PromotionRule("dice", higher_is_better=True, min_improvement=0.01),
 ))
 
+TASKS.register(Task(
+    name="lvh",
+    title="LV wall thickness and diameter, PLAX (IVS, LVID, LVPW in mm)",
+    kind="regression",
+    label_columns=("ivs_mm", "lvid_mm", "lvpw_mm"),
+    outputs=("ivs_mm", "lvid_mm", "lvpw_mm"),
+    promotion=PromotionRule("mae", higher_is_better=False, min_improvement=0.1),
+))
+
+TASKS.register(Task(
+    name="aortic_stenosis",
+    title="aortic stenosis: none, non-significant (mild, mild-to-moderate), significant (moderate, severe)",
+    kind="multiclass",
+    label_columns=("aortic_stenosis",),
+    classes=("none", "non_significant", "significant"),
+    promotion=PromotionRule("accuracy", higher_is_better=True, min_improvement=0.01),
+))
+
 # What a pipeline run fine-tunes when it is not told.
 PIPELINE_TASKS: tuple[str, ...] = ("ef", "view")
 

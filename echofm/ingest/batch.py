@@ -258,7 +258,8 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
         return [file_row(item, header=header, status="rejected", reason=reason, **context.ids, **extra)]
 
     reasons = header_qc(
-        n_frames=header.n_frames, fps=header.fps, height=header.height, width=header.width, thresholds=config.qc
+        n_frames=header.n_frames, fps=header.fps, height=header.height, width=header.width, thresholds=config.qc,
+        still=header.still,
     )
     if reasons:
         return reject(reasons[0])
@@ -271,7 +272,8 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
             return reject(why, prediction=prediction)
 
     with timer.stage("plan"):
-        windows = plan_windows(
+        # A still enters as a clip of its one frame repeated (every slot samples frame 0).
+        windows = [np.zeros(config.num_frames, dtype=np.int64)] if header.still else plan_windows(
             header.n_frames,
             header.fps,
             num_frames=config.num_frames,
@@ -299,7 +301,7 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
     with timer.stage("sector"):
         sector = estimate_sector(clip.frames, clip.regions)
     with timer.stage("qc"):
-        qc = pixel_qc(clip.frames, sector.mask, sector.method, config.qc)
+        qc = pixel_qc(clip.frames, sector.mask, sector.method, config.qc, still=header.still)
     if not qc.passed:
         return reject(qc.reason or "qc", prediction=prediction, qc=qc, sector=sector, pixel_hash=content_hash)
     with timer.stage("overlays"):

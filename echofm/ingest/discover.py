@@ -2,7 +2,8 @@
 
 Extensions lie in real archives (DICOM files named `IM0001` or `.bin`, text files named `.dcm`),
 so the format comes from the first bytes: the `DICM` magic at offset 128, a DICOM data set that
-starts without the preamble, an ISO-BMFF `ftyp` box (MP4/MOV) or a RIFF `AVI ` header. Nothing is
+starts without the preamble, an ISO-BMFF `ftyp` box (MP4/MOV), a RIFF `AVI ` header, a NIfTI or
+MetaImage header (`echofm.io.volume`) or the PNG signature (`echofm.io.still`). Nothing is
 skipped silently: a file that is none of these is returned with a rejection reason.
 
 SOURCE may be an object-store prefix (`s3://bucket/archive`): its objects are listed, sniffed
@@ -30,11 +31,13 @@ from typing import TYPE_CHECKING, BinaryIO
 from echofm.data.digest import file_sha256 as sha256_file
 from echofm.errors import IngestError
 from echofm.io.quiet import silence_readers
+from echofm.io.still import STILL_FORMATS, sniff_still
+from echofm.io.volume import VOLUME_FORMATS, is_volume_data, sniff_volume
 
 if TYPE_CHECKING:
     from echofm.io.deid import Pseudonymizer
 
-MEDIA_FORMATS: tuple[str, ...] = ("dicom", "mp4", "avi")
+MEDIA_FORMATS: tuple[str, ...] = ("dicom", "mp4", "avi", *VOLUME_FORMATS, *STILL_FORMATS)
 # ISO-BMFF top-level boxes a valid MP4/MOV may start with (`ftyp` normally comes first; old
 # QuickTime files may start with the others).
 _BMFF_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"})
@@ -60,9 +63,10 @@ class DiscoveredFile:
     path: absolute path or an object's URL for an object-store SOURCE (to open the file; never
     written anywhere); rel_path: POSIX path relative to SOURCE (undecodable bytes
     surrogate-escaped; the key of the path map, never written elsewhere); source_id: its keyed id
-    (what the manifest and logs name the file by); source_format: "dicom" | "mp4" | "avi" |
-    "other"; source_hash: keyed digest of the file's bytes ("" when unreadable); reject_reason:
-    `not_media` / `empty_file` / `unreadable_file` when discovery already rules the file out.
+    (what the manifest and logs name the file by); source_format: one of `MEDIA_FORMATS`
+    or "other"; source_hash: keyed digest of the file's bytes ("" when unreadable); reject_reason:
+    `not_media` / `empty_file` / `unreadable_file` / `volume_data` (the voxels of an `.mhd`
+    beside it, read with that header) when discovery already rules the file out.
     """
 
     path: Path | str
@@ -100,7 +104,7 @@ def _looks_like_dataset_without_preamble(path: Path | BinaryIO, head: bytes) -> 
 
 
 def sniff_format(path: Path) -> str:
-    """"dicom" | "mp4" | "avi" | "other", from the file's first bytes (never its extension)."""
+    """One of `MEDIA_FORMATS` or "other", from the file's first bytes (never its extension)."""
     with open(path, "rb") as handle:
         head = handle.read(132)
     return sniff_head(head, path)
@@ -117,7 +121,10 @@ def sniff_head(head: bytes, dataset: Path | BinaryIO) -> str:
         return "mp4"
     if _looks_like_dataset_without_preamble(dataset, head):
         return "dicom"
-    return "other"
+    # A volume header may need more than the head (a gzipped NIfTI is opened to look inside), so
+    # volumes are recognised in files on disk; an object is copied to scratch before that matters.
+    volume = sniff_volume(dataset, head) if isinstance(dataset, Path) else None
+    return sniff_still(head) or volume or "other"
 
 
 def iter_source_files(source: Path) -> Iterator[Path]:
@@ -149,7 +156,7 @@ def inspect_file(path: Path, source: Path, pseudonymizer: Pseudonymizer) -> Disc
         digest = pseudonymizer.digest("source", sha256_file(path))
     except OSError:
         return DiscoveredFile(path, rel_path, source_id, 0, "other", "", "unreadable_file")
-    reject = None if source_format in MEDIA_FORMATS else "not_media"
+    reject = None if source_format in MEDIA_FORMATS else ("volume_data" if is_volume_data(path) else "not_media")
     return DiscoveredFile(path, rel_path, source_id, size, source_format, digest, reject)
 
 

@@ -66,19 +66,23 @@ class QCResult:
         return {f"qc_{name}": (None if value is None else float(value)) for name, value in values.items()}
 
 
-def header_qc(*, n_frames: int, fps: float, height: int, width: int, thresholds: QCThresholds) -> tuple[str, ...]:
+def header_qc(
+    *, n_frames: int, fps: float, height: int, width: int, thresholds: QCThresholds, still: bool = False
+) -> tuple[str, ...]:
     """Failures decidable from the header alone, in order of how cheap they are to act on.
 
-    fps in frames/s, duration = n_frames / fps; height/width in source pixels.
+    fps in frames/s, duration = n_frames / fps; height/width in source pixels. A still image
+    (`still`) has no time axis: only its size is checked.
     """
     reasons: list[str] = []
-    if n_frames < thresholds.min_frames:
-        reasons.append("too_few_frames")
-    fps_ok = np.isfinite(fps) and thresholds.min_fps <= fps <= thresholds.max_fps
-    if not fps_ok:
-        reasons.append("fps_out_of_range")
-    elif n_frames * 1000.0 / fps < thresholds.min_duration_ms:
-        reasons.append("too_short")
+    if not still:
+        if n_frames < thresholds.min_frames:
+            reasons.append("too_few_frames")
+        fps_ok = np.isfinite(fps) and thresholds.min_fps <= fps <= thresholds.max_fps
+        if not fps_ok:
+            reasons.append("fps_out_of_range")
+        elif n_frames * 1000.0 / fps < thresholds.min_duration_ms:
+            reasons.append("too_short")
     if height < thresholds.min_height or width < thresholds.min_width:
         reasons.append("too_small")
     return tuple(reasons)
@@ -111,12 +115,13 @@ def measure_pixels(frames: np.ndarray, mask: np.ndarray) -> PixelMetrics:
 
 
 def pixel_qc(
-    frames: np.ndarray, mask: np.ndarray, mask_method: str, thresholds: QCThresholds
+    frames: np.ndarray, mask: np.ndarray, mask_method: str, thresholds: QCThresholds, *, still: bool = False
 ) -> QCResult:
     """Pixel checks on decoded frames `[T, H, W, C]` uint8 and the sector mask `[H, W]` bool.
 
     mask_method "none" means no sector was found (`no_sector` when the run requires one); the
-    metrics are then taken over the whole frame.
+    metrics are then taken over the whole frame. A still image is not `frozen`: it has no motion
+    by nature.
     """
     metrics = measure_pixels(frames, mask if mask_method != "none" else np.ones(mask.shape, bool))
     reasons: list[str] = []
@@ -124,7 +129,7 @@ def pixel_qc(
     # cause is what a user acts on.
     if metrics.mean_intensity <= thresholds.blank_max_mean or metrics.std_intensity <= thresholds.blank_max_std:
         reasons.append("blank")
-    elif metrics.motion_energy <= thresholds.frozen_max_motion:
+    elif metrics.motion_energy <= thresholds.frozen_max_motion and not still:
         reasons.append("frozen")
     if mask_method == "none" or not mask.any():
         if thresholds.require_sector:

@@ -65,3 +65,15 @@ class UnreadableVideo(EchoIOError):
     """An MP4/AVI container OpenCV cannot open or decode."""
 
     reason = "unreadable_video"
+
+
+class UnreadableVolume(EchoIOError):
+    """A NIfTI or MetaImage (MHD/RAW) file whose header or voxel data cannot be read as a 2D+t image."""
+
+    reason = "unreadable_volume"
+
+
+class UnreadableImage(EchoIOError):
+    """A still image (PNG) that cannot be decoded."""
+
+    reason = "unreadable_image"
