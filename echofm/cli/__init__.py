@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keygen",
     "synth",
     "ingest",
+    "datasets",
     "pretrain",
     "finetune",
     "evaluate",

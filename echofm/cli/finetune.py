@@ -28,7 +28,9 @@ EXIT_USAGE = 2
 # The fine-tuning options this command offers, and the flags not spelled `--field-name`.
 OPTION_FLAGS: tuple[str, ...] = ("strategy", "head", "epochs", "batch_size", "lr", "weight_decay", "layer_decay",
                                  "unfreeze_every", "hidden_dim", "dropout", "seed", "compare", "device")
-SPLIT_FLAGS: tuple[str, ...] = ("val_fraction", "test_fraction")
+SPLIT_FLAGS: tuple[str, ...] = ("val_fraction", "test_fraction", "official", "fold")
+# --resplit turns the labels' own split off: the patient split is drawn instead.
+SPLIT_FLAG_NAMES: dict[str, str] = {"official": "--resplit"}
 SPLIT_DEST = "split."
 logger = logging.getLogger(__name__)
 
@@ -43,11 +45,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--shards", type=storage.location, required=True, help="OUTPUT/shards (a directory or an s3:// URL)")
     parser.add_argument("--manifest", type=storage.location, default=None, help="default: OUTPUT/manifest.parquet beside the shards")
     parser.add_argument("--labels", type=Path, required=True,
-                        help="labels CSV or Parquet (by clip_id, source_id, or source path: needs the secret)")
+                        help=("labels CSV or Parquet (by clip_id, source_id, or source path: needs the secret); "
+                              "its own split column, when it has one, is the split"))
     parser.add_argument("--mask-root", type=Path, default=None, help="directory mask_file paths are relative to (default: the labels file's)")
     parser.add_argument("--encoder", required=True, help=ENCODER_HELP)
     add_option_flags(parser, FinetuneOptions, OPTION_FLAGS)
-    add_option_flags(parser, SplitConfig, SPLIT_FLAGS, dest_prefix=SPLIT_DEST)
+    add_option_flags(parser, SplitConfig, SPLIT_FLAGS, dest_prefix=SPLIT_DEST, flags=SPLIT_FLAG_NAMES)
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--register", action="store_true", help="log to MLflow and register as the task's model @challenger")
     parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI, the encoder's run store, or OUT/mlflow.db")

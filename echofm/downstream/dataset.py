@@ -32,7 +32,7 @@ from echofm.downstream.labels import (
     load_source_masks,
 )
 from echofm.downstream.objectives import OBJECTIVES
-from echofm.downstream.splits import SplitConfig, assign_splits
+from echofm.downstream.splits import SplitConfig, assign_splits, official_splits
 from echofm.downstream.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,15 @@ def _patient_column(joined: pd.DataFrame) -> str:
     raise LabelError("no complete patient pseudonym column (patient_id or the labels' patient)")
 
 
+def task_splits(joined: pd.DataFrame, config: SplitConfig) -> pd.Series:
+    """The split of every joined row: the labels' own `split` column when they have one and
+    `config.official` (a public dataset's official split), else the patient split."""
+    columns = LabelColumns(joined)
+    if config.official and columns.has("split"):
+        return official_splits(columns("split").reset_index(drop=True), config)
+    return assign_splits(joined, config, patient_column=_patient_column(joined))
+
+
 def _window_indices(row: pd.Series, heart_rate_bpm: float | None, shard_frames: int) -> np.ndarray:
     """Source frames of the clip's window, recomputed as ingestion planned them.
 
@@ -140,18 +149,23 @@ def _window_indices(row: pd.Series, heart_rate_bpm: float | None, shard_frames: 
 
 def _mask_targets(
     rows: pd.DataFrame, mask_root: Path, spec: InputSpec, mask_column: str
-) -> tuple[np.ndarray, np.ndarray]:
-    masks, valid = [], []
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Masks `[N, T, s, s]`, labelled frames `[N, T]` and the structures the mask files name
+    (all the same, else LabelError)."""
+    masks, valid, classes = [], [], set()
     hr_column = next((c for c in ("label_heart_rate_bpm", "heart_rate_bpm") if c in rows.columns), None)
     for _, row in rows.iterrows():
         source = load_source_masks(mask_root / str(row[mask_column]))
+        classes.add(source.classes)
         heart_rate = float(row[hr_column]) if hr_column and pd.notna(row[hr_column]) else None
         window = _window_indices(row, heart_rate, spec.shard_frames)
         mask, ok = clip_mask_target(source, window, lambda f: resize_pad(f, spec.shard_size))
         fitted, fitted_ok = fit_mask(mask, ok, spec)
         masks.append(fitted)
         valid.append(fitted_ok)
-    return np.stack(masks), np.stack(valid)
+    if len(classes) > 1:
+        raise LabelError(f"mask files name different structures: {sorted(classes)}")
+    return np.stack(masks), np.stack(valid), classes.pop()
 
 
 def _labelled(target: pd.Series | pd.DataFrame) -> pd.Series:
@@ -198,7 +212,7 @@ def build_task_data(
     if joined.empty:
         raise LabelError(f"no accepted clip has a {task} label")
 
-    split = assign_splits(joined, split_config, patient_column=_patient_column(joined))
+    split = task_splits(joined, split_config)
     shards_dir = storage.location(shards_dir)
     shard_files = [storage.join(shards_dir, storage.name(str(s))) for s in joined["shard"]]
     keys = [str(k) if pd.notna(k) else str(c) for k, c in zip(joined.get("key", joined["clip_id"]), joined["clip_id"])]
@@ -217,7 +231,9 @@ def build_task_data(
         root = Path(mask_root) if mask_root is not None else (
             Path(labels).parent if not isinstance(labels, pd.DataFrame) else Path.cwd()
         )
-        targets, valid = _mask_targets(joined, root, spec, LabelColumns(joined).name(definition.label_columns[0]))
+        targets, valid, structures = _mask_targets(joined, root, spec,
+                                                   LabelColumns(joined).name(definition.label_columns[0]))
+        names = tuple(classes or definition.classes or (structures if len(structures) > 1 else ()))
     else:
         targets = objective.targets(target, names)
     patient_column = _patient_column(joined)

@@ -134,19 +134,24 @@ class LabelColumns:
 
 @dataclass(frozen=True)
 class SourceMasks:
-    """LV masks of the labelled frames of one cine, at source resolution.
+    """Masks of the labelled frames of one cine, at source resolution.
 
-    masks: uint8 `[K, H, W]` in {0, 1}; frame_indices: int64 `[K]`, the source frame of each.
+    masks: uint8 `[K, H, W]`, 0 background, 1..len(classes) the structures (a binary LV mask:
+    {0, 1}); frame_indices: int64 `[K]`, the source frame of each; classes: the structure of
+    each value from 1 (empty when the file does not name them).
     """
 
     masks: np.ndarray
     frame_indices: np.ndarray
+    classes: tuple[str, ...] = ()
 
 
 def load_source_masks(mask_path: str | Path) -> SourceMasks:
     """Read a mask file: `masks` `[K, H, W]` with `frame_indices` `[K]` (the synthetic archive's
     layout), or dense `masks` `[T, H, W]` without indices, where the non-empty frames are the
-    labelled ones (EchoNet-style ED/ES tracings).
+    labelled ones (EchoNet-style ED/ES tracings). With `classes` (structure names, as
+    `echofm datasets prepare` writes them) the values 1..K are kept as labels; without, any
+    non-zero value is the one structure.
 
     The messages do not repeat `mask_path`: a label table may name mask files after patients.
     """
@@ -157,8 +162,12 @@ def load_source_masks(mask_path: str | Path) -> SourceMasks:
     with data:
         if "masks" not in data:
             raise LabelError("a mask_file named in the labels has no 'masks' array")
-        masks = (np.asarray(data["masks"]) != 0).astype(np.uint8)
+        classes = tuple(str(c) for c in data["classes"]) if "classes" in data else ()
+        raw = np.asarray(data["masks"])
+        masks = raw.astype(np.uint8) if len(classes) > 1 else (raw != 0).astype(np.uint8)
         indices = np.asarray(data["frame_indices"]) if "frame_indices" in data else None
+    if len(classes) > 1 and masks.max(initial=0) > len(classes):
+        raise LabelError(f"{mask_path}: label values above the {len(classes)} classes it names")
     if masks.ndim != 3:
         raise LabelError(f"a mask_file named in the labels has masks of shape {masks.shape}, not [K, H, W]")
     if indices is None:
@@ -166,7 +175,7 @@ def load_source_masks(mask_path: str | Path) -> SourceMasks:
         masks = masks[indices]
     if len(indices) != masks.shape[0]:
         raise LabelError(f"a mask_file named in the labels has {len(indices)} frame indices for {masks.shape[0]} masks")
-    return SourceMasks(masks=masks, frame_indices=indices.astype(np.int64))
+    return SourceMasks(masks=masks, frame_indices=indices.astype(np.int64), classes=classes)
 
 
 def clip_mask_target(
@@ -180,19 +189,21 @@ def clip_mask_target(
     A labelled source frame goes to the clip frame sampled nearest to it, when that one lies
     within half the window's frame spacing (a window at 25 Hz over a 50 fps cine samples every
     2nd frame, so an ED frame at an odd index still lands on its neighbour, 20 ms away).
-    resize: the clip's spatial transform on uint8 `[K, H, W, 1]` (e.g. `resize_pad`).
-    Returns `(mask uint8 [T, S, S] in {0, 1}, valid bool [T])`; frames without a label are
-    zero and not valid.
+    resize: the clip's spatial transform on uint8 `[K, H, W, 1]` (e.g. `resize_pad`); each label
+    value is resized as its own binary mask, so structures keep their labels.
+    Returns `(mask uint8 [T, S, S], valid bool [T])`; frames without a label are zero and not valid.
     """
     window = np.asarray(window, dtype=np.int64)
     spacing = float(np.median(np.diff(window))) if len(window) > 1 else 1.0
     tolerance = max(spacing, 1.0) / 2.0
-    resized = np.asarray(resize(source.masks[..., None] * 255))
-    if resized.ndim == 4:
-        resized = resized[..., 0]
-    binary = (resized >= 128).astype(np.uint8)
-    out = np.zeros((len(window), *binary.shape[1:]), dtype=np.uint8)
+    labelled = None
+    for value in range(1, max(int(source.masks.max(initial=0)), 1) + 1):
+        resized = np.asarray(resize((source.masks == value).astype(np.uint8)[..., None] * 255))
+        resized = resized[..., 0] if resized.ndim == 4 else resized
+        labelled = np.zeros(resized.shape, np.uint8) if labelled is None else labelled
+        labelled[resized >= 128] = value
+    out = np.zeros((len(window), *labelled.shape[1:]), dtype=np.uint8)
     valid = np.zeros(len(window), dtype=bool)
     for k_src, k_dst in snap_labelled_frames(window, source.frame_indices, tolerance):
-        out[k_dst], valid[k_dst] = binary[k_src], True
+        out[k_dst], valid[k_dst] = labelled[k_src], True
     return out, valid

@@ -158,6 +158,13 @@ def detection_metrics(score: Any, target: Any, threshold: float = 0.5) -> dict[s
     return {"auroc": area, "accuracy": accuracy((s >= threshold).astype(int), t.astype(int))}
 
 
-def segmentation_metrics(pred: Any, target: Any, valid: Any | None = None) -> dict[str, float]:
-    """`{"dice"}` over labelled frames of binary masks `[N, T, H, W]`."""
-    return {"dice": dice(pred, target, valid=valid)}
+def segmentation_metrics(pred: Any, target: Any, valid: Any | None = None,
+                         classes: tuple[str, ...] = ()) -> dict[str, float]:
+    """`{"dice"}` over labelled frames of masks `[N, T, H, W]`: binary masks (one structure), or
+    label maps whose values 1..K are `classes`, where each structure gets `dice_<name>` and
+    `dice` is their mean."""
+    if len(classes) <= 1:
+        return {"dice": dice(pred, target, valid=valid)}
+    p, t = _paired(pred, target)
+    scores = {f"dice_{name}": dice(p == k, t == k, valid=valid) for k, name in enumerate(classes, start=1)}
+    return {"dice": float(np.mean(list(scores.values()))), **scores}

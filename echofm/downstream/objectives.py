@@ -7,7 +7,10 @@ One `Objective` per kind of `echofm.downstream.task.KINDS`; every task of a kind
 - binary: one logit (binary cross-entropy); prediction = probability of the positive class.
 - multiclass: one logit per class (cross-entropy); prediction = class probabilities.
 - segmentation: one mask logit per pixel `[B, T, H, W]` (BCE + soft Dice on labelled frames);
-  prediction = foreground probability.
+  prediction = foreground probability. With several structures (`TaskSpec.classes`, e.g.
+  CAMUS's LV endocardium, myocardium and atrium) one logit per class and background
+  `[B, 1 + K, T, H, W]` (cross-entropy + soft Dice per structure); prediction = class
+  probabilities, decoded to a label map (0 background, k the k-th structure).
 
 `TaskSpec` is a task as one model was fitted to it (its classes, its target statistics); it
 travels in the fine-tuned checkpoint and answers for the model through its kind's objective.
@@ -42,7 +45,8 @@ class TaskSpecError(TaskError):
 class TaskSpec:
     """A registered task as one model was fitted to it.
 
-    classes: multiclass class names in output order. target_mean / target_std: regression
+    classes: multiclass class names in output order; segmentation: the structure of each mask
+    label value from 1 (empty or one: a binary mask). target_mean / target_std: regression
     standardisation, one value per output (taken from the training split).
     """
 
@@ -249,24 +253,45 @@ class Segmentation(Objective):
 
     kind = "segmentation"
 
+    @staticmethod
+    def structures(spec: TaskSpec) -> int:
+        """Structures segmented (1: one binary mask)."""
+        return max(1, len(spec.classes))
+
+    def out_dim(self, spec: TaskSpec) -> int:
+        k = self.structures(spec)
+        return 1 if k == 1 else k + 1
+
     def targets(self, values: pd.Series | pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
         raise TaskError("segmentation targets are masks read from their files, not label values")
 
     def loss(self, spec: TaskSpec, output: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-        return segmentation_loss(output, target.float(), valid)
+        if self.structures(spec) == 1:
+            return segmentation_loss(output, target.float(), valid)
+        return structures_loss(output, target.long(), valid)
 
     def decode(self, spec: TaskSpec, output: torch.Tensor) -> np.ndarray:
-        return torch.sigmoid(output).numpy()
+        if self.structures(spec) == 1:
+            return torch.sigmoid(output).numpy()
+        return torch.softmax(output, dim=1).numpy()
+
+    def label_map(self, spec: TaskSpec, predictions: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        """Decoded predictions as masks: uint8 `[N, T, H, W]`, 0/1 or structure labels."""
+        if self.structures(spec) == 1:
+            return (predictions >= threshold).astype(np.uint8)
+        return predictions.argmax(axis=1).astype(np.uint8)
 
     def score(self, spec: TaskSpec, predictions: np.ndarray, targets: np.ndarray, valid: np.ndarray | None) -> dict[str, float]:
-        return metrics.segmentation_metrics((predictions >= 0.5).astype(np.uint8), targets, valid)
+        classes = spec.classes if self.structures(spec) > 1 else ()
+        return metrics.segmentation_metrics(self.label_map(spec, predictions), targets, valid, classes=classes)
 
     def outputs(self, spec: TaskSpec, predictions: np.ndarray, clips: list[np.ndarray], frame_indices: np.ndarray,
                 threshold: float) -> Any:
         """dict `masks`: uint8 `[N, T', H, W]` at each input's size (one array per clip when the
-        sizes differ), `frame_indices`: int64 `[N, T']`, the input frames the masks are for."""
-        masks = [unpad_masks((p >= threshold).astype(np.float32), clip.shape[1], clip.shape[2])
-                 for p, clip in zip(predictions, clips)]
+        sizes differ; 0/1, or structure labels 1..K for a task of several structures),
+        `frame_indices`: int64 `[N, T']`, the input frames the masks are for."""
+        labels = self.label_map(spec, predictions, threshold)
+        masks = [_unpad_labels(label, clip.shape[1], clip.shape[2]) for label, clip in zip(labels, clips)]
         frame_indices = frame_indices.astype(np.int64)
         if len({m.shape for m in masks}) == 1:
             return {"masks": np.stack(masks), "frame_indices": frame_indices}
@@ -276,6 +301,29 @@ class Segmentation(Objective):
 
     def output_columns(self, spec: TaskSpec) -> list[Column] | list[TensorColumn]:
         return [("masks", np.dtype(np.uint8), (-1, -1, -1, -1)), ("frame_indices", np.dtype(np.int64), (-1, -1))]
+
+
+def _unpad_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A label map `[T, s, s]` back at the input's size `[T, height, width]`, each label alone."""
+    out = np.zeros((labels.shape[0], height, width), dtype=np.uint8)
+    for value in range(1, max(int(labels.max(initial=0)), 1) + 1):
+        out[unpad_masks((labels == value).astype(np.float32), height, width) == 1] = value
+    return out
+
+
+def structures_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy + soft Dice per structure over labelled frames.
+    logits `[B, 1 + K, T, H, W]`; target long `[B, T, H, W]` in 0..K; valid bool `[B, T]`."""
+    weight = torch.ones(target.shape, device=logits.device) if valid is None else \
+        valid.float()[..., None, None].expand(target.shape)
+    denom = weight.sum().clamp_min(1.0)
+    ce = (F.cross_entropy(logits, target, reduction="none") * weight).sum() / denom
+    prob = torch.softmax(logits, dim=1)[:, 1:] * weight[:, None]
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:].float() * weight[:, None]
+    inter = (prob * onehot).sum(dim=(2, 3, 4))
+    total = prob.sum(dim=(2, 3, 4)) + onehot.sum(dim=(2, 3, 4))
+    soft_dice = (2 * inter + 1.0) / (total + 1.0)
+    return ce + (1.0 - soft_dice).mean()
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:

@@ -9,6 +9,11 @@ the patient's split, so no patient appears in two splits.
 Small cohorts can leave val or test empty by chance; `min_patients_per_split` then moves the
 train patients whose u lies nearest the empty split's interval into it, which keeps the choice
 deterministic and changes as few assignments as possible.
+
+A label table with its own `split` column (a public dataset's official split, as
+`echofm datasets prepare` writes it) is used as it is unless `official` is off (`--resplit`):
+train/val/test values directly, fold numbers through `fold` (fold K is test, fold K + 1 modulo
+the number of folds is validation, the rest trains, as EchoNet-Pediatric's own code does).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class SplitConfig(Options):
     seed: int = Field(default=0, description="seed of the patient hash")
     # With at least 3 patients, val and test each get at least this many (taken from train).
     min_patients_per_split: int = Field(default=1, ge=0, description="patients val and test get at least")
+    official: bool = Field(default=True, description="use the labels' own split column when they have one")
+    fold: int | None = Field(default=None, ge=0, description="fold datasets: fold K is test, K+1 validation")
 
     @model_validator(mode="after")
     def _leaves_training(self) -> SplitConfig:
@@ -100,6 +107,46 @@ def assign_splits(
         raise SplitError(f"{int(patients.isna().sum())} rows have no {patient_column}")
     mapping = split_patients(patients.astype(str), config)
     return patients.astype(str).map(mapping).rename("split")
+
+
+# Official split values (any case) -> the project's split names.
+OFFICIAL_NAMES: dict[str, str] = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                                  "validation": "val", "test": "test", "testing": "test"}
+
+
+def _fold_number(value: object) -> int | None:
+    try:
+        number = float(str(value))
+    except ValueError:
+        return None
+    return int(number) if number == int(number) and number >= 0 else None
+
+
+def official_splits(values: pd.Series, config: SplitConfig) -> pd.Series:
+    """The labels' own split as "train" | "val" | "test" per row (see the module doc).
+
+    Raises SplitError for a row without a split value, values that are neither split names nor
+    fold numbers, fold numbers without `config.fold`, or a fold the table does not have.
+    """
+    if values.isna().any() or (values.astype(str).str.strip() == "").any():
+        raise SplitError(f"{int((values.isna() | (values.astype(str).str.strip() == '')).sum())} labelled rows have "
+                         "no split value; fill them or use --resplit")
+    folds = values.map(_fold_number)
+    if folds.notna().all():
+        n_folds = int(folds.max()) + 1
+        if config.fold is None:
+            raise SplitError(f"the labels define folds 0-{n_folds - 1}: choose the test fold with --fold K")
+        if config.fold >= n_folds:
+            raise SplitError(f"fold {config.fold} is not in the labels' folds 0-{n_folds - 1}")
+        val_fold = (config.fold + 1) % n_folds
+        return folds.map(lambda f: "test" if f == config.fold else "val" if f == val_fold else "train").rename("split")
+    names = values.astype(str).str.strip().str.lower().map(OFFICIAL_NAMES)
+    if names.isna().any():
+        bad = sorted(set(values[names.isna()].astype(str)))[:5]
+        raise SplitError(f"split values {bad} are neither train/val/test nor fold numbers")
+    if config.fold is not None:
+        raise SplitError("--fold is for labels whose split column holds fold numbers")
+    return names.rename("split")
 
 
 def split_counts(splits: pd.Series | Mapping[str, str]) -> dict[str, int]:

@@ -82,6 +82,8 @@ class Task:
         the task name).
     classes: multiclass: the label values in output order; empty: the sorted values found in
         the training labels (kept in the checkpoint, so a model scores later data the same way).
+        segmentation: the structure of each mask label value from 1 (one class: a binary mask);
+        empty: the names the mask files give (`classes`), else one structure.
     threshold: binary and segmentation: the probability at which the pyfunc says yes (a
         caller can pass another as the `threshold` parameter).
     promotion: how a challenger is judged against the champion; its metric is the task's
@@ -110,8 +112,10 @@ class Task:
                             f"not {self.promotion.metric!r}")
         if self.outputs and self.kind != "regression":
             raise TaskError(f"task {self.name!r}: only regression tasks name outputs")
-        if self.classes and (self.kind != "multiclass" or len(self.classes) < 2):
+        if self.classes and self.kind == "multiclass" and len(self.classes) < 2:
             raise TaskError(f"task {self.name!r}: fixed classes need a multiclass task and two or more")
+        if self.classes and self.kind not in ("multiclass", "segmentation"):
+            raise TaskError(f"task {self.name!r}: only multiclass and segmentation tasks name classes")
         if not 0.0 < self.threshold < 1.0:
             raise TaskError(f"task {self.name!r}: threshold must lie in (0, 1)")
         if self.kind == "regression" and not self.outputs:
@@ -185,4 +189,3 @@ class TaskRegistry:
 
     def promotion_rules(self) -> dict[str, PromotionRule]:
         return {task.name: task.promotion for task in self._tasks.values()}
-

@@ -33,7 +33,7 @@ class HeadConfig:
     """Everything needed to rebuild a head; saved beside its weights.
 
     kind: one of HEAD_KINDS. embed_dim: encoder width D. out_dim: outputs per clip (classes, or 1
-    for regression/detection; ignored by "segmentation", which predicts one mask logit per pixel).
+    for regression/detection); "segmentation": logits per pixel (1: one mask; C: C classes).
     grid, frames, img_size, t_patch_size, patch_size: only for "segmentation": token grid
     `(t, h, w)` and the input size the masks are predicted at.
     """
@@ -142,7 +142,8 @@ class AttentivePoolingHead(nn.Module):
 
 
 class SegmentationHead(nn.Module):
-    """Light decoder on patch tokens: `[B, 1 + L, D] -> [B, T, H, W]` mask logits.
+    """Light decoder on patch tokens: `[B, 1 + L, D] -> [B, T, H, W]` mask logits (out_dim 1),
+    or `[B, C, T, H, W]` class logits (out_dim C > 1).
 
     The patch tokens are laid back on their `(t, h, w)` grid as a `[B, D, t, h, w]` volume,
     projected to `decoder_channels`, then upsampled 2x in space per stage (a per-frame 3x3 conv
@@ -171,7 +172,7 @@ class SegmentationHead(nn.Module):
             )
             channels = out
         self.stages = nn.Sequential(*stages)
-        self.out = nn.Conv3d(channels, 1, kernel_size=3, padding=1)
+        self.out = nn.Conv3d(channels, config.out_dim, kernel_size=3, padding=1)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         t, h, w = self.config.grid  # type: ignore[misc]
@@ -182,7 +183,8 @@ class SegmentationHead(nn.Module):
         x = self.stages(self.proj(volume))
         size = (self.config.num_frames, self.config.img_size, self.config.img_size)
         x = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
-        return self.out(x)[:, 0]
+        logits = self.out(x)
+        return logits[:, 0] if self.config.out_dim == 1 else logits
 
 
 HEADS: dict[str, type[nn.Module]] = {
