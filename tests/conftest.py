@@ -32,6 +32,7 @@ import pytest  # noqa: E402
 
 from tests.factories.downstream import DownstreamArchive, make_archive  # noqa: E402
 from tests.factories.model import MICRO  # noqa: E402
+from tests.factories.public_datasets import PreparedReplica, prepare_replica  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +82,17 @@ def keyed():
     from echofm.io.deid import Pseudonymizer, load_secret
 
     return Pseudonymizer(load_secret())
+
+
+@pytest.fixture(scope="session")
+def prepared_replica(tmp_path_factory: pytest.TempPathFactory):
+    """`prepared_replica(name)`: the replica of a public dataset's layout
+    (tests/factories/public_datasets.py), prepared once per session and shared."""
+    prepared: dict[str, PreparedReplica] = {}
+
+    def get(name: str) -> PreparedReplica:
+        if name not in prepared:
+            prepared[name] = prepare_replica(name, tmp_path_factory.mktemp(name))
+        return prepared[name]
+
+    return get
