@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from echofm.data.manifest import load_clip
 from echofm.datasets.catalog import DATASETS
 from echofm.datasets.prepare import REPORT_FILENAME, prepare_dataset
 from tests.factories.public_datasets import BUILDERS, serial_ingest
@@ -88,6 +89,8 @@ def test_tmed2_grades_and_stills(prepared_replica) -> None:
     assert labels.loc["1000s1_0.png", "patient"] == "1000"
     manifest = pd.read_parquet(prepared.manifest_path)
     assert set(manifest["source_format"]) == {"png"} and set(manifest["n_frames_source"]) == {1}
+    clip = load_clip(prepared.out, labels["clip_id"].iloc[0])  # a still enters as its frame repeated
+    assert clip.shape[0] == 32 and (clip == clip[:1]).all() and clip.max() > 0
 
 
 def test_a_second_run_adds_nothing(prepared_replica) -> None:

@@ -79,3 +79,14 @@ def test_dice_counts_only_valid_frames() -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(metrics.MetricInputError):
         metrics.mae([1.0, 2.0], [1.0])
+
+
+def test_dice_per_structure_of_label_maps() -> None:
+    target = np.zeros((1, 1, 4, 4), np.uint8)
+    target[0, 0, :2, :2], target[0, 0, 2:, 2:] = 1, 2
+    pred = target.copy()
+    pred[0, 0, 2:, 2:] = 0  # structure 2 missed entirely
+    scores = metrics.segmentation_metrics(pred, target, classes=("lv_endo", "lv_myo", "la"))
+    assert scores["dice_lv_endo"] == 1.0 and scores["dice_lv_myo"] == 0.0
+    assert scores["dice_la"] == 1.0  # absent in both: agreement
+    assert scores["dice"] == pytest.approx(2 / 3)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from echofm.downstream.splits import SplitConfig, SplitError, assign_splits, split_counts, split_patients
+from echofm.downstream.splits import (
+    SplitConfig,
+    SplitError,
+    assign_splits,
+    official_splits,
+    split_counts,
+    split_patients,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,3 +55,21 @@ def test_missing_patient_and_bad_fractions_are_errors() -> None:
         assign_splits(pd.DataFrame({"patient_id": ["a", None]}), SplitConfig())
     with pytest.raises(SplitError):
         SplitConfig(val_fraction=0.6, test_fraction=0.5)
+
+
+def test_official_split_names_and_folds() -> None:
+    names = pd.Series(["TRAIN", "Val", "test", "validation"])
+    assert official_splits(names, SplitConfig()).tolist() == ["train", "val", "test", "val"]
+    folds = pd.Series([0, 1, 2, 3, 1, "2"])
+    assert official_splits(folds, SplitConfig(fold=1)).tolist() == ["train", "test", "val", "train", "test", "val"]
+    assert official_splits(folds, SplitConfig(fold=3)).tolist() == ["val", "train", "train", "test", "train", "train"]
+    with pytest.raises(SplitError, match="--fold K"):
+        official_splits(folds, SplitConfig())
+    with pytest.raises(SplitError, match="fold 7 is not"):
+        official_splits(folds, SplitConfig(fold=7))
+    with pytest.raises(SplitError, match="fold numbers"):
+        official_splits(names, SplitConfig(fold=1))
+    with pytest.raises(SplitError, match="neither"):
+        official_splits(pd.Series(["train", "holdout"]), SplitConfig())
+    with pytest.raises(SplitError, match="no split value"):
+        official_splits(pd.Series(["train", None]), SplitConfig())

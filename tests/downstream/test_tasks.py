@@ -16,6 +16,7 @@ from echofm.downstream.objectives import OBJECTIVES, TaskSpec
 from echofm.downstream.splits import SplitConfig
 from echofm.downstream.task import KINDS, PromotionRule, Task, TaskError, TaskRegistry
 from echofm.downstream.tasks import TASKS
+from echofm.model.heads import HeadConfig, build_head
 from echofm.preprocess.clips import InputSpec
 from echofm.registry.pyfunc import predict_clips, signature_for
 
@@ -46,7 +47,10 @@ def test_every_task_scores_what_its_kind_promises_and_is_judged_by_one_of_them(n
     loss = spec.loss(output, torch.as_tensor(targets), None if valid is None else torch.from_numpy(valid))
     assert loss.ndim == 0 and torch.isfinite(loss)
     scores = spec.score(spec.decode(output), targets, valid)
-    assert set(scores) == set(KINDS[task.kind].metrics)
+    promised = set(KINDS[task.kind].metrics)
+    if len(task.outputs) > 1:  # several measurements: the mean of each metric, and each one by name
+        promised |= {f"{output}_{metric}" for output in task.outputs for metric in KINDS[task.kind].metrics}
+    assert set(scores) == promised
     assert task.primary_metric in scores
     assert TASKS.by_model_name(task.model_name) is task
     assert set(OBJECTIVES) == set(KINDS)
@@ -126,3 +130,32 @@ def test_regression_of_several_outputs(two_output_task: Task, downstream_archive
     assert result.task.target_std[1] == 1.0  # a constant target is not scaled by zero
     frame = predict_clips(result.model, np.zeros((1, 16, 30, 40), dtype=np.uint8))
     assert list(frame.columns) == ["ef", "heart_rate_bpm"]
+
+
+def test_segmentation_of_several_structures() -> None:
+    spec = TaskSpec(task="segmentation", classes=("lv_endo", "lv_myo", "la"))
+    assert spec.out_dim == 4  # background + three structures
+    head = build_head(HeadConfig(kind="segmentation", embed_dim=16, out_dim=spec.out_dim, grid=(2, 2, 2),
+                                 num_frames=4, img_size=8, patch_size=4))
+    output = head(torch.randn(2, 1 + 8, 16))
+    assert output.shape == (2, 4, 4, 8, 8)
+    target = torch.randint(0, 4, (2, 4, 8, 8))
+    valid = torch.tensor([[True, False, True, False]] * 2)
+    loss = spec.loss(output, target, valid)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    predictions = spec.decode(output)
+    scores = spec.score(predictions, target.numpy(), valid.numpy())
+    assert {"dice", "dice_lv_endo", "dice_lv_myo", "dice_la"} == set(scores)
+    # A perfect prediction scores 1 on every structure.
+    perfect = torch.nn.functional.one_hot(target, 4).permute(0, 4, 1, 2, 3).float() * 20
+    assert spec.score(spec.decode(perfect), target.numpy(), valid.numpy())["dice"] == pytest.approx(1.0)
+    answer = spec.objective.outputs(spec, spec.decode(perfect), [np.zeros((4, 6, 8, 1), np.uint8)] * 2,
+                                    np.zeros((2, 4), np.int64), 0.5)
+    assert answer["masks"].shape == (2, 4, 6, 8) and answer["masks"].max() <= 3
+
+
+def test_the_new_public_dataset_tasks_are_registered() -> None:
+    lvh, stenosis = TASKS["lvh"], TASKS["aortic_stenosis"]
+    assert lvh.kind == "regression" and lvh.outputs == ("ivs_mm", "lvid_mm", "lvpw_mm")
+    assert stenosis.classes == ("none", "non_significant", "significant")
+    assert (lvh.model_name, stenosis.model_name) == ("echofm-lvh", "echofm-aortic-stenosis")
