@@ -183,11 +183,20 @@ def _write_labels(rows: list[dict[str, Any]], path: Path) -> None:
     partial.replace(path)
 
 
-def run_keys(out: Path) -> Any:
-    """The run's pseudonymizer: the secret ingestion uses for this OUT."""
-    from echofm.io.deid import Pseudonymizer
+class RunKeys:
+    """The run's pseudonymizer (the secret ingestion uses for this OUT), loaded (or its secret created in OUT) on first use, so that a
+    download whose layout does not match leaves OUT untouched and reports only its layout error."""
 
-    return Pseudonymizer.from_output(out)
+    def __init__(self, out: Path) -> None:
+        self._out, self._keys = out, None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._keys is None:
+            from echofm.io.deid import Pseudonymizer
+
+            self._out.mkdir(parents=True, exist_ok=True)
+            self._keys = Pseudonymizer.from_output(self._out)
+        return getattr(self._keys, name)
 
 
 def prepare_dataset(name: str, root: str | Path, out: str | Path, *, ingest: Ingest) -> PrepareReport:
@@ -201,9 +210,9 @@ def prepare_dataset(name: str, root: str | Path, out: str | Path, *, ingest: Ing
 
     dataset = DATASETS[name]
     root, out = Path(root).resolve(), Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    keys = run_keys(out)
+    keys = RunKeys(out)
     listing = dataset.read(root, keys)
+    out.mkdir(parents=True, exist_ok=True)
     videos = _published_only(listing, dataset)
     if videos:
         with selected_source(root, videos) as source:

@@ -45,7 +45,9 @@ class TaskData:
     clips: uint8 `[N, T, s, s, C]`; targets: what the task's objective trains on (float `[N, K]`
     for regression, float 0/1 `[N]`, int class `[N]`, or uint8 masks `[N, T, s, s]`); valid:
     bool `[N, T]` labelled frames (segmentation only); split: "train" | "val" | "test" per row;
-    classes: class names (multiclass tasks only).
+    classes: class names (multiclass tasks only). split_rule: how `split` was drawn, for the
+    model card ("patient", "official", or "fold K"); still: bool `[N]`, the rows whose source was
+    a single image, entered as its frame repeated.
     """
 
     clip_ids: list[str]
@@ -55,6 +57,8 @@ class TaskData:
     targets: np.ndarray
     valid: np.ndarray | None
     classes: tuple[str, ...] = ()
+    split_rule: str = "patient"
+    still: np.ndarray | None = None
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
@@ -69,7 +73,13 @@ class TaskData:
             targets=self.targets[idx],
             valid=self.valid[idx] if self.valid is not None else None,
             classes=self.classes,
+            split_rule=self.split_rule,
+            still=self.still[idx] if self.still is not None else None,
         )
+
+    @property
+    def still_clips(self) -> int:
+        return 0 if self.still is None else int(self.still.sum())
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Clips and distinct patients per split."""
@@ -112,6 +122,13 @@ def _patient_column(joined: pd.DataFrame) -> str:
         if column in joined.columns and joined[column].notna().all():
             return column
     raise LabelError("no complete patient pseudonym column (patient_id or the labels' patient)")
+
+
+def split_rule(joined: pd.DataFrame, config: SplitConfig) -> str:
+    """Which rule `task_splits` applies to these rows: "official", "fold K" or "patient"."""
+    if config.official and LabelColumns(joined).has("split"):
+        return "official" if config.fold is None else f"fold {config.fold}"
+    return "patient"
 
 
 def task_splits(joined: pd.DataFrame, config: SplitConfig) -> pd.Series:
@@ -237,6 +254,7 @@ def build_task_data(
     else:
         targets = objective.targets(target, names)
     patient_column = _patient_column(joined)
+    still = (joined["n_frames_source"] == 1).to_numpy() if "n_frames_source" in joined.columns else None
     return TaskData(
         clip_ids=[str(c) for c in joined["clip_id"]],
         patients=[str(p) for p in joined[patient_column]],
@@ -245,4 +263,6 @@ def build_task_data(
         targets=targets,
         valid=valid,
         classes=names,
+        split_rule=split_rule(joined, split_config),
+        still=still,
     )

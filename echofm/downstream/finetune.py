@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,7 @@ class FinetuneResult:
     manifest_digest: str | None
     model: DownstreamModel
     checkpoint: Path | None = None
+    data_notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def test_metrics(self) -> dict[str, float]:
@@ -113,6 +114,7 @@ class FinetuneResult:
             "comparison": {split: comparison_table({n: a.metrics for n, a in arms.items()}, split)
                            for split in ("val", "test")},
             "counts": self.counts,
+            "data": self.data_notes,
             "encoder_source": self.encoder_source,
             "parent_run_id": self.parent_run_id,
             "manifest_digest": self.manifest_digest,
@@ -339,6 +341,7 @@ def finetune(
         config=config, task=task, inputs=inputs, pretrained=pretrained, baselines=baselines,
         counts=counts, encoder_source=loaded.source, parent_run_id=loaded.parent_run_id,
         manifest_digest=digest, model=model,
+        data_notes={"split_rule": data.split_rule, "still_clips": data.still_clips},
     )
     if out_dir is not None:
         out = Path(out_dir)

@@ -84,13 +84,14 @@ def model_card(summary: dict[str, Any], name: str, head_kind: str) -> str:
     cfg, counts = summary["config"], summary["counts"]
     classes = summary["task"].get("classes") or []
     class_text = f" Classes: {', '.join(classes)}." if classes else ""
+    data = summary.get("data") or {}
     return f"""# {name}
 
 EchoFM downstream model for **{cfg['task']}** ({cfg['strategy']} strategy, {head_kind} head).{class_text}
 
 ## Data
 Encoder: `{summary['encoder_source']}` (pretraining run `{summary['parent_run_id']}`). Manifest digest
-`{summary['manifest_digest']}`. Clips (patients) per split, split by patient (seed {cfg['split']['seed']}):
+`{summary['manifest_digest']}`. Clips (patients) per split, {_split_text(data, cfg)}:
 train {counts['train']['clips']} ({counts['train']['patients']}), val {counts['val']['clips']}
 ({counts['val']['patients']}), test {counts['test']['clips']} ({counts['test']['patients']}).
 
@@ -109,8 +110,25 @@ cycle; resampling, resize-pad and normalisation happen inside.
 ## Limits
 Not a medical device; not validated for clinical decisions. Trained on the archive named above
 (possibly synthetic); performance on other scanners, views or populations is unknown. Frames
-are sampled evenly over the whole input clip, which carries no frame rate: pass one cycle.
+are sampled evenly over the whole input clip, which carries no frame rate: pass one cycle.{_still_text(data)}
 """
+
+
+def _split_text(data: dict[str, Any], cfg: dict[str, Any]) -> str:
+    rule = data.get("split_rule", "patient")
+    if rule == "official":
+        return "the labels' official split"
+    if rule.startswith("fold"):
+        return f"the labels' folds ({rule} as test, the next fold as validation)"
+    return f"split by patient (seed {cfg['split']['seed']})"
+
+
+def _still_text(data: dict[str, Any]) -> str:
+    n = int(data.get("still_clips", 0))
+    if not n:
+        return ""
+    return (f"\n{n} of the clips were still images (one frame), each entered as a clip of its frame repeated;"
+            " give a still the same way: its frame repeated T times.")
 
 
 def log_and_register(

@@ -13,6 +13,7 @@ from echofm.downstream.dataset import build_task_data
 from echofm.downstream.finetune import finetune
 from echofm.downstream.splits import SplitConfig, SplitError
 from echofm.preprocess.clips import InputSpec
+from echofm.registry.register import model_card
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -34,7 +35,7 @@ SPEC = InputSpec(num_frames=8, img_size=32)
 
 
 def _run(prepared, task: str, split: dict, downstream_archive, **options):
-    config = FinetuneConfig(task=task, epochs=1, batch_size=4, compare_random_init=False,
+    config = FinetuneConfig(task=task, epochs=1, batch_size=4, compare="none",
                             split=SplitConfig(**split), **options)
     return finetune(config, encoder=downstream_archive.encoder_path, shards=prepared.out / "shards",
                     labels=prepared.labels_path)
@@ -52,6 +53,11 @@ def test_one_epoch_on_each_task(name: str, task: str, split: dict, prepared_repl
     assert np.isfinite(result.test_metrics[result.task.primary_metric[0]])
     if (name, task) == ("camus", "segmentation"):
         assert result.task.classes == ("lv_endo", "lv_myo", "la") and result.task.out_dim == 4
+    # The model card names the split that was used, and says when stills entered as repeated frames.
+    card = model_card(result.summary(), f"echofm-{task}", "linear")
+    rule = {"echonet-pediatric": f"fold {split.get('fold')} as test", "mimic-iv-echo": "split by patient"}
+    assert rule.get(name, "the labels' official split") in card
+    assert ("entered as a clip of its frame repeated" in card) == (name == "tmed-2")
 
 
 @pytest.mark.parametrize("name", ["echonet-dynamic", "camus", "tmed-2", "echonet-lvh"])
@@ -94,7 +100,7 @@ def test_a_registered_model_carries_no_planted_value(prepared_replica, downstrea
     from echofm.registry.register import log_and_register
 
     prepared = prepared_replica("mimic-iv-echo")
-    config = FinetuneConfig(task="ef", epochs=1, batch_size=4, compare_random_init=False)
+    config = FinetuneConfig(task="ef", epochs=1, batch_size=4, compare="none")
     result = finetune(config, encoder=downstream_archive.encoder_path, shards=prepared.out / "shards",
                       labels=prepared.labels_path, out_dir=tmp_path / "ef")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

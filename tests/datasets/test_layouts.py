@@ -48,6 +48,7 @@ def test_the_command_reports_a_layout_error_in_one_line(tmp_path: Path, capsys: 
     assert main(["datasets", "prepare", "echonet-lvh", str(tmp_path / "root"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "MeasurementsList.csv: missing" in err
+    assert not (tmp_path / "out").exists()  # a layout error leaves OUT untouched
 
 
 def test_camus_info_without_ef_is_a_layout_error(tmp_path: Path) -> None:
