@@ -36,12 +36,17 @@ def read_mimic_echo(root: Path, keys: Pseudonymizer) -> Listing:
     for path in sorted((root / "files").rglob("*.dcm")) if (root / "files").is_dir() else []:
         rel = path.relative_to(root).as_posix()
         match = _DICOM_PATH.search(rel)
-        if match is None or match.group(2) not in by_study:
-            continue  # not a study of the list: not part of this dataset
+        # Every DICOM under files/ is accounted for; one outside the listed studies (or whose
+        # folder names another patient than the list) is reported, never ingested or labelled.
+        if match is None:
+            listing.unusable.append(("", "not_a_study_path"))
+            continue
         subject, study, instance = match.groups()
-        row = by_study[study]
-        if row["subject_id"].strip() != subject:
-            continue  # a folder whose patient disagrees with the study list is not this study
+        row = by_study.get(study)
+        if row is None or row["subject_id"].strip() != subject:
+            listing.unusable.append((keys.pseudonym("study", study), "study_not_listed" if row is None
+                                     else "subject_mismatch"))
+            continue
         seen.add(study)
         study_key = keys.pseudonym("study", study)
         listing.videos.append(ListedVideo(

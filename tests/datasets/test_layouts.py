@@ -13,9 +13,11 @@ from echofm.cli import main
 from echofm.datasets.catalog import DATASETS
 from echofm.datasets.dataset import DatasetLayoutError
 from echofm.datasets.prepare import prepare_dataset
+from echofm.datasets.mimic import read_mimic_echo
 from echofm.datasets.tmed import as_grade
 from echofm.datasets.tracings import chord_polygon, fill_polygon
 from echofm.downstream.tasks import TASKS
+from echofm.io.deid import Pseudonymizer
 from tests.factories.public_datasets import echonet_dynamic, heart_cine
 
 
@@ -96,3 +98,19 @@ def test_tmed2_grades_map_to_the_task_classes() -> None:
     assert as_grade("Not_Provided") is None
     with pytest.raises(KeyError):
         as_grade("critical_AS")
+
+
+def test_mimic_dicoms_outside_the_study_list_are_reported_by_keyed_study(tmp_path: Path) -> None:
+    pd.DataFrame({"subject_id": ["10000032"], "study_id": ["90000001"]}).to_csv(tmp_path / "echo-study-list.csv",
+                                                                                index=False)
+    for rel in ("p10/p10000032/s90000001/90000001_0001.dcm", "p10/p10000032/s90000002/90000002_0001.dcm",
+                "p10/p10000099/s90000001/90000001_0002.dcm", "p10/p10000032/stray.dcm"):
+        (tmp_path / "files" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "files" / rel).write_bytes(b"")
+    keys = Pseudonymizer(b"k" * 32)
+    listing = read_mimic_echo(tmp_path, keys)
+    assert [v.rel_path for v in listing.videos] == ["files/p10/p10000032/s90000001/90000001_0001.dcm"]
+    assert sorted(listing.unusable) == sorted([(keys.pseudonym("study", "90000002"), "study_not_listed"),
+                                               (keys.pseudonym("study", "90000001"), "subject_mismatch"),
+                                               ("", "not_a_study_path")])
+    assert "9000000" not in repr(listing.unusable)
