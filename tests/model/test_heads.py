@@ -31,7 +31,7 @@ def test_shapes_and_gradients(kind: str) -> None:
     head = build_head(_config(kind))
     x = _input(kind).requires_grad_(True)
     out = head(x)
-    expected = (2, 8, 32, 32) if kind == "segmentation" else (2, 3)
+    expected = (2, 3, 8, 32, 32) if kind == "segmentation" else (2, 3)  # segmentation: 3 class logits per pixel
     assert out.shape == expected
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -56,7 +56,7 @@ def test_heads_take_the_encoder_outputs() -> None:
         tokens, features = encoder.forward_tokens(video), encoder.forward_features(video)
     assert build_head(_config("attentive"))(tokens).shape == (2, 3)
     assert build_head(_config("mlp"))(features).shape == (2, 3)
-    assert build_head(_config("segmentation"))(tokens).shape == (2, 8, 32, 32)
+    assert build_head(_config("segmentation", out_dim=1))(tokens).shape == (2, 8, 32, 32)  # one mask's logits
 
 
 def test_attentive_pooling_finds_the_informative_token() -> None:
