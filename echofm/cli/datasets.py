@@ -49,11 +49,14 @@ def _list() -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from echofm.datasets.prepare import ingest_settings, prepare_dataset
+    from pydantic import SecretStr
+
     from flows.ingest import ingest_archive
 
     options = IngestOptions(**ingest_settings(DATASETS[args.name], given_options(args, IngestOptions)))
-    report = prepare_dataset(args.name, args.root, args.out,
-                             ingest=lambda source, output: ingest_archive(str(source), str(output), options))
+    # SOURCE travels as a secret string, as `echofm ingest` passes it: never a plain flow parameter.
+    report = prepare_dataset(args.name, args.root, args.out, secret_file=options.secret_file,
+                             ingest=lambda source, output: ingest_archive(SecretStr(str(source)), str(output), options))
     summary = {k: v for k, v in report.to_dict().items() if k != "records_by_reason"}
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     return 0

@@ -8,8 +8,8 @@
    the ingestion SOURCE is a temporary folder of links to them at their own paths relative to
    ROOT, so the manifest names each file as ingesting ROOT itself would, and re-running adds
    nothing (ingestion is incremental).
-3. Each listed video is joined to its manifest rows by source identity (the keyed `source_id` of
-   its relative path where the manifest has one, its relative path otherwise); every accepted
+3. Each listed video is joined to its manifest rows by the keyed `source_id` of its relative
+   path (the path itself never leaves memory); every accepted
    clip becomes one row of OUT/labels.parquet, masks go to OUT/masks/<dataset>/<record>.npz, and
    every listed row that did not become a clip is counted by reason in the report
    (OUT/labels-report.json).
@@ -113,16 +113,10 @@ def selected_source(root: Path, videos: list[ListedVideo]) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _source_keys(manifest: Any, videos: list[ListedVideo], keys: Any) -> tuple[str, dict[str, ListedVideo]]:
-    """The manifest column that identifies a source file, and each video under that key.
-
-    The identity contract (issue 11): a manifest that names files by `source_id` is joined by
-    the keyed id of each video's relative path under the run's secret; one that still records
-    `source_path` (relative to SOURCE) by the path itself.
-    """
-    if "source_id" in manifest.columns:
-        return "source_id", {keys.source_id(video.rel_path): video for video in videos}
-    return "source_path", {video.rel_path: video for video in videos}
+def _source_keys(videos: list[ListedVideo], keys: Any) -> dict[str, ListedVideo]:
+    """Each listed video under the manifest's `source_id` of its path relative to SOURCE, keyed
+    under the run's secret (the identity contract of docs/deid.md: the manifest holds no path)."""
+    return {keys.source_id(video.rel_path): video for video in videos}
 
 
 def _write_masks(out: Path, dataset: str, video: ListedVideo) -> str | None:
@@ -144,10 +138,10 @@ def _write_masks(out: Path, dataset: str, video: ListedVideo) -> str | None:
 
 def _label_rows(out: Path, dataset: PublicDataset, videos: list[ListedVideo], manifest: Any,
                 keys: Any) -> tuple[list[dict[str, Any]], Counter[str], dict[str, list[str]], int]:
-    column, by_key = _source_keys(manifest, videos, keys)
+    by_key = _source_keys(videos, keys)
     rows_of: dict[str, list[dict[str, Any]]] = {}
-    for row in manifest[manifest[column].isin(list(by_key))].to_dict("records"):
-        rows_of.setdefault(row[column], []).append(row)
+    for row in manifest[manifest["source_id"].isin(list(by_key))].to_dict("records"):
+        rows_of.setdefault(row["source_id"], []).append(row)
     labels, reasons, records, accepted = [], Counter(), {}, 0
     for key, video in by_key.items():
         rows = sorted(rows_of.get(key, []), key=lambda r: r["window_index"])
@@ -184,33 +178,35 @@ def _write_labels(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 class RunKeys:
-    """The run's pseudonymizer (the secret ingestion uses for this OUT), loaded (or its secret created in OUT) on first use, so that a
-    download whose layout does not match leaves OUT untouched and reports only its layout error."""
+    """The run's pseudonymizer (the secret ingestion uses for this OUT: `secret_file`, else
+    `ECHOFM_DEID_SECRET`), loaded on first use, so that a download whose layout does not match
+    reports only its layout error and leaves OUT untouched."""
 
-    def __init__(self, out: Path) -> None:
-        self._out, self._keys = out, None
+    def __init__(self, out: Path, secret_file: str | Path | None = None) -> None:
+        self._out, self._secret_file, self._keys = out, secret_file, None
 
     def __getattr__(self, name: str) -> Any:
         if self._keys is None:
-            from echofm.io.deid import Pseudonymizer
+            from echofm.io.deid import Pseudonymizer, load_secret
 
-            self._out.mkdir(parents=True, exist_ok=True)
-            self._keys = Pseudonymizer.from_output(self._out)
+            self._keys = Pseudonymizer(load_secret(secret_file=self._secret_file, output=self._out))
         return getattr(self._keys, name)
 
 
-def prepare_dataset(name: str, root: str | Path, out: str | Path, *, ingest: Ingest) -> PrepareReport:
+def prepare_dataset(name: str, root: str | Path, out: str | Path, *, ingest: Ingest,
+                    secret_file: str | Path | None = None) -> PrepareReport:
     """Prepare dataset `name` from its download at `root` into `out` (see the module doc).
 
     ingest: runs ingestion of a SOURCE into OUTPUT with the run's options (the CLI passes the
-    `ingest-archive` flow). Raises DatasetLayoutError (layout mismatch), UnknownDataset, or
+    `ingest-archive` flow); secret_file: the de-identification secret that ingestion uses (None:
+    `ECHOFM_DEID_SECRET`), to key the listed videos' ids as the manifest does. Raises DatasetLayoutError (layout mismatch), UnknownDataset, or
     PrepareError (no clip at all); ingestion's own errors pass through.
     """
     from echofm.data.manifest import MANIFEST_FILENAME, read_manifest
 
     dataset = DATASETS[name]
     root, out = Path(root).resolve(), Path(out).resolve()
-    keys = RunKeys(out)
+    keys = RunKeys(out, secret_file)
     listing = dataset.read(root, keys)
     out.mkdir(parents=True, exist_ok=True)
     videos = _published_only(listing, dataset)

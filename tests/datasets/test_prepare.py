@@ -75,8 +75,11 @@ def test_camus_structures_on_square_pixels_in_both_releases(prepared_replica) ->
             assert masks["masks"].shape == (frames, 192, 192)  # 96 rows of 0.3 mm -> 192 of 0.15 mm
             assert set(np.unique(masks["masks"])) == {0, 1, 2, 3}
             assert tuple(masks["classes"]) == ("lv_endo", "lv_myo", "la")
-    manifest = pd.read_parquet(prepared_replica("camus-mhd").manifest_path)
-    assert set(manifest.loc[manifest["source_path"].str.endswith(".raw"), "reason"]) == {"volume_data"}
+    camus = prepared_replica("camus-mhd")
+    manifest = pd.read_parquet(camus.manifest_path)
+    # Every ingested .mhd header's .raw beside it is accounted for as that header's voxels.
+    voxels = manifest.loc[manifest["reason"] == "volume_data", "source_id"].nunique()
+    assert voxels == manifest.loc[manifest["source_format"] == "mhd", "source_id"].nunique() > 0
 
 
 def test_tmed2_grades_and_stills(prepared_replica) -> None:
@@ -109,9 +112,7 @@ def test_planted_phi_reaches_neither_labels_nor_manifest(name: str, prepared_rep
     outputs = [_text_of(pd.read_parquet(prepared.labels_path)), (prepared.out / REPORT_FILENAME).read_text(),
                " ".join(p.name for p in prepared.out.rglob("*"))]
     manifest = pd.read_parquet(prepared.manifest_path)
-    # The manifest still records source_path until the keyed source_id of issue 11 replaces it;
-    # MIMIC's folders name subject and study there, so that column is left to the identity contract.
-    outputs.append(_text_of(manifest.drop(columns=["source_path"] if name == "mimic-iv-echo" else [])))
+    outputs.append(_text_of(manifest))
     for text in outputs:
         for value in prepared.replica.phi:
             assert value not in text
