@@ -10,6 +10,12 @@ from dataclasses import dataclass
 from echofm.errors import ModelError
 
 MASK_MODES: tuple[str, ...] = ("random", "tube")
+# How the temporal triplet picks its pairs (both on the projector's per-slice summaries):
+# "phase": positive = a slice of the same clip at the same cardiac phase by a pixel-space prior,
+# negative = the hardest slice of another clip in the batch (`phase_triplet.py`); "self": the
+# seed's design, positives and negatives of slice 0 split by the summaries' own similarity
+# (`triplet.py`), which the projector satisfies by itself within a few dozen steps.
+TRIPLET_MODES: tuple[str, ...] = ("phase", "self")
 
 
 class ModelConfigError(ModelError, ValueError):
@@ -43,6 +49,7 @@ class ModelConfig:
     mask_mode: str = "random"
     # Normalise each target patch by its own mean/std before the MSE (MAE's best setting).
     norm_pix_loss: bool = False
+    triplet_mode: str = "phase"
     triplet_weight: float = 1.0
     # Margin of the triplet loss, in cosine-similarity units (similarity lies in [-1, 1]).
     triplet_margin: float = 0.2
@@ -79,6 +86,8 @@ class ModelConfig:
             raise ModelConfigError(f"mask_ratio must lie in [0, 1), got {self.mask_ratio!r}")
         if self.mask_mode not in MASK_MODES:
             raise ModelConfigError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
+        if self.triplet_mode not in TRIPLET_MODES:
+            raise ModelConfigError(f"triplet_mode must be one of {TRIPLET_MODES}, got {self.triplet_mode!r}")
         if not self.triplet_weight >= 0:
             raise ModelConfigError(f"triplet_weight must be >= 0, got {self.triplet_weight!r}")
         if not self.triplet_margin >= 0:

@@ -17,11 +17,13 @@ from functools import partial
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 from einops import rearrange
 from timm.models.vision_transformer import Block
 
 from echofm.model.config import ModelConfig
 from echofm.model.masking import gather_tokens, make_mask
+from echofm.model.phase_triplet import phase_triplet_loss, pixel_phase_prior
 from echofm.model.pos_embed import separable_pos_embed
 from echofm.model.projector import SliceProjector
 from echofm.model.triplet import slice_token_counts, temporal_triplet_loss
@@ -56,6 +58,10 @@ NO_WEIGHT_DECAY: frozenset[str] = frozenset(
 
 class VideoShapeError(ModelError, ValueError):
     """The video tensor does not have the `[B, C, T, H, W]` shape the model was built for."""
+
+
+class TripletInputError(ModelError, ValueError):
+    """The phase triplet loss was asked for without the video whose pixels are its prior."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,10 @@ class MaskedAutoencoderViT(nn.Module):
                                       config.mlp_ratio, 0.0)
         self.decoder_norm = nn.LayerNorm(ddim, eps=1e-6)
         self.decoder_pred = nn.Linear(ddim, config.patch_dim)
+        # Recompute block activations in the backward pass instead of storing them (training
+        # only): less memory for more compute. A run-time switch, not part of the config: it
+        # changes no number the model computes.
+        self.activation_checkpointing = False
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -208,9 +218,13 @@ class MaskedAutoencoderViT(nn.Module):
         """Prepend CLS, run the blocks and the final norm: `[B, N, D]` -> `[B, 1 + N, D]`."""
         cls = (self.cls_token + self.pos_embed_class).expand(x.shape[0], -1, -1)
         x = torch.cat([cls.to(x.dtype), x], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return self.norm(self._run_blocks(self.blocks, x))
+
+    def _run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        checkpointed = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        for block in blocks:
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if checkpointed else block(x)
+        return x
 
     def encode(
         self,
@@ -259,8 +273,7 @@ class MaskedAutoencoderViT(nn.Module):
                                                 self.decoder_pos_embed_temporal)
         cls = x[:, :1] + self.decoder_pos_embed_class
         x = torch.cat([cls.to(patches.dtype), patches], dim=1)
-        for block in self.decoder_blocks:
-            x = block(x)
+        x = self._run_blocks(self.decoder_blocks, x)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
 
     # ----------------------------------------------------------------- losses
@@ -290,11 +303,19 @@ class MaskedAutoencoderViT(nn.Module):
             summaries = self.slice_projector(latent.tokens[:, 1:].float(), slice_index, t)
         return summaries, slice_token_counts(slice_index, t)
 
-    def triplet_loss(self, latent: EncoderOutput) -> torch.Tensor:
-        """Temporal triplet loss on the per-slice CLS summaries (see `triplet.py`), float32."""
+    def triplet_loss(self, latent: EncoderOutput, video: torch.Tensor | None = None) -> torch.Tensor:
+        """Temporal triplet loss of `config.triplet_mode` on the per-slice CLS summaries, float32:
+        "phase" (`phase_triplet.py`) needs the `video` the latent was encoded from, whose pixels
+        are its phase prior; "self" is the seed's design (`triplet.py`)."""
         summaries, counts = self.slice_summaries(latent)
+        cfg = self.config
         with torch.autocast(summaries.device.type, enabled=False):
-            return temporal_triplet_loss(summaries, counts > 0, self.config.triplet_margin)
+            if cfg.triplet_mode == "self":
+                return temporal_triplet_loss(summaries, counts > 0, cfg.triplet_margin)
+            if video is None:
+                raise TripletInputError("the phase triplet loss needs the video its latent was encoded from")
+            prior = pixel_phase_prior(video, cfg.t_patch_size)
+            return phase_triplet_loss(summaries, counts > 0, prior, cfg.triplet_margin)
 
     def forward(
         self,
@@ -307,7 +328,7 @@ class MaskedAutoencoderViT(nn.Module):
         latent = self.encode(video, mask_ratio, generator=generator)
         pred = self.decode(latent)
         recon = self.reconstruction_loss(video, pred, latent.mask)
-        triplet = self.triplet_loss(latent)
+        triplet = self.triplet_loss(latent, video)
         return MAEOutput(
             loss=recon + self.config.triplet_weight * triplet,
             recon_loss=recon,

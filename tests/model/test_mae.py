@@ -237,3 +237,17 @@ def test_helpers_for_optimisers(micro_config: ModelConfig) -> None:
     assert {"pos_embed_spatial", "cls_token", "mask_token"} <= model.no_weight_decay()
     assert sum(1 for _ in model.encoder_parameters()) < len(names)
 
+
+
+def test_activation_checkpointing_changes_memory_not_numbers(micro_config: ModelConfig) -> None:
+    video = make_video(micro_config, batch=2)
+    grads = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        model = MaskedAutoencoderViT(micro_config)
+        model.activation_checkpointing = checkpointed
+        out = model(video, generator=seeded(3))
+        out.loss.backward()
+        grads.append((out.loss.detach(), model.blocks[0].attn.qkv.weight.grad, model.decoder_blocks[0].mlp.fc1.weight.grad))
+    for plain, checkpointed in zip(*grads, strict=True):
+        torch.testing.assert_close(plain, checkpointed)

@@ -55,15 +55,16 @@ def test_a_slice_summary_depends_only_on_its_own_tokens() -> None:
 def test_model_triplet_uses_the_projector_summaries(micro_config: ModelConfig) -> None:
     torch.manual_seed(0)
     model = MaskedAutoencoderViT(micro_config)
-    latent = model.encode(make_video(micro_config, batch=2), generator=seeded(0))
+    video = make_video(micro_config, batch=2)
+    latent = model.encode(video, generator=seeded(0))
     summaries, counts = model.slice_summaries(latent)
     t = micro_config.grid[0]
     assert summaries.shape == (2, t, micro_config.embed_dim) and summaries.dtype == torch.float32
     assert counts.sum(dim=1).tolist() == [latent.ids_keep.shape[1]] * 2
-    before = model.triplet_loss(latent)
+    before = model.triplet_loss(latent, video)
     with torch.no_grad():
         model.slice_projector.cls_token.add_(torch.randn_like(model.slice_projector.cls_token))
-    assert not torch.equal(model.triplet_loss(latent), before)
+    assert not torch.equal(model.triplet_loss(latent, video), before)
     # The projector is pretraining-only: not part of what `encode` uses.
     names = {n for n, _ in model.encoder_named_parameters()}
     assert not any(n.startswith("slice_projector") for n in names)

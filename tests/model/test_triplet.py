@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from echofm.model import EncoderOutput, MaskedAutoencoderViT, ModelConfig, build_model
+from echofm.model.config import TRIPLET_MODES
 from echofm.model.triplet import (
     anchor_triplet_sets,
     slice_token_counts,
@@ -110,7 +113,8 @@ def test_model_batch_of_one(micro_config: ModelConfig) -> None:
 
 
 def test_model_handles_a_clip_whose_anchor_slice_is_fully_masked(micro_config) -> None:
-    model = MaskedAutoencoderViT(micro_config)
+    # The seed's design anchors on slice 0 alone.
+    model = MaskedAutoencoderViT(replace(micro_config, triplet_mode="self"))
     latent = model.encode(make_video(micro_config, batch=1), 0.75, generator=seeded(0))
     # Keep only tokens outside time slice 0 (slots 16..63 of a 4 x 4 x 4 grid).
     ids_keep = torch.arange(16, 32).unsqueeze(0)
@@ -123,14 +127,16 @@ def test_model_handles_a_clip_whose_anchor_slice_is_fully_masked(micro_config) -
     assert torch.isfinite(tokens.grad).all()
 
 
-def test_triplet_is_computed_in_float32_under_autocast(micro_config: ModelConfig) -> None:
-    model = MaskedAutoencoderViT(micro_config)
-    latent = model.encode(make_video(micro_config, batch=3), 0.5, generator=seeded(0))
+@pytest.mark.parametrize("mode", TRIPLET_MODES)
+def test_triplet_is_computed_in_float32_under_autocast(micro_config: ModelConfig, mode: str) -> None:
+    model = MaskedAutoencoderViT(replace(micro_config, triplet_mode=mode))
+    video = make_video(micro_config, batch=3)
+    latent = model.encode(video, 0.5, generator=seeded(0))
     tokens = torch.randn(latent.tokens.shape, generator=seeded(1))
     latent = EncoderOutput(tokens=tokens, mask=latent.mask, ids_restore=latent.ids_restore,
                            ids_keep=latent.ids_keep)
-    reference = model.triplet_loss(latent)
+    reference = model.triplet_loss(latent, video)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        under_autocast = model.triplet_loss(latent)
+        under_autocast = model.triplet_loss(latent, video)
     assert under_autocast.dtype == torch.float32
     assert torch.equal(under_autocast, reference)
