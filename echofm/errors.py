@@ -12,6 +12,7 @@ class that fits (`ValueError`, `FileNotFoundError`, ...), so generic handlers ke
     ├── ModelError         echofm.model: configs, presets, checkpoints, heads, input shapes
     ├── IngestError        echofm.ingest: SOURCE/OUTPUT, view classifiers, the data contract
     ├── TrainingError      echofm.pretrain: options, checkpoints and resuming, the torchrun job
+    ├── RepresentationError echofm.representation: embeddings, probes, probe labels, the gate
     ├── DownstreamError    echofm.downstream: tasks, labels, splits, encoders, fine-tuning
     ├── DatasetError       echofm.datasets: public datasets in their published layouts
     ├── RegistryError      echofm.registry: registration, promotion, registered models
@@ -46,6 +47,10 @@ class IngestError(EchoFMError):
 
 class TrainingError(EchoFMError):
     """A pretraining run that cannot start, resume or finish."""
+
+
+class RepresentationError(EchoFMError):
+    """Embeddings, probe labels or a gate that the representation report cannot measure with."""
 
 
 class DownstreamError(EchoFMError):

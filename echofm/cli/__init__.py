@@ -1,7 +1,8 @@
 """The `echofm` command: the entry-point layer, the only part of `echofm` that runs flows.
 
 Each sub-command lives in its own module under `echofm.cli` and exposes
-`add_parser(subparsers) -> argparse.ArgumentParser` and `run(args) -> int`; command modules parse
+`add_parser(subparsers) -> argparse.ArgumentParser` (the command: the module's name,
+hyphenated) and `run(args) -> int`; command modules parse
 arguments (their flags built from the stages' options, `echofm.cli.options`) and call into the
 core library or a flow, holding no pipeline logic of their own. This file only wires them
 together, so adding a stage never touches another stage's command. A user error that a command
@@ -27,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pretrain",
     "finetune",
     "evaluate",
+    "evaluate_representation",
     "promote",
     "export",
     "pipeline",

@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 RUN_FLAGS: tuple[str, ...] = (
     "preset", "schedule_steps", "batch_size", "accum_steps", "base_lr", "warmup_steps", "precision", "device",
     "img_size", "num_frames", "mask_ratio", "num_workers", "holdout_clips", "ckpt_every", "keep_last", "eval_every",
-    "seed", "register_model", "experiment_name",
+    "seed", "register_model", "experiment_name", "triplet_mode", "report_clips", "probe_labels", "compile",
+    "activation_checkpointing",
 )
 LAUNCH_FLAGS: tuple[str, ...] = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "rdzv_id")
 FLAG_NAMES: dict[str, str] = {"experiment_name": "--experiment", "register_model": "--no-register"}

@@ -11,6 +11,7 @@ clip at 16 x 112 x 112 x 3, so labelled sets of tens of thousands of clips fit i
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -138,6 +139,33 @@ def task_splits(joined: pd.DataFrame, config: SplitConfig) -> pd.Series:
     if config.official and columns.has("split"):
         return official_splits(columns("split").reset_index(drop=True), config)
     return assign_splits(joined, config, patient_column=_patient_column(joined))
+
+
+# Tasks whose targets the representation report probes, by its probe-table column.
+PROBE_TASKS: tuple[str, ...] = ("view", "ef")
+
+
+def probe_label_table(manifest: str | Path | pd.DataFrame, labels: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """The representation report's probe labels (`echofm.representation.labels`): one row per
+    accepted, labelled clip with `clip_id`, whichever of `PROBE_TASKS` the labels give, and
+    `patient`, a digest of the patient pseudonym (the report only needs to know which clips
+    share a patient, so the pseudonym itself never leaves this function).
+    Raises LabelError when no accepted clip has a label."""
+    label_frame = labels if isinstance(labels, pd.DataFrame) else load_labels(labels)
+    joined = join_labels(read_manifest_frame(manifest), label_frame)
+    table = pd.DataFrame({"clip_id": joined["clip_id"].astype(str)})
+    columns = LabelColumns(joined)
+    for task in PROBE_TASKS:
+        try:
+            table[task] = pd.Series(TASKS[task].derive(columns)).to_numpy()
+        except LabelError:
+            continue  # the labels lack this task's columns: the report skips its probe
+    try:
+        patients = joined[_patient_column(joined)].astype(str)
+        table["patient"] = [hashlib.sha256(p.encode()).hexdigest()[:16] for p in patients]
+    except LabelError:
+        pass  # no patient known: every clip is its own group
+    return table
 
 
 def _window_indices(row: pd.Series, heart_rate_bpm: float | None, shard_frames: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from torch import nn
 
 from echofm.downstream.baselines import Baseline
 from echofm.errors import DownstreamError
-from echofm.model import LoadReport, load_pretrained
+from echofm.model import LoadReport, load_pretrained, random_init
 from echofm.model.config import ModelConfig
 from echofm.model.mae import MaskedAutoencoderViT
 from echofm.store import is_registry_uri, parse_alias_uri
@@ -87,12 +87,7 @@ def load_encoder(source: str | Path, *, tracking_uri: str | None = None) -> Load
 
 def random_like(model: MaskedAutoencoderViT, seed: int) -> MaskedAutoencoderViT:
     """Same architecture and config as `model`, freshly initialised under `seed`."""
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        return MaskedAutoencoderViT(model.config)
-    finally:
-        torch.random.set_rng_state(state)
+    return random_init(model.config, seed)
 
 
 def baseline_encoder(

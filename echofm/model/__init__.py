@@ -30,6 +30,7 @@ from echofm.model.presets import (
     build_model,
     preset_config,
     preset_names,
+    random_init,
 )
 from echofm.model.weights import LoadReport, WeightsError, load_pretrained
 
@@ -56,5 +57,6 @@ __all__ = [
     "num_visible",
     "preset_config",
     "preset_names",
+    "random_init",
     "save_checkpoint",
 ]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from echofm.model.config import ModelConfig, ModelConfigError
 from echofm.model.mae import MaskedAutoencoderViT
 from echofm.errors import ModelError
@@ -84,3 +86,11 @@ def build_model(preset: str | ModelConfig = "tiny", **overrides: object) -> Mask
     Example: `build_model("tiny", img_size=64, num_frames=16)`.
     """
     return MaskedAutoencoderViT(preset_config(preset, **overrides))
+
+
+def random_init(config: ModelConfig, seed: int) -> MaskedAutoencoderViT:
+    """A freshly initialised model of `config` under `seed`, without touching the caller's RNG.
+    With the seed a pretraining run used, these are exactly the weights it started from."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MaskedAutoencoderViT(config)

@@ -20,6 +20,9 @@ from echofm.store import ENCODER_MODEL_NAME
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Device = Literal["auto", "cpu", "cuda"]
+# `echofm.model.config.TRIPLET_MODES`, spelled out so this module stays torch-free (a test keeps
+# the two equal): "phase" (the default), or "self", the seed's design (docs/representation.md).
+TripletMode = Literal["phase", "self"]
 
 # Fields that may change between a run and its resumption without changing what it computes.
 RESUMABLE_CHANGES: frozenset[str] = frozenset(
@@ -34,6 +37,10 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset(
         "tracking",
         "register_model",
         "record_samples",
+        "report_clips",
+        "probe_labels",
+        "compile",
+        "activation_checkpointing",
     }
 )
 
@@ -58,6 +65,7 @@ class PretrainConfig(Options):
     num_frames: int | None = Field(default=None, ge=4, description="frames per clip (default: the preset's; fewer than 32 subsample time)")
     model_overrides: dict[str, Any] = Field(default_factory=dict, description="further ModelConfig fields")
     mask_ratio: float | None = Field(default=None, ge=0.0, lt=1.0, description="default: the model config's (0.75)")
+    triplet_mode: TripletMode | None = Field(default=None, description="temporal triplet design (default: the model config's, phase; self: the seed's)")
 
     steps: int | None = Field(default=None, ge=1, description="optimiser steps")
     epochs: int | None = Field(default=None, ge=1, description="passes over the training clips")
@@ -81,7 +89,12 @@ class PretrainConfig(Options):
     shuffle_buffer: int = Field(default=64, ge=1, description="clips mixed across a worker's shards")
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig, description="per-clip intensity and affine augmentation (none: off)")
     norm_max_clips: int = Field(default=256, ge=1, description="clips the normalisation statistics are computed from")
-    holdout_clips: int = Field(default=8, ge=0, description="held-out clips for figures and the collapse monitor")
+    holdout_clips: int = Field(default=8, ge=0, description="held-out clips for the reconstruction figure and eval loss")
+    # The held-out clips, then training clips in the same stable order (`report_set.py`).
+    report_clips: int = Field(default=128, ge=0, description="clips the representation report measures at each evaluation (0: off)")
+    probe_labels: str | None = Field(default=None, description="CSV/Parquet keyed by clip_id with view/ef/patient: the report's frozen probes")
+    compile: bool = Field(default=False, description="torch.compile the training model (measure with echofm bench pretrain)")
+    activation_checkpointing: bool = Field(default=False, description="recompute block activations in backward: less memory, more compute")
 
     ckpt_every: int = Field(default=100, ge=1, description="steps between checkpoints")
     keep_last: int = Field(default=3, ge=1, description="checkpoints kept")
@@ -102,6 +115,8 @@ class PretrainConfig(Options):
             raise ValueError("register_model needs tracking (the model is logged to MLflow)")
         if self.eval_every and self.holdout_clips < 2:
             raise ValueError("evaluation (eval_every > 0) needs holdout_clips >= 2")
+        if self.report_clips == 1:
+            raise ValueError("the representation report needs report_clips >= 2 (or 0: off)")
         if self.min_lr > self.base_lr:
             raise ValueError("need 0 <= min_lr <= base_lr")
         if not all(0.0 <= b < 1.0 for b in self.betas):
@@ -115,6 +130,8 @@ class PretrainConfig(Options):
             kwargs["img_size"] = self.img_size
         if self.num_frames is not None:
             kwargs["num_frames"] = self.num_frames
+        if self.triplet_mode is not None:
+            kwargs["triplet_mode"] = self.triplet_mode
         return kwargs
 
     def resume_conflicts(self, other: PretrainConfig) -> list[str]:

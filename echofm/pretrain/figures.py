@@ -1,7 +1,7 @@
 """What pretraining shows about itself at each evaluation: pure functions over tensors.
 
 A reconstruction figure (`figures/reconstruction-step-N.png`: original | masked | reconstructed)
-and the representation-collapse monitor (`embedding_mean_cosine` of held-out clip embeddings).
+and the collapse warning on the representation report (`echofm.representation`).
 """
 
 from __future__ import annotations
@@ -11,40 +11,23 @@ import logging
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from echofm.data.loader import ClipNormalization
+from echofm.representation.gate import collapse_failures
+from echofm.representation.report import RepresentationReport
 
 log = logging.getLogger(__name__)
 
-COLLAPSE_THRESHOLD = 0.95
-
-
-def mean_pairwise_cosine(embeddings: torch.Tensor) -> float:
-    """Mean cosine similarity over distinct pairs of `embeddings` `[N, D]` (N >= 2).
-
-    Near 1 means every clip maps to almost the same direction: representation collapse.
-    """
-    if embeddings.shape[0] < 2:
-        raise ValueError("need at least two embeddings")
-    unit = F.normalize(embeddings.float(), dim=-1)
-    similarity = unit @ unit.T
-    n = similarity.shape[0]
-    off_diagonal = similarity.sum() - similarity.diagonal().sum()
-    return float(off_diagonal / (n * (n - 1)))
-
-
-def collapse_warning(mean_cosine: float, step: int) -> bool:
-    """Log a warning when the embeddings look collapsed; returns whether it warned."""
-    if mean_cosine > COLLAPSE_THRESHOLD:
-        log.warning(
-            "step %d: held-out clip embeddings have mean pairwise cosine %.3f > %.2f: the encoder "
-            "may be collapsing to one representation",
-            step,
-            mean_cosine,
-            COLLAPSE_THRESHOLD,
-        )
+def collapse_warning(report: RepresentationReport) -> bool:
+    """Log a warning when the report's collapse measures fail the promotion gate's thresholds
+    (`echofm.representation.gate`); returns whether it warned."""
+    failures = collapse_failures(report)
+    if failures:
+        random = report.random
+        log.warning("step %s: the encoder may be collapsing to one representation: %s (random init: mean "
+                    "cosine %.3f, RankMe %.1f)", report.step, "; ".join(failures),
+                    random.mean_cosine if random else float("nan"), random.rankme if random else float("nan"))
         return True
     return False
 

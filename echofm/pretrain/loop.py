@@ -48,7 +48,9 @@ from echofm.pretrain.distributed import (
 )
 from echofm.pretrain.optim import build_optimizer, build_scheduler
 from echofm.pretrain.plan import RunData, RunPlan, check_resumable, fix_normalization, plan_data
-from echofm.pretrain.figures import collapse_warning, mean_pairwise_cosine, reconstruction_figure
+from echofm.pretrain.figures import collapse_warning, reconstruction_figure
+from echofm.pretrain.report_set import ReportSet
+from echofm.representation.report import RepresentationReport
 from echofm.pretrain.tracker import PretrainTracker, RegisteredEncoder, dataset_digest, dataset_record, run_params
 from echofm.store import code_version
 from echofm.errors import TrainingError
@@ -87,6 +89,7 @@ class PretrainResult:
     data_wait_fraction: float
     run_id: str | None = None
     registered: RegisteredEncoder | None = None
+    representation: dict[str, Any] | None = None  # the last `RepresentationReport.to_dict()`
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -138,7 +141,10 @@ def build_run(
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts)
     model = build_model(config.preset, **config.model_kwargs()).to(device)
+    model.activation_checkpointing = config.activation_checkpointing
     ddp_model = wrap_model(model, ctx)
+    if config.compile:
+        ddp_model = torch.compile(ddp_model)
     optimizer = build_optimizer(model, lr=plan.peak_lr, weight_decay=config.weight_decay, betas=config.betas)
     scheduler = build_scheduler(
         optimizer,
@@ -217,6 +223,7 @@ def run_pretraining(run: PretrainRun) -> PretrainResult:
         clips=data.train_clips,
     )
     eval_batch = None
+    report_set = None
     tracker = None
     if ctx.is_main and config.tracking:
         if config.eval_every and data.holdout:
@@ -224,6 +231,8 @@ def run_pretraining(run: PretrainRun) -> PretrainResult:
                 data.clips, data.holdout, img_size=mcfg.img_size, num_frames=mcfg.num_frames,
                 normalization=run.normalization,
             )
+            if config.report_clips:
+                report_set = ReportSet.load(config, data.clips, run.normalization, run.device)
         tracker = PretrainTracker(run.out_dir, experiment_name=config.experiment_name)
         tracker.start(
             params=run_params(config, plan, mcfg, ctx.world_size, run.precision, len(data.train_clips)),
@@ -246,6 +255,7 @@ def run_pretraining(run: PretrainRun) -> PretrainResult:
         out_dir=run.out_dir,
         tracker=tracker,
         eval_batch=eval_batch,
+        report_set=report_set,
         normalization=run.normalization,
         checkpoint_extra={
             "normalization": run.normalization.to_dict(),
@@ -288,6 +298,7 @@ def run_pretraining(run: PretrainRun) -> PretrainResult:
                     "code_version": code_version(),
                     "checkpoint": str(final_ckpt),
                 },
+                report=loop.last_report,
             )
         tracker.end()
     result = PretrainResult(
@@ -299,6 +310,7 @@ def run_pretraining(run: PretrainRun) -> PretrainResult:
         data_wait_fraction=summary["data_wait_fraction"],
         run_id=run_id,
         registered=registered,
+        representation=loop.last_report.to_dict() if loop.last_report is not None else None,
     )
     if ctx.is_main:
         (run.out_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2))
@@ -325,8 +337,10 @@ class TrainLoop:
     out_dir: Path
     tracker: PretrainTracker | None
     eval_batch: torch.Tensor | None
+    report_set: ReportSet | None
     normalization: ClipNormalization
     checkpoint_extra: dict[str, Any]
+    last_report: RepresentationReport | None = field(default=None, init=False)  # rank 0, with a report set
     # Of the last optimiser step, for its log line.
     lr: float = field(default=0.0, init=False)
     grad_norm: float = field(default=0.0, init=False)
@@ -439,7 +453,7 @@ class TrainLoop:
 
     @torch.no_grad()
     def _evaluate(self, step: int) -> None:
-        """Rank 0: held-out reconstruction figure, loss and the collapse monitor.
+        """Rank 0: held-out reconstruction figure and loss, and the representation report.
 
         A private generator fixes the masks, so figures are comparable across steps and the
         global RNG (training masks) is untouched, which keeps resumed runs exact.
@@ -450,16 +464,16 @@ class TrainLoop:
         video = self.eval_batch.to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
         out = self.model(video, self.config.mask_ratio, generator=generator)
-        embeddings = self.model.forward_features(video)
+        if self.report_set is not None:
+            self.last_report = self.report_set.report(self.model, step)
+            collapse_warning(self.last_report)
+            self.tracker.log_report(self.last_report)
         self.model.train()
-        mean_cosine = mean_pairwise_cosine(embeddings)
-        collapse_warning(mean_cosine, step)
         self.tracker.log_metrics(
             {
                 "eval_loss": float(out.loss),
                 "eval_recon_loss": float(out.recon_loss),
                 "eval_triplet_loss": float(out.triplet_loss),
-                "embedding_mean_cosine": mean_cosine,
             },
             step,
         )

@@ -8,8 +8,9 @@ on one machine needs no server; browse it with
 What one run records: its parameters, per-step losses (reconstruction and triplet separately),
 learning rate, throughput and data-wait fraction, system metrics (MLflow's sampler), the dataset
 (manifest path and digest, an input with context "pretraining"), at each evaluation the figures
-and monitors of `echofm.pretrain.figures`, and at the end the encoder, registered as
-`echofm-encoder` with alias `challenger`.
+and the representation report (`repr/*` metrics, `representation/report-step-N.json` table;
+`echofm.representation`), and at the end the encoder, registered as `echofm-encoder` with alias
+`challenger`, the last report in its model card and its `representation` tag.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from echofm.data import storage
 from echofm.data.loader import file_digest, manifest_path_for
 from echofm.pretrain.config import PretrainConfig
 from echofm.pretrain.plan import RunPlan
+from echofm.representation.gate import GATE_TAG, REPORT_TAG, check_representation
+from echofm.representation.report import RepresentationReport
 from echofm.store import (
     CHALLENGER,
     code_version,
@@ -202,10 +205,22 @@ class PretrainTracker:
         path.write_bytes(png)
         self.client.log_artifact(self.run_id, str(path), artifact_path="figures")
 
+    def log_report(self, report: RepresentationReport) -> None:
+        """The report's measures as metrics at its step, and its rows as a small JSON table."""
+        self.log_metrics(report.metrics(), report.step)
+        path = self.run_dir / "representation" / f"report-step-{report.step:08d}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report.rows(), indent=1))
+        self.client.log_artifact(self.run_id, str(path), artifact_path="representation")
+
     def register_encoder(
-        self, mae: nn.Module, *, checkpoint: Path, name: str, tags: dict[str, str]
+        self, mae: nn.Module, *, checkpoint: Path, name: str, tags: dict[str, str],
+        report: RepresentationReport | None = None,
     ) -> RegisteredEncoder:
         """Log `ClipEncoder(mae)` as this run's model, register it as `name`, alias `challenger`.
+
+        `report` (the last representation report) becomes the version's model card and its
+        `representation` tag, which the promotion gate reads.
 
         `checkpoint` (the run's `encoder.pt`) travels inside the model's artifacts too, so the
         registered version also loads with `echofm.model.load_checkpoint`, without unpickling.
@@ -234,8 +249,11 @@ class PretrainTracker:
             )
         version = str(info.registered_model_version)
         self.client.set_registered_model_alias(name, CHALLENGER, version)
+        gate = check_representation(report)
+        tags = {**tags, REPORT_TAG: json.dumps(report.to_dict() if report else None), GATE_TAG: gate.reason}
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, value)
+        self.client.update_model_version(name, version, description=encoder_model_card(name, config, report, gate.reason))
         return RegisteredEncoder(name=name, version=version, alias=CHALLENGER, model_uri=version_uri(name, version))
 
     def end(self, status: str = "FINISHED") -> None:
@@ -244,6 +262,27 @@ class PretrainTracker:
             self._system_metrics = None
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status)
+
+
+def encoder_model_card(name: str, config: Any, report: RepresentationReport | None, gate_reason: str) -> str:
+    """Markdown description of a registered encoder: what it is and its representation report."""
+    size = f"{config.embed_dim}-wide, {config.depth} blocks, {config.num_frames} x {config.img_size}^2 input"
+    if report is None:
+        measured = "No representation report was recorded (the run had no evaluation)."
+    else:
+        labelled = ", ".join(f"{k} {v}" for k, v in report.n_labelled.items()) or "none"
+        measured = (f"Measured at step {report.step} on {report.n_clips} clips (labelled: {labelled}), "
+                    f"against a random encoder of the same config:\n\n{report.markdown()}")
+    return f"""# {name}
+
+EchoFM video encoder (spatiotemporal MAE, {config.triplet_mode} temporal triplet), {size}.
+`forward(video)` gives the clip embedding `[B, {config.embed_dim}]` (mean of the patch tokens).
+
+## Representation report
+{measured}
+
+Promotion gate: {gate_reason}.
+"""
 
 
 def _param_value(value: Any) -> str:

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 
 from echofm.model import MaskedAutoencoderViT, ModelConfig
 from echofm.model.phase_triplet import phase_positives, phase_triplet_loss, pixel_phase_prior
+from echofm.model.config import TRIPLET_MODES
 from echofm.model.triplet import temporal_triplet_loss
+from echofm.pretrain.config import TripletMode
 
 from tests.factories.model import make_video, seeded
 
@@ -97,3 +99,8 @@ def test_the_model_trains_its_encoder_through_the_phase_triplet(micro_config: Mo
     assert model.slice_projector.cls_token.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="needs the video"):
         model.triplet_loss(latent)
+
+
+def test_the_pretraining_options_offer_every_triplet_mode():
+    # PretrainConfig spells the modes out to stay torch-free; they must not drift apart.
+    assert TripletMode.__args__ == TRIPLET_MODES

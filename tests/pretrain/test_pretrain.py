@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -14,7 +15,8 @@ from echofm.device import resolve_precision
 from echofm.pretrain.config import PretrainConfig, PretrainConfigError
 from echofm.pretrain.loop import pretrain
 from echofm.pretrain.plan import plan_run
-from echofm.pretrain.figures import COLLAPSE_THRESHOLD, collapse_warning, mean_pairwise_cosine, reconstruction_figure
+from echofm.pretrain.figures import collapse_warning, reconstruction_figure
+from echofm.representation.report import EncoderMeasures, RepresentationReport
 from echofm.store import resolve_tracking_uri, tracking_uri_scope
 from tests.factories.shards import write_test_shards
 
@@ -59,7 +61,13 @@ def test_run_is_recorded_in_mlflow_and_the_encoder_registered(tracked_run):
     for metric in ("loss", "recon_loss", "triplet_loss", "lr", "clips_per_s", "data_wait_fraction"):
         history = client.get_metric_history(result.run_id, metric)
         assert [m.step for m in history] == [1, 2], metric
-    assert len(client.get_metric_history(result.run_id, "embedding_mean_cosine")) == 2
+    for metric in ("repr/mean_cosine", "repr/rankme", "repr/view_gap", "repr/slice_contrast"):
+        assert [m.step for m in client.get_metric_history(result.run_id, metric)] == [1, 2], metric
+    # The random baseline is measured once, on the weights the run started from.
+    assert {m.value for m in client.get_metric_history(result.run_id, "repr/random/mean_cosine")} == {
+        result.representation["random"]["mean_cosine"]}
+    tables = [a.path for a in client.list_artifacts(result.run_id, "representation")]
+    assert tables == ["representation/report-step-00000001.json", "representation/report-step-00000002.json"]
 
     digest = file_digest(shards.parent / "manifest.parquet")
     (dataset_input,) = run.inputs.dataset_inputs
@@ -73,6 +81,10 @@ def test_run_is_recorded_in_mlflow_and_the_encoder_registered(tracked_run):
     assert str(version.version) == result.registered.version and version.run_id == result.run_id
     assert version.tags["manifest_digest"] == digest
     assert version.tags["preset"] == "tiny" and version.tags["code_version"]
+    recorded = RepresentationReport.from_dict(json.loads(version.tags["representation"]))
+    assert recorded.step == 2 and recorded.n_clips == 8 and recorded.random is not None
+    assert recorded.pretrained.mean_cosine == pytest.approx(result.representation["pretrained"]["mean_cosine"])
+    assert "## Representation report" in version.description and "| mean_cosine |" in version.description
 
     with tracking_uri_scope(resolve_tracking_uri(run_dir)):
         encoder = mlflow.pytorch.load_model("models:/echofm-encoder@challenger")
@@ -85,15 +97,17 @@ def test_run_is_recorded_in_mlflow_and_the_encoder_registered(tracked_run):
         torch.testing.assert_close(embedding, trained.eval().forward_features(video))
 
 
-def test_mean_pairwise_cosine_and_collapse_warning(caplog):
-    same = torch.ones(4, 8)
-    assert mean_pairwise_cosine(same) == pytest.approx(1.0)
-    assert mean_pairwise_cosine(torch.eye(4)) == pytest.approx(0.0)
-    assert mean_pairwise_cosine(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1.0)
+def test_collapse_warning_names_the_failed_measures(caplog):
+    def report(cosine: float, rank: float, step: int) -> RepresentationReport:
+        measures = EncoderMeasures(mean_cosine=cosine, rankme=rank)
+        return RepresentationReport(n_clips=64, width=192, pretrained=measures, random=measures, step=step)
+
     with caplog.at_level(logging.WARNING, logger="echofm.pretrain.figures"):
-        assert collapse_warning(0.99, step=7)
-        assert not collapse_warning(COLLAPSE_THRESHOLD - 0.01, step=8)
-    assert len(caplog.records) == 1 and "step 7" in caplog.records[0].getMessage()
+        assert collapse_warning(report(0.99, 2.0, 7))
+        assert not collapse_warning(report(0.5, 30.0, 8))
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "step 7" in message and "mean cosine 0.990 > 0.9" in message and "RankMe 2.0 < 6.4" in message
 
 
 def test_reconstruction_figure_rows_show_original_masked_and_reconstruction():
