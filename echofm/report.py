@@ -56,14 +56,43 @@ def _downstream_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     names = list(dict.fromkeys(name for result in results.values() for name in arms(result)))
     titles = {"pretrained": "pretrained", "random": "random init"}
     lines = [f"  {'task':<13}{'metric':<10}" + "".join(f"{titles.get(n, n):>13}" for n in names) + "  promotion"]
+    behind = []
     for task, result in results.items():
-        metric = TASKS[task].primary_metric
+        metric, higher = TASKS[task].primary_metric, TASKS[task].higher_is_better
         found = arms(result)
         promotion = result.get("promotion") or {}
         decision = "promoted to champion" if promotion.get("promoted") else promotion.get("reason", "-")
         cells = "".join(f"{_fmt((found.get(n) or {}).get('test', {}).get(metric)):>13}" for n in names)
         lines.append(f"  {task:<13}{metric:<10}{cells}  {decision}")
-    return lines
+        pretrained = (found.get("pretrained") or {}).get("test", {}).get(metric)
+        random_init = (found.get("random") or {}).get("test", {}).get(metric)
+        if random_init is not None and _better(pretrained, random_init, higher) != "pretrained":
+            clips = ((result.get("counts") or {}).get("test") or {}).get("clips")
+            size = f" on {clips} test clips" if clips else ""
+            behind.append(f"  {task}: the pretrained encoder does not beat random init ({metric} {_fmt(pretrained)} "
+                          f"vs {_fmt(random_init)}{size}; the same head, split and epochs for both)")
+    return lines + behind
+
+
+def _better(pretrained: float | None, random_init: float | None, higher: bool) -> str:
+    if pretrained is None or random_init is None:
+        return "-"
+    if pretrained == random_init:
+        return "tie"
+    return "pretrained" if (pretrained > random_init) == higher else "random init"
+
+
+def _representation_lines(report: Mapping[str, Any] | None) -> list[str]:
+    """The pretraining's last representation report, pretrained against random init."""
+    from echofm.representation.gate import check_representation
+    from echofm.representation.report import RepresentationReport
+
+    if not report:
+        return ["", "Representation: no report (pretraining ran without evaluation)"]
+    parsed = RepresentationReport.from_dict(report)
+    labelled = ", ".join(f"{k} {v}" for k, v in parsed.n_labelled.items()) or "none"
+    return ["", f"Representation (frozen encoder at step {parsed.step}, {parsed.n_clips} clips, labelled: {labelled}):",
+            *parsed.lines(), f"  {check_representation(parsed).reason}"]
 
 
 def pipeline_report(
@@ -73,6 +102,7 @@ def pipeline_report(
     downstream: Mapping[str, Mapping[str, Any]],
     losses: Mapping[str, Sequence[tuple[int, float]]],
     registry: Mapping[str, Sequence[Mapping[str, Any]]],
+    encoder_promotion: Mapping[str, Any] | None = None,
     ui_commands: Sequence[str] = (),
 ) -> str:
     """Plain-text summary of one pipeline run (the demo prints it)."""
@@ -87,8 +117,12 @@ def pipeline_report(
     lines += ["", f"Pretraining: {pretrain.get('step', '-')} steps, final loss {_fmt(pretrain.get('final_loss'))}, "
               f"{_fmt(pretrain.get('clips_per_s'))} clips/s"]
     lines += _loss_lines(losses)
+    lines += _representation_lines(pretrain.get("representation"))
     lines += ["", "Downstream (test split, same patient split for both encoders):"]
     lines += _downstream_lines(downstream)
+    if encoder_promotion:
+        decision = "promoted to champion" if encoder_promotion.get("promoted") else "not promoted"
+        lines.append(f"  encoder: {decision} ({encoder_promotion.get('reason', '-')})")
     lines += ["", "Registered models:"]
     for name, versions in registry.items():
         shown = ", ".join(

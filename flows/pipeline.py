@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr
 
 from echofm.report import loss_history, pipeline_report
 from echofm.downstream.config import FinetuneOptions
+from echofm.downstream.dataset import probe_label_table
 from echofm.downstream.tasks import PIPELINE_TASKS, TASKS, TaskName
 from echofm.ingest.config import IngestOptions
 from echofm.pretrain.config import PretrainOptions
@@ -27,6 +28,15 @@ from echofm.store import ENCODER_MODEL_NAME, resolve_tracking_uri
 from flows.finetune import finetune_and_register
 from flows.ingest import ingest_archive
 from flows.pretrain import pretrain
+
+@task(name="probe-labels", cache_policy=NO_CACHE)
+def probe_labels_task(output: str, labels: str, path: str) -> str:
+    """The labels of the ingested clips as the pretraining report's probe table (no pseudonyms)."""
+    table = probe_label_table(Path(output) / "manifest.parquet", labels)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path, index=False)
+    return path
+
 
 @task(name="promote-encoder", cache_policy=NO_CACHE)
 def promote_encoder_task(name: str, version: str, downstream: list[dict[str, Any]], tracking_uri: str) -> dict[str, Any]:
@@ -55,6 +65,10 @@ def echo_pipeline(
     logger.info("ingestion: %s", ingest_summary.get("by_status"))
 
     pretrain_dir = runs_dir / "pretrain"
+    pretraining = pretraining or PretrainOptions()
+    if labels and pretraining.probe_labels is None:
+        probes = probe_labels_task(output, labels, str(runs_dir / "probe-labels.parquet"))
+        pretraining = pretraining.replace(probe_labels=probes)
     pretrained = pretrain(str(Path(output) / "shards"), str(pretrain_dir), pretraining)
     tracking_uri = resolve_tracking_uri(pretrain_dir)
     registered = pretrained.get("registered") or {}
@@ -86,7 +100,8 @@ def echo_pipeline(
     names = [ENCODER_MODEL_NAME, *(TASKS[task].model_name for task in downstream)]
     registry = {name: versions for name in names if (versions := registered_versions(name, tracking_uri=tracking_uri))}
     summary = pipeline_report(
-        ingest=ingest_summary, pretrain=pretrained, downstream=downstream, losses=losses, registry=registry
+        ingest=ingest_summary, pretrain=pretrained, downstream=downstream, losses=losses, registry=registry,
+        encoder_promotion=encoder_promotion,
     )
     create_markdown_artifact(markdown=f"```\n{summary}\n```", key="echofm-pipeline-summary",
                              description="clips by status, pretraining losses, downstream metrics, registry")

@@ -25,6 +25,8 @@ from echofm.downstream.splits import SplitConfig
 from echofm.downstream.task import PromotionRule, TaskError
 from echofm.downstream.tasks import TASKS
 from echofm.errors import RegistryError
+from echofm.representation.gate import REPORT_TAG, check_representation
+from echofm.representation.report import RepresentationReport
 from echofm.store import CHALLENGER, CHAMPION, version_uri
 
 log = logging.getLogger(__name__)
@@ -151,26 +153,37 @@ def promote_encoder(
     *,
     tracking_uri: str | None = None,
 ) -> dict[str, Any]:
-    """Make encoder `name` version `version` the `champion` when it earned it downstream.
+    """Make encoder `name` version `version` the `champion` when it earned it.
 
-    The rule, kept here: an encoder is judged by the models fine-tuned from it. It becomes
-    champion only when at least one downstream model was fine-tuned from it and every one of them
-    was promoted to champion (each beat its own champion by `PROMOTION_RULES`, or had none). So a
-    new encoder replaces the champion only if it improves every task it was tried on.
+    The rules, kept here and in `echofm.representation.gate`: the encoder's representation
+    report (its `representation` tag, recorded at registration) must pass the representation
+    gate (not collapsed; frozen probes at least as good as a random encoder's), and it is judged
+    by the models fine-tuned from it: at least one was, and every one of them was promoted to
+    champion (each beat its own champion by `PROMOTION_RULES`, or had none). So a new encoder
+    replaces the champion only if it is not collapsed and improves every task it was tried on.
+    A failed gate is logged as a warning and leaves `champion` where it was.
     downstream: the promotion decisions (`PromotionDecision.to_dict()`) of those models.
-    Returns `{name, version, promoted, reason}`.
+    Returns `{name, version, promoted, reason, representation_gate}`.
     """
+    client = MlflowClient(tracking_uri)
+    recorded = (client.get_model_version(name, str(version)).tags or {}).get(REPORT_TAG)
+    report_data = json.loads(recorded) if recorded else None
+    gate = check_representation(RepresentationReport.from_dict(report_data) if report_data else None)
     if not downstream:
-        promoted, reason = False, "no downstream model was fine-tuned from it"
+        downstream_ok, reason = False, "no downstream model was fine-tuned from it"
     else:
         beaten = [d["name"] for d in downstream if d.get("promoted")]
         kept = sorted({d["name"] for d in downstream} - set(beaten))
-        promoted = not kept
-        reason = ("every downstream model fine-tuned from it was promoted" if promoted
+        downstream_ok = not kept
+        reason = ("every downstream model fine-tuned from it was promoted" if downstream_ok
                   else f"downstream champions kept: {', '.join(kept)}")
-    client = MlflowClient(tracking_uri)
+    promoted = downstream_ok and gate.passed
+    if not gate.passed:
+        reason = f"{gate.reason}; {reason}"
+        log.warning("%s v%s stays off champion: %s", name, version, gate.reason)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, str(version))
     client.set_model_version_tag(name, str(version), "promotion", json.dumps({"promoted": promoted, "reason": reason}))
     log.info("promotion of %s v%s: %s", name, version, reason)
-    return {"name": name, "version": str(version), "promoted": promoted, "reason": reason}
+    return {"name": name, "version": str(version), "promoted": promoted, "reason": reason,
+            "representation_gate": gate.to_dict()}

@@ -17,7 +17,7 @@ from echofm.report import pipeline_report
 pytestmark = pytest.mark.slow
 
 
-def test_pipeline_runs_every_stage_and_promotes_the_encoder(prefect_harness, tmp_path: Path, monkeypatch) -> None:
+def test_pipeline_runs_every_stage_and_gates_the_encoder(prefect_harness, tmp_path: Path, monkeypatch) -> None:
     from echofm.synth.archive import SMALL_ARCHIVE_OPTIONS, generate_archive
     from echofm.downstream.config import FinetuneOptions
     from echofm.downstream.splits import SplitConfig
@@ -37,7 +37,7 @@ def test_pipeline_runs_every_stage_and_promotes_the_encoder(prefect_harness, tmp
         tasks=["ef"],
         ingest=IngestOptions(batch_size=8, workers=1),
         pretraining=PretrainOptions(steps=4, batch_size=2, img_size=32, num_frames=8, num_workers=0,
-                                    holdout_clips=2, eval_every=0, ckpt_every=4, retries=0),
+                                    holdout_clips=2, eval_every=4, ckpt_every=4, retries=0),
         finetuning=FinetuneOptions(epochs=2, split=SplitConfig(val_fraction=0.2, test_fraction=0.2)),
     )
 
@@ -46,13 +46,20 @@ def test_pipeline_runs_every_stage_and_promotes_the_encoder(prefect_harness, tmp
     assert result["pretrain"]["step"] == 4
     assert result["tracking_uri"] == f"sqlite:///{(tmp_path / 'runs' / 'pretrain' / 'mlflow.db').resolve()}"
     assert result["downstream"]["ef"]["model_uri"].startswith("models:/echofm-ef/")
-    # First models in an empty registry: each becomes champion, and so does their encoder.
+    # First models in an empty registry: each becomes champion; the encoder too, when four steps
+    # of pretraining passed its representation gate (the labels' probes are measured).
     assert result["downstream"]["ef"]["promotion"]["promoted"]
-    assert result["encoder_promotion"]["promoted"]
-    assert "champion" in result["registry"]["echofm-encoder"][0]["aliases"]
+    report = result["pretrain"]["representation"]
+    assert report["step"] == 4 and report["n_labelled"]["ef"] == report["n_clips"] >= 10
+    gate = result["encoder_promotion"]["representation_gate"]
+    assert result["encoder_promotion"]["promoted"] == gate["passed"]
+    encoder_aliases = result["registry"]["echofm-encoder"][0]["aliases"]
+    assert ("champion" in encoder_aliases) == gate["passed"]
     assert [step for step, _ in result["losses"]["loss"]] == [1, 2, 3, 4]
     summary = result["summary"]
     assert "files by status" in summary and "echofm-ef: v1 @challenger/@champion" in summary
+    assert "Representation (frozen encoder at step 4" in summary and "knn_view_accuracy" in summary
+    assert gate["reason"] in summary
 
 
 def test_report_puts_every_arm_side_by_side() -> None:
@@ -61,7 +68,9 @@ def test_report_puts_every_arm_side_by_side() -> None:
         pretrain={"step": 10, "final_loss": 0.5, "clips_per_s": 4.0},
         downstream={"ef": {"pretrained": {"test": {"mae": 5.5}}, "random_init": {"test": {"mae": 7.25}},
                            "baselines": {"random": {"test": {"mae": 7.25}}, "imagenet": {"test": {"mae": 6.0}}},
-                           "promotion": {"promoted": False, "reason": "champion kept"}}},
+                           "promotion": {"promoted": False, "reason": "champion kept"}},
+                    "view": {"pretrained": {"test": {"accuracy": 0.5}}, "random_init": {"test": {"accuracy": 0.75}},
+                             "counts": {"test": {"clips": 12}}, "promotion": {"promoted": True}}},
         losses={"loss": [(1, 1.5), (10, 0.5)]},
         registry={"echofm-ef": [{"version": "2", "aliases": ["challenger"]}, {"version": "1", "aliases": ["champion"]}]},
         ui_commands=["mlflow ui"],
@@ -72,7 +81,25 @@ def test_report_puts_every_arm_side_by_side() -> None:
     assert header.split()[2:6] == ["pretrained", "random", "init", "imagenet"]
     ef_line = next(line for line in text.splitlines() if line.strip().startswith("ef"))
     assert ef_line.split()[1:6] == ["mae", "5.5", "7.25", "6", "champion"]
+    assert ("view: the pretrained encoder does not beat random init (accuracy 0.5 vs 0.75 on 12 test clips;"
+            in text)
+    assert "Representation: no report" in text
     assert "echofm-ef: v2 @challenger, v1 @champion" in text
+
+
+def test_report_prints_the_representation_report_beside_random_init() -> None:
+    from echofm.representation.report import EncoderMeasures, RepresentationReport
+
+    report = RepresentationReport(n_clips=96, width=192, step=300, n_labelled={"view": 96},
+                                  pretrained=EncoderMeasures(mean_cosine=0.97, rankme=6.1, knn_view_accuracy=0.57),
+                                  random=EncoderMeasures(mean_cosine=0.92, rankme=19.3, knn_view_accuracy=0.69))
+    text = pipeline_report(ingest={}, pretrain={"step": 300, "representation": report.to_dict()}, downstream={},
+                           losses={}, registry={}, encoder_promotion={"promoted": False, "reason": "gate failed"})
+    assert "Representation (frozen encoder at step 300, 96 clips, labelled: view 96):" in text
+    cosine = next(line for line in text.splitlines() if line.strip().startswith("mean_cosine"))
+    assert cosine.split() == ["mean_cosine", "0.970", "0.920", "lower"]
+    assert "representation gate failed: mean cosine 0.970 > 0.9" in text
+    assert "encoder: not promoted (gate failed)" in text
 
 
 def test_demo_replaces_only_its_own_output(tmp_path: Path) -> None:

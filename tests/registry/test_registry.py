@@ -6,6 +6,7 @@ HTTP only, and stopped at the end of the module.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from echofm.errors import RegistryError
 from echofm.registry.promote import PROMOTION_RULES, promote, registered_versions
 from echofm.registry.register import log_and_register
 from echofm.registry.views import RegistryViewClassifier
+from echofm.representation.report import EncoderMeasures, RepresentationReport
 from echofm.store import CHALLENGER, CHAMPION, tracking_uri_scope
 from echofm.downstream.splits import SplitConfig
 from tests.factories.servers import mlflow_server_process, wait_for_http
@@ -173,7 +175,18 @@ def test_finetune_from_the_registered_encoder(mlflow_server, downstream_archive,
     (tmp_path / "run").mkdir(exist_ok=True)
     run_id = tracker.start(params={"preset": "tiny"}, resume=False,
                            dataset=DatasetRecord(source="test", digest="0" * 64, clip_ids=[], shards=[]))
-    tracker.register_encoder(encoder.model, checkpoint=downstream_archive.encoder_path, name="echofm-encoder", tags={})
+    learned = RepresentationReport(
+        n_clips=64, width=192, step=10,
+        pretrained=EncoderMeasures(mean_cosine=0.6, rankme=30.0, knn_view_accuracy=0.8, ef_r2=0.3),
+        random=EncoderMeasures(mean_cosine=0.9, rankme=20.0, knn_view_accuracy=0.7, ef_r2=0.1),
+    )
+    tracker.register_encoder(encoder.model, checkpoint=downstream_archive.encoder_path, name="echofm-encoder",
+                             tags={}, report=learned)
+    # A collapsed encoder from the same run, version 2: it must never become champion.
+    collapsed = replace(learned, pretrained=EncoderMeasures(mean_cosine=0.99, rankme=3.0,
+                                                            knn_view_accuracy=0.6, ef_r2=0.0))
+    tracker.register_encoder(encoder.model, checkpoint=downstream_archive.encoder_path, name="echofm-encoder",
+                             tags={}, report=collapsed)
     tracker.end()
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
@@ -203,7 +216,26 @@ def test_encoder_becomes_champion_only_when_every_downstream_model_was_promoted(
         assert "champion" not in (MlflowClient().get_model_version("echofm-encoder", "1").aliases or [])
 
     won = promote_encoder("echofm-encoder", "1", [{"name": "echofm-ef", "promoted": True}], tracking_uri=mlflow_server)
-    assert won["promoted"]
+    assert won["promoted"] and won["representation_gate"]["passed"]
+    with tracking_uri_scope(mlflow_server):
+        assert MlflowClient().get_model_version_by_alias("echofm-encoder", "champion").version == "1"
+
+
+def test_a_collapsed_encoder_stays_off_champion_however_its_downstream_models_did(mlflow_server, caplog) -> None:
+    from mlflow import MlflowClient
+
+    from echofm.registry.promote import promote_encoder
+
+    # Version 2 (registered above with a collapsed report); version 1 is champion.
+    with tracking_uri_scope(mlflow_server):
+        card = MlflowClient().get_model_version("echofm-encoder", "2").description
+    assert "| mean_cosine | 0.990 | 0.900 | lower |" in card and "representation gate failed" in card
+    with caplog.at_level(logging.WARNING, logger="echofm.registry.promote"):
+        decision = promote_encoder("echofm-encoder", "2", [{"name": "echofm-ef", "promoted": True}],
+                                   tracking_uri=mlflow_server)
+    assert not decision["promoted"]
+    assert "mean cosine 0.990 > 0.9" in decision["reason"] and "knn_view_accuracy 0.600 worse" in decision["reason"]
+    assert any("stays off champion" in r.getMessage() for r in caplog.records)
     with tracking_uri_scope(mlflow_server):
         assert MlflowClient().get_model_version_by_alias("echofm-encoder", "champion").version == "1"
 
