@@ -22,6 +22,7 @@ from echofm.downstream.config import FinetuneOptions
 from echofm.downstream.dataset import probe_label_table
 from echofm.downstream.tasks import PIPELINE_TASKS, TASKS, TaskName
 from echofm.ingest.config import IngestOptions
+from echofm.io.deid import optional_secret
 from echofm.pretrain.config import PretrainOptions
 from echofm.registry.promote import promote_encoder, registered_versions
 from echofm.store import ENCODER_MODEL_NAME, resolve_tracking_uri
@@ -29,10 +30,12 @@ from flows.finetune import finetune_and_register
 from flows.ingest import ingest_archive
 from flows.pretrain import pretrain
 
+
 @task(name="probe-labels", cache_policy=NO_CACHE)
-def probe_labels_task(output: str, labels: str, path: str) -> str:
-    """The labels of the ingested clips as the pretraining report's probe table (no pseudonyms)."""
-    table = probe_label_table(Path(output) / "manifest.parquet", labels)
+def probe_labels_task(output: str, labels: str, path: str, secret_file: str | None = None) -> str:
+    """The labels of the ingested clips as the pretraining report's probe table (no pseudonyms);
+    labels named by path join under the secret ingestion used."""
+    table = probe_label_table(Path(output) / "manifest.parquet", labels, secret=optional_secret(secret_file))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(path, index=False)
     return path
@@ -67,7 +70,8 @@ def echo_pipeline(
     pretrain_dir = runs_dir / "pretrain"
     pretraining = pretraining or PretrainOptions()
     if labels and pretraining.probe_labels is None:
-        probes = probe_labels_task(output, labels, str(runs_dir / "probe-labels.parquet"))
+        probes = probe_labels_task(output, labels, str(runs_dir / "probe-labels.parquet"),
+                                   ingest.secret_file if ingest is not None else None)
         pretraining = pretraining.replace(probe_labels=probes)
     pretrained = pretrain(str(Path(output) / "shards"), str(pretrain_dir), pretraining)
     tracking_uri = resolve_tracking_uri(pretrain_dir)

@@ -57,9 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def synthetic_ingest(out: Path, n_clips: int, workers: int) -> tuple[Path, Path]:
     """Synthesise `n_clips` (once: reused when `out/ingest` is complete) and ingest them in
-    `workers` processes; returns (shards dir, labels csv)."""
-    from echofm.synth.archive import SMALL_ARCHIVE_OPTIONS, generate_archive
+    `workers` processes under the bench's own secret (`bench_secret`); returns (shards dir,
+    labels csv)."""
+    from echofm.ingest.config import IngestConfig
     from echofm.ingest.run import finalize_ingest, plan_ingest, run_batch
+    from echofm.synth.archive import SMALL_ARCHIVE_OPTIONS, generate_archive
 
     shards, labels = out / "ingest" / "shards", out / "synthetic" / "labels.csv"
     if (out / "ingest" / "manifest.parquet").exists() and labels.exists():
@@ -67,11 +69,20 @@ def synthetic_ingest(out: Path, n_clips: int, workers: int) -> tuple[Path, Path]
     # Small source videos: ingestion brings every clip to the 32 x 224^2 shard contract anyway,
     # so the source size changes only how long the preparation takes, not what is trained on.
     archive = generate_archive(out / "synthetic", n_clips, seed=0, workers=workers, **SMALL_ARCHIVE_OPTIONS)
-    plan = plan_ingest(archive.archive_dir, out / "ingest")
+    plan = plan_ingest(archive.archive_dir, out / "ingest", IngestConfig(secret_file=str(bench_secret(out))))
     with ProcessPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(run_batch, *zip(*[(plan.source, plan.output, plan.config, b) for b in plan.batches])))
     finalize_ingest(plan, results)
     return shards, labels
+
+
+def bench_secret(out: Path) -> Path:
+    """The bench's throw-away de-identification secret, beside (never inside) its OUTPUT
+    `out/ingest`, made once so a reused ingestion keeps its keyed ids."""
+    from echofm.io.deid import write_secret_file
+
+    path = out / "bench.secret"
+    return path if path.exists() else write_secret_file(path)
 
 
 def _peak_memory(device: Any) -> tuple[int, str]:
@@ -96,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from echofm.model import build_model
     from echofm.device import resolve_device, resolve_precision
     from echofm.downstream.dataset import probe_label_table
+    from echofm.io.deid import load_secret, optional_secret
     from echofm.pretrain.config import PretrainConfig
     from echofm.pretrain.loop import pretrain
     from echofm.store import resolve_tracking_uri
@@ -112,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     probe_labels = None
     if labels is not None:
         probe_labels = out / "probe-labels.parquet"
-        probe_label_table(shards.parent / "manifest.parquet", labels).to_parquet(probe_labels, index=False)
+        # Labels named by path join under the secret the ingestion used (the bench's own, or the user's).
+        secret = load_secret(secret_file=bench_secret(out)) if args.shards is None else optional_secret()
+        probe_label_table(shards.parent / "manifest.parquet", labels, secret=secret).to_parquet(probe_labels, index=False)
 
     run_dir = out / "run"
     if run_dir.exists():

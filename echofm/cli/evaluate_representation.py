@@ -18,6 +18,8 @@ import json
 import logging
 from pathlib import Path
 
+from echofm.cli.options import add_secret_file_flag
+
 EXIT_USAGE = 2
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--embeddings-out", type=Path, default=None, help="write per-clip embeddings to this .parquet")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.add_argument("--tracking-uri", default=None, help="for models:/ URIs (default: MLFLOW_TRACKING_URI)")
+    add_secret_file_flag(parser)
     return parser
 
 
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         logger.error("--embeddings-out must name a .parquet file, got %s", args.embeddings_out)
         return EXIT_USAGE
     try:
-        labels = _probe_labels(args.shards, args.labels) if args.labels else None
+        labels = _probe_labels(args.shards, args.labels, args.secret_file) if args.labels else None
         loaded = load_encoder(args.encoder, tracking_uri=args.tracking_uri)
         result = evaluate_encoder(loaded.model, args.shards, extra=loaded.extra, clips=args.clips or None,
                                   labels=labels, seed=args.seed)
@@ -69,12 +72,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _probe_labels(shards: Path, labels: Path):
-    """The labels joined to the manifest beside `shards`, as the report's probe table."""
+def _probe_labels(shards: Path, labels: Path, secret_file: str | None):
+    """The labels joined to the manifest beside `shards`, as the report's probe table (labels
+    named by path join under the ingestion secret)."""
     from echofm.data.loader import manifest_path_for
     from echofm.downstream.dataset import probe_label_table
+    from echofm.io.deid import optional_secret
 
     manifest = manifest_path_for(shards)
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest}: labels are joined through the manifest, which is missing")
-    return probe_label_table(manifest, labels)
+    return probe_label_table(manifest, labels, secret=optional_secret(secret_file))

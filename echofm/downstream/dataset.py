@@ -145,14 +145,16 @@ def task_splits(joined: pd.DataFrame, config: SplitConfig) -> pd.Series:
 PROBE_TASKS: tuple[str, ...] = ("view", "ef")
 
 
-def probe_label_table(manifest: str | Path | pd.DataFrame, labels: str | Path | pd.DataFrame) -> pd.DataFrame:
+def probe_label_table(manifest: str | Path | pd.DataFrame, labels: str | Path | pd.DataFrame, *,
+                      secret: bytes | None = None) -> pd.DataFrame:
     """The representation report's probe labels (`echofm.representation.labels`): one row per
     accepted, labelled clip with `clip_id`, whichever of `PROBE_TASKS` the labels give, and
     `patient`, a digest of the patient pseudonym (the report only needs to know which clips
-    share a patient, so the pseudonym itself never leaves this function).
+    share a patient, so the pseudonym itself never leaves this function). secret: needed when
+    the labels name files by path (see `join_labels`).
     Raises LabelError when no accepted clip has a label."""
     label_frame = labels if isinstance(labels, pd.DataFrame) else load_labels(labels)
-    joined = join_labels(read_manifest_frame(manifest), label_frame)
+    joined = join_labels(read_manifest_frame(manifest), label_frame, secret=secret)
     table = pd.DataFrame({"clip_id": joined["clip_id"].astype(str)})
     columns = LabelColumns(joined)
     for task in PROBE_TASKS:
