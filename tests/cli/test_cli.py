@@ -23,7 +23,7 @@ def test_every_command_module_is_listed_in_help(capsys: pytest.CaptureFixture[st
 def test_every_command_prints_its_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     # argparse formats help text with %: a literal one (EF %) must be escaped or --help crashes.
     with pytest.raises(SystemExit) as exit_info:
-        main([name, "--help"])
+        main([name.replace("_", "-"), "--help"])
     assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out
 
 
