@@ -16,6 +16,7 @@ class that fits (`ValueError`, `FileNotFoundError`, ...), so generic handlers ke
     ├── DownstreamError    echofm.downstream: tasks, labels, splits, encoders, fine-tuning
     ├── DatasetError       echofm.datasets: public datasets in their published layouts
     ├── RegistryError      echofm.registry: registration, promotion, registered models
+    ├── PredictError       echofm.predict: the models an archive is scored with, the prediction tables
     ├── StoreError         echofm.store: tracking store and model-URI names
     └── SynthError         echofm.synth: the synthetic archive generator
 
@@ -63,6 +64,11 @@ class DatasetError(EchoFMError):
 
 class RegistryError(EchoFMError, RuntimeError):
     """The registry lacks what a step needs (no challenger, versions not comparable, no store)."""
+
+
+class PredictError(EchoFMError):
+    """An archive cannot be scored as asked (a model that is not there or answers no task, an
+    output whose predictions cannot be read or written)."""
 
 
 class StoreError(EchoFMError):

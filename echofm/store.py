@@ -52,6 +52,15 @@ def resolve_tracking_uri(run_dir: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / STORE_FILE}"
 
 
+def required_tracking_uri(uri: str | None) -> str:
+    """`uri`, else `MLFLOW_TRACKING_URI`: a step that reads models from a registry has no run
+    directory to fall back on. NoTrackingStore when neither is set."""
+    found = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not found:
+        raise NoTrackingStore("no model registry: pass a tracking URI or set MLFLOW_TRACKING_URI")
+    return found
+
+
 def default_tracking_uri(encoder: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str] | None) -> str:
     """Where fine-tuning records go when not told: `MLFLOW_TRACKING_URI`; else the pretraining
     run's own store (`<RUN_DIR>/mlflow.db` beside the encoder), so the downstream models sit in

@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate_representation",
     "promote",
     "export",
+    "predict",
     "pipeline",
     "demo",
     "bench",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from echofm.cli.options import add_option_flags, given_options
 from echofm.ingest.config import IngestOptions
@@ -36,15 +37,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    from echofm.data.manifest import ManifestError
-    from echofm.ingest.batch import ShardWriteError
-    from echofm.ingest.config import IngestConfigError
-    from echofm.ingest.contract import ContractInputError
-    from echofm.ingest.discover import SourceError
+def ingest_or_report(source: str, output: str, options: IngestOptions, *, command: str) -> dict[str, Any] | None:
+    """Run the ingestion flow; its summary, or None after writing one line for a systemic failure.
+
+    The secret (and the path map's place) are checked before Prefect starts, so a missing secret
+    stops with one line and no work; SOURCE reaches the flow as a secret string, never as a plain
+    parameter the Prefect database would keep."""
     from pydantic import SecretStr
 
     from echofm.boundary import public_message
+    from echofm.data.manifest import ManifestError
+    from echofm.ingest.batch import ShardWriteError
+    from echofm.ingest.contract import ContractInputError
+    from echofm.ingest.discover import SourceError
     from echofm.ingest.lock import OutputLocked
     from echofm.ingest.run import ContractViolation, OutputError, SecretMismatch
     from echofm.ingest.views import ViewClassifierError
@@ -52,43 +57,40 @@ def run(args: argparse.Namespace) -> int:
     from flows.ingest import ingest_archive
 
     try:
+        load_secret(secret_file=options.secret_file, output=output)
+        if options.path_map is not None:
+            check_path_map(options.path_map, output)
+        return ingest_archive(SecretStr(str(source)), output, options)
+    except (DeidError, SecretMismatch) as exc:
+        message = str(exc)
+    except SourceError as exc:
+        message = f"cannot read SOURCE: {exc}"
+    except OutputLocked as exc:
+        message = f"refused: {exc}"
+    except (OutputError, ShardWriteError) as exc:
+        message = f"cannot write OUTPUT: {exc}"
+    except ContractViolation as exc:
+        message = f"the manifest fails its data contract: {exc}"
+    except (ManifestError, ContractInputError) as exc:
+        message = f"the manifest in OUTPUT cannot be read or does not match its schema: {exc}"
+    except ViewClassifierError as exc:
+        message = str(exc)
+    except Exception as exc:  # noqa: BLE001 - anything else still gets one line of our own text
+        message = f"the run failed: {public_message(exc)}"
+    sys.stderr.write(f"echofm {command}: {message}\n")
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from echofm.ingest.config import IngestConfigError
+
+    try:
         options = IngestOptions(**given_options(args, IngestOptions))
     except IngestConfigError as exc:
         sys.stderr.write(f"echofm ingest: invalid options: {exc}\n")
         return EXIT_SYSTEMIC
-    try:
-        # Before Prefect starts: a missing secret stops the command with one line and no work.
-        load_secret(secret_file=options.secret_file, output=args.output)
-        if options.path_map is not None:
-            check_path_map(options.path_map, args.output)
-    except DeidError as exc:
-        sys.stderr.write(f"echofm ingest: {exc}\n")
-        return EXIT_SYSTEMIC
-    try:
-        summary = ingest_archive(SecretStr(str(args.source)), args.output, options)
-    except (DeidError, SecretMismatch) as exc:
-        sys.stderr.write(f"echofm ingest: {exc}\n")
-        return EXIT_SYSTEMIC
-    except SourceError as exc:
-        sys.stderr.write(f"echofm ingest: cannot read SOURCE: {exc}\n")
-        return EXIT_SYSTEMIC
-    except OutputLocked as exc:
-        sys.stderr.write(f"echofm ingest: refused: {exc}\n")
-        return EXIT_SYSTEMIC
-    except (OutputError, ShardWriteError) as exc:
-        sys.stderr.write(f"echofm ingest: cannot write OUTPUT: {exc}\n")
-        return EXIT_SYSTEMIC
-    except ContractViolation as exc:
-        sys.stderr.write(f"echofm ingest: the manifest fails its data contract: {exc}\n")
-        return EXIT_SYSTEMIC
-    except (ManifestError, ContractInputError) as exc:
-        sys.stderr.write(f"echofm ingest: the manifest in OUTPUT cannot be read or does not match its schema: {exc}\n")
-        return EXIT_SYSTEMIC
-    except ViewClassifierError as exc:
-        sys.stderr.write(f"echofm ingest: {exc}\n")
-        return EXIT_SYSTEMIC
-    except Exception as exc:  # noqa: BLE001 - anything else still gets one line of our own text
-        sys.stderr.write(f"echofm ingest: the run failed: {public_message(exc)}\n")
+    summary = ingest_or_report(args.source, args.output, options, command="ingest")
+    if summary is None:
         return EXIT_SYSTEMIC
     statuses = ", ".join(f"{status} {count}" for status, count in summary["by_status"].items()) or "nothing new"
     sys.stdout.write(

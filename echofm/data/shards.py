@@ -21,7 +21,7 @@ import json
 import os
 import re
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -270,13 +270,16 @@ def _sample_groups(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
             yield key, sample
 
 
-def iter_shard(path: str | Path) -> Iterator[tuple[str, np.ndarray, dict[str, Any]]]:
-    """Yield (key, frames uint8 `[T, H, W, C]`, meta) for every sample of one shard, in order.
+def iter_shard(path: str | Path, keys: Collection[str] | None = None) -> Iterator[tuple[str, np.ndarray, dict[str, Any]]]:
+    """Yield (key, frames uint8 `[T, H, W, C]`, meta) for every sample of one shard, in order;
+    with `keys`, for those samples only (the others are read past, not decoded).
 
     Raises `CorruptShard` for a sample without its meta or frames members.
     """
     shard = Path(path)
     for key, sample in _sample_groups(shard):
+        if keys is not None and key not in keys:
+            continue
         if META_MEMBER not in sample:
             raise CorruptShard(shard, f"sample {key!r} has no {META_MEMBER}")
         yield key, decode_clip(sample), json.loads(sample[META_MEMBER])

@@ -12,6 +12,10 @@ One `Objective` per kind of `echofm.downstream.task.KINDS`; every task of a kind
   `[B, 1 + K, T, H, W]` (cross-entropy + soft Dice per structure); prediction = class
   probabilities, decoded to a label map (0 background, k the k-th structure).
 
+The pyfunc's answer for a task is one column group `<task>.<field>` (`column_name`), fields by kind:
+regression `value` (or one field per named output), binary `probability` and `positive`,
+multiclass `class`, `confidence` and `prob_<class>`, segmentation `masks` and `frame_indices`.
+
 `TaskSpec` is a task as one model was fitted to it (its classes, its target statistics); it
 travels in the fine-tuned checkpoint and answers for the model through its kind's objective.
 """
@@ -27,7 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from echofm.downstream import metrics
-from echofm.downstream.task import Task, TaskError
+from echofm.downstream.task import Task, TaskError, column_name
 from echofm.downstream.tasks import TASKS
 from echofm.preprocess.clips import unpad_masks
 
@@ -150,6 +154,11 @@ class Regression(Objective):
     def out_dim(self, spec: TaskSpec) -> int:
         return len(spec.definition.outputs)
 
+    @staticmethod
+    def fields(task: Task) -> tuple[str, ...]:
+        """One field per output; a task's single output named after the task is its `value`."""
+        return ("value",) if task.outputs == (task.name,) else task.outputs
+
     def fit(self, task: Task, train_targets: np.ndarray) -> dict[str, Any]:
         values = np.asarray(train_targets, dtype=np.float64).reshape(len(train_targets), -1)
         std = values.std(axis=0) if len(values) > 1 else np.zeros(values.shape[1])
@@ -184,10 +193,11 @@ class Regression(Objective):
 
     def outputs(self, spec: TaskSpec, predictions: np.ndarray, clips: list[np.ndarray], frame_indices: np.ndarray,
                 threshold: float) -> Any:
-        return pd.DataFrame({name: predictions[:, k].astype(np.float64) for k, name in enumerate(spec.definition.outputs)})
+        return pd.DataFrame({column_name(spec.task, name): predictions[:, k].astype(np.float64)
+                             for k, name in enumerate(self.fields(spec.definition))})
 
     def output_columns(self, spec: TaskSpec) -> list[Column] | list[TensorColumn]:
-        return [(name, "double") for name in spec.definition.outputs]
+        return [(column_name(spec.task, name), "double") for name in self.fields(spec.definition)]
 
 
 class Binary(Objective):
@@ -206,11 +216,11 @@ class Binary(Objective):
 
     def outputs(self, spec: TaskSpec, predictions: np.ndarray, clips: list[np.ndarray], frame_indices: np.ndarray,
                 threshold: float) -> Any:
-        name = spec.task
-        return pd.DataFrame({f"{name}_probability": predictions.astype(np.float64), name: predictions >= threshold})
+        return pd.DataFrame({column_name(spec.task, "probability"): predictions.astype(np.float64),
+                             column_name(spec.task, "positive"): predictions >= threshold})
 
     def output_columns(self, spec: TaskSpec) -> list[Column] | list[TensorColumn]:
-        return [(f"{spec.task}_probability", "double"), (spec.task, "boolean")]
+        return [(column_name(spec.task, "probability"), "double"), (column_name(spec.task, "positive"), "boolean")]
 
 
 class Multiclass(Objective):
@@ -237,14 +247,15 @@ class Multiclass(Objective):
     def outputs(self, spec: TaskSpec, predictions: np.ndarray, clips: list[np.ndarray], frame_indices: np.ndarray,
                 threshold: float) -> Any:
         best = predictions.argmax(axis=1)
-        frame = pd.DataFrame({spec.task: [spec.classes[i] for i in best],
-                              "confidence": predictions.max(axis=1).astype(np.float64)})
+        frame = pd.DataFrame({column_name(spec.task, "class"): [spec.classes[i] for i in best],
+                              column_name(spec.task, "confidence"): predictions.max(axis=1).astype(np.float64)})
         for i, name in enumerate(spec.classes):
-            frame[f"prob_{name}"] = predictions[:, i].astype(np.float64)
+            frame[column_name(spec.task, f"prob_{name}")] = predictions[:, i].astype(np.float64)
         return frame
 
     def output_columns(self, spec: TaskSpec) -> list[Column] | list[TensorColumn]:
-        return [(spec.task, "string"), ("confidence", "double")] + [(f"prob_{name}", "double") for name in spec.classes]
+        return ([(column_name(spec.task, "class"), "string"), (column_name(spec.task, "confidence"), "double")]
+                + [(column_name(spec.task, f"prob_{name}"), "double") for name in spec.classes])
 
 
 class Segmentation(Objective):
@@ -287,20 +298,22 @@ class Segmentation(Objective):
 
     def outputs(self, spec: TaskSpec, predictions: np.ndarray, clips: list[np.ndarray], frame_indices: np.ndarray,
                 threshold: float) -> Any:
-        """dict `masks`: uint8 `[N, T', H, W]` at each input's size (one array per clip when the
-        sizes differ; 0/1, or structure labels 1..K for a task of several structures),
-        `frame_indices`: int64 `[N, T']`, the input frames the masks are for."""
+        """dict `<task>.masks`: uint8 `[N, T', H, W]` at each input's size (one array per clip when
+        the sizes differ; 0/1, or structure labels 1..K for a task of several structures),
+        `<task>.frame_indices`: int64 `[N, T']`, the input frames the masks are for."""
         labels = self.label_map(spec, predictions, threshold)
         masks = [_unpad_labels(label, clip.shape[1], clip.shape[2]) for label, clip in zip(labels, clips)]
         frame_indices = frame_indices.astype(np.int64)
         if len({m.shape for m in masks}) == 1:
-            return {"masks": np.stack(masks), "frame_indices": frame_indices}
-        ragged = np.empty(len(masks), dtype=object)
-        ragged[:] = masks
-        return {"masks": ragged, "frame_indices": frame_indices}
+            stacked = np.stack(masks)
+        else:
+            stacked = np.empty(len(masks), dtype=object)
+            stacked[:] = masks
+        return {column_name(spec.task, "masks"): stacked, column_name(spec.task, "frame_indices"): frame_indices}
 
     def output_columns(self, spec: TaskSpec) -> list[Column] | list[TensorColumn]:
-        return [("masks", np.dtype(np.uint8), (-1, -1, -1, -1)), ("frame_indices", np.dtype(np.int64), (-1, -1))]
+        return [(column_name(spec.task, "masks"), np.dtype(np.uint8), (-1, -1, -1, -1)),
+                (column_name(spec.task, "frame_indices"), np.dtype(np.int64), (-1, -1))]
 
 
 def _unpad_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:

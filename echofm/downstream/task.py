@@ -7,6 +7,10 @@ tasks of that kind: the head's outputs, the loss, how outputs become predictions
 the pyfunc's output columns (`echofm.downstream.objectives`). So a new question of a known kind
 is one `Task(...)` in `tasks.py`; only a new kind of target needs code elsewhere.
 
+Every value a model returns for a task is a column `<task>.<field>` (`column_name`): one group per
+task, so the outputs of several tasks (a multi-task model's, or a prediction table's) sit side by
+side without clashing, and `task_of_column` tells which task a column answers.
+
 Torch- and pandas-free: the CLI reads the registry for its choices without loading either.
 """
 
@@ -21,6 +25,21 @@ from echofm.errors import DownstreamError
 
 class TaskError(DownstreamError, ValueError):
     """An unknown task name, or a task definition that contradicts its kind."""
+
+
+# Task names never hold it (names are identifiers), so the group of a column is unambiguous.
+GROUP_SEPARATOR = "."
+
+
+def column_name(task: str, field: str) -> str:
+    """The column holding `field` of `task`'s answer: `ef.value`, `view.prob_A4C`."""
+    return f"{task}{GROUP_SEPARATOR}{field}"
+
+
+def task_of_column(column: str) -> str | None:
+    """The task a `<task>.<field>` column answers; None for a column of no group."""
+    task, separator, field = column.partition(GROUP_SEPARATOR)
+    return task if separator and task and field else None
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,9 @@ class Task:
         caller can pass another as the `threshold` parameter).
     promotion: how a challenger is judged against the champion; its metric is the task's
         primary metric.
+    study_views: the clip views a study-level value of this task is aggregated over (EF over
+        the apical views); empty: every clip of the study; None: the task has no study-level
+        value of its own (the view task: a study's views are its summary).
     model_name: the registered model (default `echofm-<name>`, underscores as dashes).
     """
 
@@ -100,9 +122,12 @@ class Task:
     outputs: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
     threshold: float = 0.5
+    study_views: tuple[str, ...] | None = ()
     model_name: str = field(default="")
 
     def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise TaskError(f"task name {self.name!r} must be an identifier (it prefixes the task's output columns)")
         if self.kind not in KINDS:
             raise TaskError(f"task {self.name!r}: kind {self.kind!r} not in {tuple(KINDS)}")
         if not self.label_columns:

@@ -13,6 +13,10 @@ from echofm.downstream.task import LabelColumns, PromotionRule, Task, TaskRegist
 
 # Reduced ejection fraction: EF below 40 % (heart failure with reduced EF, HFrEF).
 REDUCED_EF_THRESHOLD = 40.0
+# The views EF is read from: the LV's long axis and its walls are in plane only in apical views.
+APICAL_VIEWS: tuple[str, ...] = ("A2C", "A3C", "A4C", "A5C")
+# The two orthogonal apical planes of the biplane area-length volume (single-plane from either).
+BIPLANE_VIEWS: tuple[str, ...] = ("A4C", "A2C")
 
 TASKS = TaskRegistry()
 
@@ -22,6 +26,7 @@ TASKS.register(Task(
     kind="regression",
     label_columns=("ef",),
     promotion=PromotionRule("mae", higher_is_better=False, min_improvement=0.5),
+    study_views=APICAL_VIEWS,
 ))
 
 TASKS.register(Task(
@@ -30,6 +35,7 @@ TASKS.register(Task(
     kind="multiclass",
     label_columns=("view",),
     promotion=PromotionRule("accuracy", higher_is_better=True, min_improvement=0.01),
+    study_views=None,
 ))
 
 
@@ -49,6 +55,7 @@ TASKS.register(Task(
     label_columns=("reduced_ef", "ef"),
     target=reduced_ef_target,
     promotion=PromotionRule("auroc", higher_is_better=True, min_improvement=0.01),
+    study_views=APICAL_VIEWS,
 ))
 
 TASKS.register(Task(
@@ -57,6 +64,7 @@ TASKS.register(Task(
     kind="segmentation",
     label_columns=("mask_file",),
     promotion=PromotionRule("dice", higher_is_better=True, min_improvement=0.01),
+    study_views=BIPLANE_VIEWS,
 ))
 
 TASKS.register(Task(

@@ -105,7 +105,8 @@ were converted for this input (their load reports are in the run's result.json).
 Research on echocardiography representation learning and as a pipeline component (e.g. view
 filtering of ingested clips). Input: raw uint8 clips, grey `[N, T, H, W]` or `[N, T, H, W, C]`
 (C = 1 or 3), or a 1-D object array of clips `[T, H, W(, C)]` of different sizes; T >= 16, about one cardiac
-cycle; resampling, resize-pad and normalisation happen inside.
+cycle; resampling, resize-pad and normalisation happen inside. Served (`mlflow models serve`), the batch
+is JSON: `{{"inputs": [clip, ...]}}` with integers 0-255. Output: one column group `<task>.<field>`.
 
 ## Limits
 Not a medical device; not validated for clinical decisions. Trained on the archive named above

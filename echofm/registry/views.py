@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from echofm.downstream.evaluate import load_model
+from echofm.downstream.task import column_name
 from echofm.downstream.tasks import TASKS
 from echofm.errors import RegistryError
 from echofm.ingest.views import CANONICAL_VIEWS, ViewPrediction
@@ -44,7 +45,8 @@ class RegistryViewClassifier:
 
     def classify_frames(self, frames: np.ndarray) -> tuple[str, float]:
         frame = predict_clips(self._load(), np.asarray(frames)[None])
-        return str(frame[VIEW_TASK.name].iloc[0]), float(frame["confidence"].iloc[0])
+        return (str(frame[column_name(VIEW_TASK.name, "class")].iloc[0]),
+                float(frame[column_name(VIEW_TASK.name, "confidence")].iloc[0]))
 
     def classify(self, meta: Any, frames: np.ndarray | None = None) -> ViewPrediction:
         if frames is None:

@@ -123,8 +123,8 @@ def test_view_attentive_probe(downstream_archive, tmp_path) -> None:
     assert result.task.classes == tuple(sorted(set(downstream_archive.labels["view"])))
     assert set(result.test_metrics) == {"accuracy", "macro_f1"}
     frame = predict_clips(result.model, np.zeros((3, 16, 30, 40, 3), dtype=np.uint8))
-    assert list(frame["view"].isin(result.task.classes)) == [True] * 3
-    probs = frame[[f"prob_{c}" for c in result.task.classes]].to_numpy()
+    assert list(frame["view.class"].isin(result.task.classes)) == [True] * 3
+    probs = frame[[f"view.prob_{c}" for c in result.task.classes]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
@@ -149,8 +149,8 @@ def test_full_finetune_and_segmentation(downstream_archive, tmp_path) -> None:
                compare="none")
     assert 0.0 <= seg.test_metrics["dice"] <= 1.0 and seg.random_init is None
     out = predict_clips(seg.model, np.full((1, 24, 50, 70, 1), 90, dtype=np.uint8))
-    assert out["masks"].shape == (1, ENCODER_OVERRIDES["num_frames"], 50, 70)
-    assert out["frame_indices"].shape == (1, ENCODER_OVERRIDES["num_frames"])
+    assert out["segmentation.masks"].shape == (1, ENCODER_OVERRIDES["num_frames"], 50, 70)
+    assert out["segmentation.frame_indices"].shape == (1, ENCODER_OVERRIDES["num_frames"])
 
 
 def test_layer_decay_groups_scale_by_depth() -> None:

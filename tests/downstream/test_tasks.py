@@ -99,8 +99,9 @@ def test_a_new_task_is_one_definition(severity_task: Task, downstream_archive, t
     assert set(result.test_metrics) == {"accuracy", "macro_f1"}
     clips = np.random.default_rng(0).integers(0, 255, size=(2, 20, 40, 56, 1), dtype=np.uint8)
     frame = predict_clips(result.model, clips)
-    assert list(frame.columns) == ["ef_severity", "confidence", "prob_normal", "prob_moderate", "prob_severe"]
-    assert set(frame["ef_severity"]) <= set(severity_task.classes)
+    assert list(frame.columns) == ["ef_severity.class", "ef_severity.confidence", "ef_severity.prob_normal",
+                                   "ef_severity.prob_moderate", "ef_severity.prob_severe"]
+    assert set(frame["ef_severity.class"]) <= set(severity_task.classes)
     assert signature_for(result.model).outputs.input_names() == list(frame.columns)
     assert severity_task.model_name == "echofm-ef-severity"
 
@@ -129,7 +130,7 @@ def test_regression_of_several_outputs(two_output_task: Task, downstream_archive
     assert {"mae", "ef_mae", "heart_rate_bpm_mae"} <= set(result.test_metrics)
     assert result.task.target_std[1] == 1.0  # a constant target is not scaled by zero
     frame = predict_clips(result.model, np.zeros((1, 16, 30, 40), dtype=np.uint8))
-    assert list(frame.columns) == ["ef", "heart_rate_bpm"]
+    assert list(frame.columns) == ["ef_and_rate.ef", "ef_and_rate.heart_rate_bpm"]
 
 
 def test_segmentation_of_several_structures() -> None:
@@ -151,7 +152,7 @@ def test_segmentation_of_several_structures() -> None:
     assert spec.score(spec.decode(perfect), target.numpy(), valid.numpy())["dice"] == pytest.approx(1.0)
     answer = spec.objective.outputs(spec, spec.decode(perfect), [np.zeros((4, 6, 8, 1), np.uint8)] * 2,
                                     np.zeros((2, 4), np.int64), 0.5)
-    assert answer["masks"].shape == (2, 4, 6, 8) and answer["masks"].max() <= 3
+    assert answer["segmentation.masks"].shape == (2, 4, 6, 8) and answer["segmentation.masks"].max() <= 3
 
 
 def test_the_new_public_dataset_tasks_are_registered() -> None:

@@ -117,13 +117,13 @@ def test_register_promote_and_load_champion(mlflow_server, downstream_archive, t
         for i, clip in enumerate((grey[0], colour[0], grey[1, ..., 0])):
             mixed[i] = clip
         out_mixed = model.predict(mixed)
-    assert list(out_grey.columns) == ["ef"] and len(out_grey) == 2 and np.isfinite(out_grey["ef"]).all()
+    assert list(out_grey.columns) == ["ef.value"] and len(out_grey) == 2 and np.isfinite(out_grey["ef.value"]).all()
     assert len(out_colour) == 1
-    np.testing.assert_allclose(out_grey_4d["ef"], out_grey["ef"], rtol=1e-6)
-    np.testing.assert_allclose(out_mixed["ef"], [out_grey["ef"][0], out_colour["ef"][0], out_grey["ef"][1]], rtol=1e-5)
+    np.testing.assert_allclose(out_grey_4d["ef.value"], out_grey["ef.value"], rtol=1e-6)
+    np.testing.assert_allclose(out_mixed["ef.value"], [out_grey["ef.value"][0], out_colour["ef.value"][0], out_grey["ef.value"][1]], rtol=1e-5)
     from echofm.registry.pyfunc import predict_clips
 
-    np.testing.assert_allclose(out_grey["ef"], predict_clips(second.model, grey)["ef"], rtol=1e-5)
+    np.testing.assert_allclose(out_grey["ef.value"], predict_clips(second.model, grey)["ef.value"], rtol=1e-5)
     # The tracking URI was only borrowed: nothing leaks into the environment.
     assert os.environ.get("MLFLOW_TRACKING_URI") != mlflow_server
 
