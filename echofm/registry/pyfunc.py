@@ -42,6 +42,7 @@ from echofm.store import pip_requirements
 CHECKPOINT_ARTIFACT = "checkpoint"
 DEFAULT_THRESHOLD = 0.5
 BATCH_SIZE = 8
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {"device": "auto", "batch_size": BATCH_SIZE}
 INPUT_FORMS = "uint8 [N, T, H, W] (grey) or [N, T, H, W, C] with C = 1 or 3"
 
 
@@ -128,8 +129,9 @@ class EchoFMPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         config = dict(getattr(context, "model_config", None) or {})
         loaded = load_downstream(context.artifacts[CHECKPOINT_ARTIFACT])
-        self.model = loaded.model.to(resolve_device(str(config.get("device", "auto"))))
-        self.batch_size = int(config.get("batch_size", BATCH_SIZE))
+        config = {**DEFAULT_MODEL_CONFIG, **config}
+        self.model = loaded.model.to(resolve_device(str(config["device"])))
+        self.batch_size = int(config["batch_size"])
         self.meta = loaded.meta
 
     # No type hints on predict: MLflow would try to derive a schema from them and warn; the
@@ -182,5 +184,8 @@ def log_pyfunc(model: DownstreamModel, checkpoint: Path, *, registered_model_nam
         signature=signature_for(model),
         input_example=input_example(model.inputs),
         pip_requirements=pip_requirements(),
+        # Declared so that `load_model(..., model_config=...)` may override them (MLflow ignores
+        # the loading options of a model logged without any).
+        model_config=DEFAULT_MODEL_CONFIG,
         registered_model_name=registered_model_name,
     )
