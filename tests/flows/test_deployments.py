@@ -32,7 +32,7 @@ def prefect(args: list[str], env: dict[str, str], timeout: float = 300) -> subpr
 def test_prefect_yaml_declares_every_stage_once_with_shared_pools() -> None:
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert {"ingest-archive", "pretrain", "finetune-ef", "echofm-pipeline"} <= set(deployments)
+    assert {"ingest-archive", "pretrain", "finetune-ef", "score-archive", "echofm-pipeline"} <= set(deployments)
     for deployment in deployments.values():
         module, _, function = deployment["entrypoint"].partition(":")
         assert (REPO / module).is_file() and f"def {function}(" in (REPO / module).read_text()
@@ -42,6 +42,10 @@ def test_prefect_yaml_declares_every_stage_once_with_shared_pools() -> None:
     trigger = deployments["pretrain"]["triggers"][0]
     assert trigger["expect"] == ["echofm.ingest.completed"]
     assert trigger["match"]["echofm.enough-new-clips"] == "true"
+    # Every ingestion run is scored, from the output its event names.
+    scoring = deployments["score-archive"]["triggers"][0]
+    assert scoring["expect"] == ["echofm.ingest.completed"] and "echofm.enough-new-clips" not in scoring["match"]
+    assert scoring["parameters"]["output"] == "{{ event.payload.output }}"
 
 
 def test_deploy_and_run_ingestion_on_a_process_worker(tmp_path: Path) -> None:
@@ -59,11 +63,12 @@ def test_deploy_and_run_ingestion_on_a_process_worker(tmp_path: Path) -> None:
 
         listed = prefect(["deployment", "ls"], env)
         for name in ("ingest-archive/ingest-archive", "pretrain/pretrain",
-                     "finetune-and-register/finetune-ef", "echofm-pipeline/echofm-pipeline"):
+                     "finetune-and-register/finetune-ef", "score-archive/score-archive",
+                     "echofm-pipeline/echofm-pipeline"):
             assert name in listed.stdout, listed.stdout
         automations = prefect(["automation", "ls"], env)
         assert automations.returncode == 0
-        assert "pretrain" in automations.stdout and "finetune-ef" in automations.stdout
+        assert all(name in automations.stdout for name in ("pretrain", "finetune-ef", "score-archive"))
 
         # The deployment names its SOURCE by a Secret block: the path never is a parameter.
         saved = subprocess.run(
