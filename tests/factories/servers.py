@@ -150,3 +150,19 @@ def output_lock_holder(output: Path) -> Iterator[subprocess.Popen]:
         if process.poll() is None:
             process.stdin.close()  # type: ignore[union-attr]
         process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def mlflow_model_server(model_uri: str, tracking_uri: str, log: Path, startup_timeout_s: float = 240) -> Iterator[str]:
+    """`mlflow models serve -m MODEL_URI` (this environment, no new one) on a free localhost port,
+    the registry at `tracking_uri`; yields its URL once /ping answers."""
+    port = free_port()
+    # The server execs uvicorn by name: this environment's bin comes first on PATH.
+    env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "MLFLOW_TRACKING_URI": tracking_uri,
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with background(cmd, env, log, grace_s=10) as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/ping", startup_timeout_s, process, log)
+        yield url
