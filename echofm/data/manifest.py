@@ -304,13 +304,19 @@ def _write_atomically(table: pa.Table, target: Any) -> Any:
             upload(local, target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    return write_table_atomically(table, target, row_group_size=_ROW_GROUP_ROWS)
+
+
+def write_table_atomically(table: pa.Table, path: Path, *, row_group_size: int | None = None) -> Path:
+    """Write `table` to a temporary name beside `path`, then rename: a reader sees the old file
+    or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        pq.write_table(table, temporary, row_group_size=_ROW_GROUP_ROWS)
-        os.replace(temporary, target)
+        pq.write_table(table, temporary, row_group_size=row_group_size)
+        os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    return target
+    return path
 
 
 def merge_manifest(existing: pa.Table, new: pa.Table | Iterable[Mapping[str, Any]]) -> pa.Table:

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from echofm.data.manifest import MANIFEST_FILENAME, read_manifest
+from echofm.data.manifest import MANIFEST_FILENAME, read_manifest, write_table_atomically
 from echofm.data.shards import SHARDS_DIRNAME, ShardError
 from echofm.downstream.task import column_name
 from echofm.errors import PredictError
@@ -204,9 +204,7 @@ class PartWriter:
             schema = pa.schema([pa.field("clip_id", pa.string())] + group_fields(by_task[task], task))
             merged = {name: [v for chunk in chunks for v in chunk[name]] for name in schema.names}
             path = self.directory / f"{task}-{os.getpid()}-{self.parts:06d}.parquet"
-            temporary = path.with_name(f".{path.name}.tmp")
-            pq.write_table(pa.Table.from_pydict(merged, schema=schema), temporary)
-            os.replace(temporary, path)
+            write_table_atomically(pa.Table.from_pydict(merged, schema=schema), path)
         self.parts += 1
         self.pending, self.since = {}, 0
 
@@ -264,15 +262,6 @@ class ScoreOutcome:
     models: tuple[str, ...]
 
 
-def _write_atomically(table: pa.Table, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def finish_scoring(plan: ScorePlan, scored: int) -> ScoreOutcome:
     """Merge what is kept and what was saved into the tables; remove the parts (module doc)."""
     table = plan.clips.copy()
@@ -285,11 +274,11 @@ def finish_scoring(plan: ScorePlan, scored: int) -> ScoreOutcome:
                 raise ScoringError(f"{missing} clip(s) have no {task} answer from {model.label} after scoring")
     schema = prediction_schema(plan.models)
     clips_table = pa.Table.from_pandas(table[schema.names], schema=schema, preserve_index=False)
-    _write_atomically(clips_table, plan.output / PREDICTIONS_FILENAME)
+    write_table_atomically(clips_table, plan.output / PREDICTIONS_FILENAME)
     for part in (plan.output / PARTS_DIRNAME).glob("*.parquet"):
         part.unlink()
     studies, without_study = study_table(table, plan.models)
-    _write_atomically(studies, plan.output / STUDIES_FILENAME)
+    write_table_atomically(studies, plan.output / STUDIES_FILENAME)
     return ScoreOutcome(
         predictions_path=plan.output / PREDICTIONS_FILENAME,
         studies_path=plan.output / STUDIES_FILENAME,
