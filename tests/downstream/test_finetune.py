@@ -99,8 +99,8 @@ def test_linear_probe_reports_both_arms_and_round_trips(downstream_archive, tmp_
 
     loaded = load_downstream(result.checkpoint).model
     clips = np.random.default_rng(0).integers(0, 255, size=(2, 20, 40, 56, 1), dtype=np.uint8)
-    expected = predict_clips(result.model, clips)["ef"].to_numpy()
-    np.testing.assert_allclose(predict_clips(loaded, clips)["ef"].to_numpy(), expected, rtol=1e-5)
+    expected = predict_clips(result.model, clips)["ef.value"].to_numpy()
+    np.testing.assert_allclose(predict_clips(loaded, clips)["ef.value"].to_numpy(), expected, rtol=1e-5)
     scored = evaluate(result.checkpoint, shards=downstream_archive.shards, labels=downstream_archive.labels_path,
                       manifest=downstream_archive.manifest_path)
     assert scored["mae"] == pytest.approx(result.test_metrics["mae"], rel=1e-5)

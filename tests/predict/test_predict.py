@@ -176,7 +176,8 @@ def test_a_model_of_no_registered_task_is_refused(registry, synthetic, tmp_path,
     tracking_uri, _ = registry
     signature = ModelSignature(inputs=Schema([ColSpec("double", "x")]), outputs=Schema([ColSpec("double", "score")]))
     with tracking_uri_scope(tracking_uri), mlflow.start_run():
-        mlflow.pyfunc.log_model(name="model", python_model=Doubler(), signature=signature,
+        # Requirements given: MLflow would otherwise infer them in a subprocess (~25 s).
+        mlflow.pyfunc.log_model(name="model", python_model=Doubler(), signature=signature, pip_requirements=["mlflow"],
                                 registered_model_name="not-an-echo-task")
     out = tmp_path / "out"
     assert main(_argv(synthetic / "archive", out, tracking_uri, ["models:/not-an-echo-task/1"])) == 2
