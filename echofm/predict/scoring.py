@@ -308,7 +308,8 @@ def score_archive(output: str | os.PathLike[str], models: Sequence[ScoringModel]
             loaded = {model.label: load_predictor(model, tracking_uri=tracking_uri, device=options.device,
                                                   batch_size=options.batch_size) for model in busy}
             predictors = [loaded.get(model.label, _idle) for model in models]
-        scored = run_scoring(plan, predictors, options, progress) if plan.to_score else 0
+        # Run even with nothing to score: progress then reads 0 / 0, done.
+        scored = run_scoring(plan, predictors, options, progress)
         return finish_scoring(plan, scored)
 
 

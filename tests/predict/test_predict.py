@@ -144,10 +144,12 @@ def test_the_run_leaves_progress_and_summary_artifacts(predicted) -> None:
     keys = ["echofm-scoring-progress", "echofm-predictions-counts", "echofm-predictions-summary"]
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
-    by_key = {artifact.key: artifact for artifact in artifacts}
-    assert set(by_key) == set(keys)
-    assert float(by_key["echofm-scoring-progress"].data) == 100.0
-    assert "accepted clips in the tables" in json.dumps(by_key["echofm-predictions-counts"].data)
+    assert {artifact.key for artifact in artifacts} == set(keys)
+    # Every run ends done, a re-run that scored nothing too (0 / 0 clips).
+    progress = [artifact for artifact in artifacts if artifact.key == keys[0]]
+    assert progress and all(float(artifact.data) == 100.0 for artifact in progress)
+    counts = [artifact for artifact in artifacts if artifact.key == keys[1]]
+    assert all("accepted clips in the tables" in json.dumps(artifact.data) for artifact in counts)
 
 
 @pytest.mark.parametrize("uri, message", [
