@@ -59,17 +59,12 @@ class ScoreSummary:
         return "\n".join(lines) + "\n"
 
 
-def _file_key(columns: list[str]) -> str:
-    """The manifest column naming a source file: its keyed id where the manifest has one."""
-    return "source_id" if "source_id" in columns else "source_path"
-
-
 def summarize(outcome: ScoreOutcome, output: str | Path) -> ScoreSummary:
     """The summary of a finished run over OUT (`score_archive`'s outcome)."""
     manifest = read_manifest(Path(output) / MANIFEST_FILENAME).to_pandas()
-    key = _file_key(list(manifest.columns))
-    has_clip = manifest.groupby(key)["status"].apply(lambda s: bool((s == "accepted").any()))
-    without = manifest[manifest[key].isin(has_clip[~has_clip].index)].drop_duplicates(key)
+    # Files are named by their keyed source_id: the manifest holds no path.
+    has_clip = manifest.groupby("source_id")["status"].apply(lambda s: bool((s == "accepted").any()))
+    without = manifest[manifest["source_id"].isin(has_clip[~has_clip].index)].drop_duplicates("source_id")
     reasons = (without["status"] + ": " + without["reason"].fillna("no reason")).value_counts().sort_index()
     return ScoreSummary(
         models=outcome.models,

@@ -98,8 +98,8 @@ def test_every_accepted_clip_and_study_is_scored_with_pseudonyms_only(predicted,
 
     # No path, file name or planted header value reaches either table.
     planted = set(json.loads((synthetic / "phi.json").read_text())["all"])
-    names = set(manifest["source_path"]) | {Path(p).name for p in manifest["source_path"]} | {
-        Path(p).stem for p in manifest["source_path"]}
+    files = [p.relative_to(synthetic / "archive") for p in (synthetic / "archive").rglob("*") if p.is_file()]
+    names = {str(p) for p in files} | {p.name for p in files} | {p.stem for p in files}
     for table in (clips.reset_index(), studies):
         strings = _strings(table)
         assert not strings & planted
@@ -112,7 +112,7 @@ def test_rerun_adds_no_row_and_files_without_clip_keep_their_status(predicted, s
     assert main(_argv(synthetic / "archive", predicted, uri, list(models.values()))) == 0
     out = capsys.readouterr().out
     manifest = pq.read_table(predicted / "manifest.parquet").to_pandas()
-    without_clip = manifest.groupby("source_path")["status"].apply(lambda s: not (s == "accepted").any()).sum()
+    without_clip = manifest.groupby("source_id")["status"].apply(lambda s: not (s == "accepted").any()).sum()
     assert without_clip >= 5
     assert out.startswith("scored 0 clip(s)") and f"{without_clip} file(s) without a clip keep their status" in out
     assert pq.read_table(predicted / PREDICTIONS_FILENAME).equals(before)
