@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from echofm.data.manifest import MANIFEST_FILENAME, read_manifest, write_table_atomically
+from echofm.data.manifest import MANIFEST_FILENAME, manifest_parts, read_manifest, write_table_atomically
 from echofm.data.shards import SHARDS_DIRNAME, ShardError
 from echofm.downstream.task import column_name
 from echofm.errors import PredictError
@@ -122,8 +122,8 @@ def scoring_lock(output: Path) -> Iterator[None]:
 def accepted_clips(output: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
     """Base columns of the manifest's accepted clips (sorted by clip_id) and their shards."""
     manifest = output / MANIFEST_FILENAME
-    if not manifest.is_file():
-        raise ScoringError(f"{output} holds no {MANIFEST_FILENAME}: ingest the archive first")
+    if not manifest_parts(manifest):
+        raise ScoringError(f"OUT holds no {MANIFEST_FILENAME}: ingest the archive first")
     frame = read_manifest(manifest).to_pandas()
     accepted = frame[frame["status"] == "accepted"].sort_values("clip_id").reset_index(drop=True)
     shards = {c: output / SHARDS_DIRNAME / Path(str(s)).name for c, s in zip(accepted["clip_id"], accepted["shard"])}
