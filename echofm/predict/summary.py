@@ -73,7 +73,7 @@ def summarize(outcome: ScoreOutcome, output: str | Path) -> ScoreSummary:
         kept=outcome.kept,
         studies=outcome.n_studies,
         clips_without_study=outcome.clips_without_study,
-        files=int(manifest[key].nunique()),
+        files=int(manifest["source_id"].nunique()),
         files_without_clip={str(k): int(v) for k, v in reasons.items()},
         seconds=outcome.seconds,
         predictions=str(outcome.predictions_path),
