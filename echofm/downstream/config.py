@@ -84,6 +84,16 @@ class FinetuneOptions(Options):
                 data = {**data, "split": {**split, "seed": data["seed"]}}
         return data
 
+    @property
+    def frozen(self) -> bool:
+        return self.strategy in FROZEN_STRATEGIES
+
+    @property
+    def base_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return FROZEN_LR if self.frozen else ENCODER_LR
+
     def for_task(self, task: str) -> FinetuneConfig:
         return FinetuneConfig(task=task, **{name: getattr(self, name) for name in FinetuneOptions.model_fields})
 
@@ -107,10 +117,6 @@ class FinetuneConfig(FinetuneOptions):
         return self
 
     @property
-    def frozen(self) -> bool:
-        return self.strategy in FROZEN_STRATEGIES
-
-    @property
     def head_kind(self) -> str:
         forced = TASKS[self.task].head
         if forced is not None:
@@ -119,8 +125,3 @@ class FinetuneConfig(FinetuneOptions):
             return self.strategy
         return self.head or "linear"
 
-    @property
-    def base_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return FROZEN_LR if self.frozen else ENCODER_LR

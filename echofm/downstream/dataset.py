@@ -222,6 +222,115 @@ def _labelled(target: pd.Series | pd.DataFrame) -> pd.Series:
     return present.all(axis=1) if isinstance(present, pd.DataFrame) else present
 
 
+@dataclass
+class TaskRows:
+    """One task's labelled rows before any clip is read, aligned by row.
+
+    joined: the label rows joined to accepted manifest rows; target: the derived raw target
+    (a Series, or a DataFrame for several outputs); split: "train" | "val" | "test" per row;
+    keys: the shard sample key of each row's clip; shard_files: its shard; classes: the class
+    names (multiclass tasks; for segmentation the structures asked for, if any); split_rule: how
+    `split` was drawn (see `split_rule`); still: bool per row, the rows whose source was a still.
+    """
+
+    task: str
+    joined: pd.DataFrame
+    target: pd.Series | pd.DataFrame
+    split: pd.Series
+    keys: list[str]
+    shard_files: list[Path]
+    classes: tuple[str, ...] = ()
+    split_rule: str = "patient"
+    still: np.ndarray | None = None
+
+    def found_in(self, found: dict[str, np.ndarray]) -> TaskRows:
+        """The rows whose clip was read from its shard; LabelError when none was."""
+        present = np.array([k in found for k in self.keys])
+        if not present.all():
+            log.warning("%d labelled %s clips are missing from their shards and are skipped",
+                        int((~present).sum()), self.task)
+        if not present.any():
+            raise LabelError(f"none of the {self.task}-labelled clips was found in the shards")
+        keep = lambda frame: frame[present].reset_index(drop=True)  # noqa: E731
+        return TaskRows(task=self.task, joined=keep(self.joined), target=keep(self.target), split=keep(self.split),
+                        keys=[k for k, ok in zip(self.keys, present) if ok],
+                        shard_files=[f for f, ok in zip(self.shard_files, present) if ok], classes=self.classes,
+                        split_rule=self.split_rule, still=None if self.still is None else self.still[present])
+
+    @property
+    def clip_ids(self) -> list[str]:
+        return [str(c) for c in self.joined["clip_id"]]
+
+    @property
+    def patients(self) -> list[str]:
+        return [str(p) for p in self.joined[_patient_column(self.joined)]]
+
+
+def task_rows(
+    task: str,
+    *,
+    manifest: pd.DataFrame,
+    labels: pd.DataFrame,
+    shards_dir: str | Path,
+    split_config: SplitConfig,
+    classes: tuple[str, ...] | None = None,
+    secret: bytes | None = None,
+) -> TaskRows:
+    """The labelled rows of `task` and their split (see `build_task_data`; `task_splits`).
+
+    A patient's split depends on its pseudonym and the seed (`echofm.downstream.splits`), so the
+    rows of one task are split the same way whichever other tasks are built beside it.
+    Raises LabelError when no accepted clip has a label for the task.
+    """
+    definition = TASKS[task]
+    joined = join_labels(manifest, labels, secret=secret)
+    target = definition.derive(LabelColumns(joined))
+    labelled = _labelled(target)
+    joined = joined[labelled].reset_index(drop=True)
+    target = target[labelled].reset_index(drop=True)
+    names: tuple[str, ...] = ()
+    if definition.kind == "multiclass":
+        names = tuple(classes or definition.classes or sorted(set(target.astype(str))))
+        keep = target.astype(str).isin(names)
+        joined, target = joined[keep].reset_index(drop=True), target[keep].reset_index(drop=True)
+    elif definition.kind == "segmentation":
+        names = tuple(classes or definition.classes or ())
+    if joined.empty:
+        raise LabelError(f"no accepted clip has a {task} label")
+    split = task_splits(joined, split_config)
+    shards_dir = storage.location(shards_dir)
+    shard_files = [storage.join(shards_dir, storage.name(str(s))) for s in joined["shard"]]
+    keys = [str(k) if pd.notna(k) else str(c) for k, c in zip(joined.get("key", joined["clip_id"]), joined["clip_id"])]
+    still = (joined["n_frames_source"] == 1).to_numpy() if "n_frames_source" in joined.columns else None
+    return TaskRows(task=task, joined=joined, target=target, split=split, keys=keys, shard_files=shard_files,
+                    classes=names, split_rule=split_rule(joined, split_config), still=still)
+
+
+def task_targets(rows: TaskRows, *, spec: InputSpec,
+                 mask_root: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
+    """What the task's objective trains on for each row, the labelled-frame flags (segmentation
+    only; see `TaskData`) and the class names (for segmentation: the structures asked for, else
+    those the mask files name when there are several)."""
+    definition = TASKS[rows.task]
+    if definition.kind == "segmentation":
+        column = LabelColumns(rows.joined).name(definition.label_columns[0])
+        targets, valid, structures = _mask_targets(rows.joined, mask_root, spec, column)
+        return targets, valid, rows.classes or (structures if len(structures) > 1 else ())
+    return OBJECTIVES[definition.kind].targets(rows.target, rows.classes), None, rows.classes
+
+
+def mask_root_for(labels: str | Path | pd.DataFrame, mask_root: str | Path | None) -> Path:
+    """Where `mask_file` paths are relative to: `mask_root`, else the labels file's directory
+    (the working directory for an in-memory table)."""
+    if mask_root is not None:
+        return Path(mask_root)
+    return Path(labels).parent if not isinstance(labels, pd.DataFrame) else Path.cwd()
+
+
+def label_frame_of(labels: str | Path | pd.DataFrame) -> pd.DataFrame:
+    return labels if isinstance(labels, pd.DataFrame) else load_labels(labels)
+
+
 def build_task_data(
     *,
     task: str,
@@ -243,56 +352,19 @@ def build_task_data(
     of other classes are dropped.
     Raises LabelError when no usable labelled clip remains.
     """
-    definition = TASKS[task]
-    objective = OBJECTIVES[definition.kind]
-    label_frame = labels if isinstance(labels, pd.DataFrame) else load_labels(labels)
-    joined = join_labels(read_manifest_frame(manifest), label_frame, secret=secret)
-    target = definition.derive(LabelColumns(joined))
-    labelled = _labelled(target)
-    joined = joined[labelled].reset_index(drop=True)
-    target = target[labelled].reset_index(drop=True)
-    names: tuple[str, ...] = ()
-    if definition.kind == "multiclass":
-        names = tuple(classes or definition.classes or sorted(set(target.astype(str))))
-        keep = target.astype(str).isin(names)
-        joined, target = joined[keep].reset_index(drop=True), target[keep].reset_index(drop=True)
-    if joined.empty:
-        raise LabelError(f"no accepted clip has a {task} label")
-
-    split = task_splits(joined, split_config)
-    shards_dir = storage.location(shards_dir)
-    shard_files = [storage.join(shards_dir, storage.name(str(s))) for s in joined["shard"]]
-    keys = [str(k) if pd.notna(k) else str(c) for k, c in zip(joined.get("key", joined["clip_id"]), joined["clip_id"])]
-    found = read_shard_clips(shard_files, keys, spec)
-    present = np.array([k in found for k in keys])
-    if not present.all():
-        log.warning("%d labelled clips are missing from their shards and are skipped", int((~present).sum()))
-    joined, target, split = (joined[present].reset_index(drop=True), target[present].reset_index(drop=True),
-                             split[present].reset_index(drop=True))
-    keys = [k for k, ok in zip(keys, present) if ok]
-    if not keys:
-        raise LabelError("none of the labelled clips was found in the shards")
-
-    valid = None
-    if definition.kind == "segmentation":
-        root = Path(mask_root) if mask_root is not None else (
-            Path(labels).parent if not isinstance(labels, pd.DataFrame) else Path.cwd()
-        )
-        targets, valid, structures = _mask_targets(joined, root, spec,
-                                                   LabelColumns(joined).name(definition.label_columns[0]))
-        names = tuple(classes or definition.classes or (structures if len(structures) > 1 else ()))
-    else:
-        targets = objective.targets(target, names)
-    patient_column = _patient_column(joined)
-    still = (joined["n_frames_source"] == 1).to_numpy() if "n_frames_source" in joined.columns else None
+    rows = task_rows(task, manifest=read_manifest_frame(manifest), labels=label_frame_of(labels),
+                     shards_dir=shards_dir, split_config=split_config, classes=classes, secret=secret)
+    found = read_shard_clips(rows.shard_files, rows.keys, spec)
+    rows = rows.found_in(found)
+    targets, valid, names = task_targets(rows, spec=spec, mask_root=mask_root_for(labels, mask_root))
     return TaskData(
-        clip_ids=[str(c) for c in joined["clip_id"]],
-        patients=[str(p) for p in joined[patient_column]],
-        split=split.to_numpy(dtype=object).astype(str),
-        clips=np.stack([found[k] for k in keys]),  # `fit_clip` gave every clip spec's channels
+        clip_ids=rows.clip_ids,
+        patients=rows.patients,
+        split=rows.split.to_numpy(dtype=object).astype(str),
+        clips=np.stack([found[k] for k in rows.keys]),  # `fit_clip` gave every clip spec's channels
         targets=targets,
         valid=valid,
         classes=names,
-        split_rule=split_rule(joined, split_config),
-        still=still,
+        split_rule=rows.split_rule,
+        still=rows.still,
     )

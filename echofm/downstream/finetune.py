@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from echofm.downstream.encoder import (
     parameter_count,
     set_trainable_layers,
 )
-from echofm.downstream.config import FinetuneConfig, FinetuneConfigError
+from echofm.downstream.config import FinetuneConfig, FinetuneConfigError, FinetuneOptions
 from echofm.downstream.objectives import OBJECTIVES, TaskSpec
 from echofm.downstream.tasks import TASKS
 from echofm.pretrain.optim import fused_adamw_ok
@@ -122,14 +123,14 @@ class FinetuneResult:
         }
 
 
-def _task_spec(config: FinetuneConfig, data: TaskData) -> TaskSpec:
-    """The task as this run fits it: its classes, and what its objective learns from the training targets."""
-    definition = TASKS[config.task]
-    fitted = OBJECTIVES[definition.kind].fit(definition, data.targets[data.indices("train")])
-    return TaskSpec(task=config.task, classes=data.classes, **fitted)
+def fit_task_spec(task: str, train_targets: np.ndarray, classes: tuple[str, ...]) -> TaskSpec:
+    """The task as a run fits it: its classes, and what its objective learns from the training targets."""
+    definition = TASKS[task]
+    fitted = OBJECTIVES[definition.kind].fit(definition, train_targets)
+    return TaskSpec(task=task, classes=classes, **fitted)
 
 
-def _head_config(config: FinetuneConfig, encoder: Any, task: TaskSpec) -> HeadConfig:
+def head_config(config: FinetuneConfig, encoder: Any, task: TaskSpec) -> HeadConfig:
     cfg = encoder.config
     return HeadConfig(
         kind=config.head_kind,
@@ -193,35 +194,41 @@ def evaluate_split(forward: Any, batches: TaskBatches, idx: np.ndarray, task: Ta
     return sum(losses) / len(idx), task.score(np.concatenate(preds), data.targets[idx], valid_all)
 
 
-def _train_arm(
-    name: str,
-    encoder: Any,
-    data: TaskData,
-    task: TaskSpec,
-    inputs: InputSpec,
-    config: FinetuneConfig,
-    device: torch.device,
-) -> tuple[DownstreamModel, ArmResult]:
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    head = build_head(_head_config(config, encoder, task))
-    model = DownstreamModel(encoder, head, task, inputs).to(device)
-    cache = None
+def arm_parameter_groups(config: FinetuneOptions, encoder: Any, head: torch.nn.Module) -> list[dict]:
+    """AdamW groups of one arm: `head`'s parameters alone on a frozen encoder, else the encoder's
+    and the head's with layer-wise decay (`layer_decay_groups`)."""
     if config.frozen:
-        model.encoder.requires_grad_(False)
-        cache = encode_clips(model, data.clips, config.batch_size, device)
-        trainable: torch.nn.Module = head
-        forward = head
-        groups = [{"params": list(head.parameters()), "lr": config.base_lr, "lr_scale": 1.0,
-                   "weight_decay": config.weight_decay}]
-    else:
-        trainable, forward = model, model
-        groups = layer_decay_groups(encoder, head, lr=config.base_lr, weight_decay=config.weight_decay,
-                                    layer_decay=config.layer_decay)
+        return [{"params": list(head.parameters()), "lr": config.base_lr, "lr_scale": 1.0,
+                 "weight_decay": config.weight_decay}]
+    return layer_decay_groups(encoder, head, lr=config.base_lr, weight_decay=config.weight_decay,
+                              layer_decay=config.layer_decay)
+
+
+def make_optimizer(groups: list[dict], lr: float) -> torch.optim.Optimizer:
     fused = fused_adamw_ok(p for group in groups for p in group["params"]) or None
-    optimizer = torch.optim.AdamW(groups, lr=config.base_lr, fused=fused)
-    batches = TaskBatches(data, inputs, cache, device)
-    train_idx, val_idx = data.indices("train"), data.indices("val")
+    return torch.optim.AdamW(groups, lr=lr, fused=fused)
+
+
+def fit_epochs(
+    label: str,
+    *,
+    config: FinetuneOptions,
+    encoder: Any,
+    trainable: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_idx: np.ndarray,
+    step: Callable[[np.ndarray], float],
+    validate: Callable[[], tuple[float, dict[str, float]]],
+    has_val: bool,
+) -> tuple[list[dict[str, float]], int]:
+    """The epochs of one arm, single-task or joint: cosine learning rate, progressive
+    unfreezing, the training clips in a seeded order, and the epoch of lowest validation loss
+    kept in `trainable` (the last one when there is no val set).
+
+    step: one optimiser step on the clip indices given, returning its loss times their number.
+    validate: the validation loss and the epoch's record entries. Returns the per-epoch
+    history and the kept epoch.
+    """
     if len(train_idx) == 0:
         raise FinetuneConfigError("the split left no training clip; add patients or lower the fractions")
     rng = np.random.default_rng(config.seed)
@@ -235,29 +242,67 @@ def _train_arm(
             group["lr"] = config.base_lr * group["lr_scale"] * scale
         trainable.train()
         if config.frozen:
-            model.encoder.eval()
+            encoder.eval()
         order = rng.permutation(train_idx)
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            x, y, valid = batches.get(order[start : start + config.batch_size])
-            loss = task.loss(forward(x), y, valid)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(x)
+        total = sum(step(order[start : start + config.batch_size]) for start in range(0, len(order), config.batch_size))
         trainable.eval()
-        val_loss, val_metrics = evaluate_split(forward, batches, val_idx, task, config.batch_size)
-        record = {"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss,
-                  **{f"val_{k}": v for k, v in val_metrics.items()}}
+        val_loss, entries = validate()
+        record = {"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss, **entries}
         history.append(record)
-        log.info("%s %s epoch %d: train loss %.4f, val loss %.4f", name, config.task, epoch,
-                 record["train_loss"], val_loss)
-        # Keep the epoch with the lowest validation loss (the last one when there is no val set).
-        if len(val_idx) == 0 or val_loss <= best_loss:
-            best_loss, best_epoch = (val_loss if len(val_idx) else math.inf), epoch
+        log.info("%s epoch %d: train loss %.4f, val loss %.4f", label, epoch, record["train_loss"], val_loss)
+        if not has_val or val_loss <= best_loss:
+            best_loss, best_epoch = (val_loss if has_val else math.inf), epoch
             best_state = copy.deepcopy(trainable.state_dict())
     trainable.load_state_dict(best_state)
     trainable.eval()
+    return history, best_epoch
+
+
+def train_arm(
+    name: str,
+    encoder: Any,
+    data: TaskData,
+    task: TaskSpec,
+    inputs: InputSpec,
+    config: FinetuneConfig,
+    device: torch.device,
+    cache: torch.Tensor | None = None,
+) -> tuple[DownstreamModel, ArmResult]:
+    """One arm: a fresh head (and, unless frozen, the encoder) trained on `data`'s training
+    split (`fit_epochs`). cache: a frozen encoder's outputs for `data.clips`, when the caller
+    has them (computed here otherwise)."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    head = build_head(head_config(config, encoder, task))
+    model = DownstreamModel(encoder, head, task, inputs).to(device)
+    if config.frozen:
+        model.encoder.requires_grad_(False)
+        if cache is None:
+            cache = encode_clips(model, data.clips, config.batch_size, device)
+        trainable: torch.nn.Module = head
+        forward = head
+    else:
+        cache = None
+        trainable, forward = model, model
+    optimizer = make_optimizer(arm_parameter_groups(config, encoder, head), config.base_lr)
+    batches = TaskBatches(data, inputs, cache, device)
+    val_idx = data.indices("val")
+
+    def step(idx: np.ndarray) -> float:
+        x, y, valid = batches.get(idx)
+        loss = task.loss(forward(x), y, valid)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item() * len(x)
+
+    def validate() -> tuple[float, dict[str, float]]:
+        val_loss, val_metrics = evaluate_split(forward, batches, val_idx, task, config.batch_size)
+        return val_loss, {f"val_{k}": v for k, v in val_metrics.items()}
+
+    history, best_epoch = fit_epochs(f"{name} {config.task}", config=config, encoder=encoder, trainable=trainable,
+                                     optimizer=optimizer, train_idx=data.indices("train"), step=step,
+                                     validate=validate, has_val=len(val_idx) > 0)
     metrics = {}
     for split in ("val", "test"):
         _, scores = evaluate_split(forward, batches, data.indices(split), task, config.batch_size)
@@ -320,7 +365,7 @@ def finetune(
                            spec=inputs, split_config=config.split, mask_root=mask_root, secret=secret)
     counts = data.counts()
     log.info("%s: %s clips by split", config.task, {k: v["clips"] for k, v in counts.items()})
-    task = _task_spec(config, data)
+    task = fit_task_spec(config.task, data.targets[data.indices("train")], data.classes)
     device = resolve_device(config.device)
 
     # Every baseline is loaded before any arm trains, so a bad --compare entry fails at once.
@@ -328,10 +373,10 @@ def finetune(
                                                  tracking_uri=tracking_uri))
                     for baseline in config.baselines]
     pretrained_encoder = copy.deepcopy(loaded.model)
-    model, pretrained = _train_arm(PRETRAINED_ARM, pretrained_encoder, data, task, inputs, config, device)
+    model, pretrained = train_arm(PRETRAINED_ARM, pretrained_encoder, data, task, inputs, config, device)
     baselines = {}
     for baseline, arm_encoder, report in arm_encoders:
-        _, arm = _train_arm(baseline.name, arm_encoder, data, task, inputs, config, device)
+        _, arm = train_arm(baseline.name, arm_encoder, data, task, inputs, config, device)
         if report is not None:
             arm.source = baseline.source
             arm.load = {"format": report.format, "counts": report.counts(), "summary": report.summary()}

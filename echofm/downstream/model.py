@@ -44,6 +44,15 @@ class DownstreamModel(nn.Module):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.head(self.encode(video))
 
+    @property
+    def task_specs(self) -> tuple[TaskSpec, ...]:
+        """The tasks this model answers (one; a `MultiTaskModel` has several)."""
+        return (self.task,)
+
+    def task_outputs(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Raw head outputs by task name, the form every fine-tuned model answers in."""
+        return {self.task.task: self(video)}
+
 
 @dataclass(frozen=True)
 class DownstreamCheckpoint:
@@ -73,16 +82,35 @@ def save_downstream(path: str | Path, model: DownstreamModel, *, meta: dict[str,
     return path
 
 
-def load_downstream(path: str | Path, *, map_location: str | torch.device = "cpu") -> DownstreamCheckpoint:
-    """Rebuild a `DownstreamModel` (in eval mode) from a file written by `save_downstream`."""
+def read_payload(path: str | Path, formats: tuple[str, ...], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The saved dictionary of a fine-tuned checkpoint whose format is one of `formats`."""
     payload = torch.load(Path(path), map_location=map_location, weights_only=False)
-    if not isinstance(payload, dict) or payload.get("format") != DOWNSTREAM_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in formats:
         raise TaskSpecError(f"{path} is not a fine-tuned EchoFM checkpoint")
+    return payload
+
+
+def encoder_from_payload(payload: dict[str, Any]) -> nn.Module:
     encoder = encoder_from_config(payload["encoder_config"])
     encoder.load_state_dict(payload["encoder"])
-    head = build_head(HeadConfig.from_dict(payload["head_config"]))
-    head.load_state_dict(payload["head"])
+    return encoder
+
+
+def head_from_state(config: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+    head = build_head(HeadConfig.from_dict(config))
+    head.load_state_dict(state)
+    return head
+
+
+def downstream_from_payload(payload: dict[str, Any]) -> DownstreamCheckpoint:
+    """The model and metadata of a payload written by `save_downstream`."""
     model = DownstreamModel(
-        encoder, head, TaskSpec.from_dict(payload["task"]), InputSpec.from_dict(payload["inputs"])
+        encoder_from_payload(payload), head_from_state(payload["head_config"], payload["head"]),
+        TaskSpec.from_dict(payload["task"]), InputSpec.from_dict(payload["inputs"]),
     )
     return DownstreamCheckpoint(model=model.eval(), meta=payload["meta"])
+
+
+def load_downstream(path: str | Path, *, map_location: str | torch.device = "cpu") -> DownstreamCheckpoint:
+    """Rebuild a `DownstreamModel` (in eval mode) from a file written by `save_downstream`."""
+    return downstream_from_payload(read_payload(path, (DOWNSTREAM_FORMAT,), map_location=map_location))

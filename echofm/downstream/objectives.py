@@ -352,3 +352,40 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.T
 
 
 OBJECTIVES: dict[str, Objective] = {objective.kind: objective for objective in (Regression(), Binary(), Multiclass(), Segmentation())}
+
+# A table column's values as an array, when a model's answer mixes tables and masks.
+TABLE_DTYPES: dict[str, np.dtype] = {"double": np.dtype(np.float64), "boolean": np.dtype(np.bool_),
+                                     "string": np.dtype(object)}
+
+
+def joined_columns(specs: tuple[TaskSpec, ...]) -> list[Column] | list[TensorColumn]:
+    """The output columns of a model answering `specs`: each task's group side by side.
+
+    All tables: the columns of every group. With a tensor group (segmentation's masks), every
+    column is a tensor, a table column `(-1,)` of its values. Raises TaskSpecError when two
+    groups share a column name (one task listed twice).
+    """
+    groups = [spec.objective.output_columns(spec) for spec in specs]
+    names = [column[0] for group in groups for column in group]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise TaskSpecError(f"tasks {', '.join(s.task for s in specs)} share output columns {clashes}")
+    columns = [column for group in groups for column in group]
+    if all(len(column) == 2 for column in columns):
+        return columns  # type: ignore[return-value]
+    return [column if len(column) == 3 else (column[0], TABLE_DTYPES[column[1]], (-1,)) for column in columns]  # type: ignore[misc]
+
+
+def join_outputs(groups: list[Any]) -> Any:
+    """One answer from each task's `Objective.outputs` (in `joined_columns` order): one group
+    as it is; tables side by side as one DataFrame; with a dict group (masks), a dict of arrays."""
+    if len(groups) == 1:
+        return groups[0]
+    if all(isinstance(group, pd.DataFrame) for group in groups):
+        return pd.concat(groups, axis=1)
+    joined: dict[str, np.ndarray] = {}
+    for group in groups:
+        items = ({name: group[name].to_numpy() for name in group.columns} if isinstance(group, pd.DataFrame)
+                 else group)
+        joined.update(items)
+    return joined

@@ -97,6 +97,16 @@ class MAEOutput:
     ids_restore: torch.Tensor
 
 
+def clip_features(tokens: torch.Tensor) -> torch.Tensor:
+    """Clip embedding `[B, D]` from encoder tokens `[B, 1 + L, D]`: the mean of the patch tokens.
+
+    The mean of patch tokens rather than CLS: MAE pretraining gives CLS no objective of its
+    own, while every patch token is trained by reconstruction (MAE/VideoMAE probe this way).
+    A model with token and feature heads pools its one encoder pass with this.
+    """
+    return tokens[:, 1:].mean(dim=1)
+
+
 class TubeletEmbed(nn.Module):
     """Conv3d with kernel = stride = (t_patch, p, p): `[B, C, T, H, W]` -> `[B, L, D]`."""
 
@@ -251,12 +261,8 @@ class MaskedAutoencoderViT(nn.Module):
         return self._encode_tokens(self._embed(video))
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """Clip embedding `[B, D]`: mean of the unmasked patch tokens after the final norm.
-
-        The mean of patch tokens rather than CLS: MAE pretraining gives CLS no objective of its
-        own, while every patch token is trained by reconstruction (MAE/VideoMAE probe this way).
-        """
-        return self.forward_tokens(video)[:, 1:].mean(dim=1)
+        """Clip embedding `[B, D]`: `clip_features` of `forward_tokens`."""
+        return clip_features(self.forward_tokens(video))
 
     # ----------------------------------------------------------------- decoder
     def decode(self, latent: EncoderOutput) -> torch.Tensor:

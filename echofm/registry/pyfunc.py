@@ -12,7 +12,9 @@ Inside: frames taken evenly over the clip, resize-pad to the shard size then the
 grey to three channels, the pretraining normalisation (all from the checkpoint's `InputSpec`, see
 `echofm.preprocess.clips`).
 
-Output: one column group `<task>.<field>` per task (`echofm.downstream.objectives`):
+Output: one column group `<task>.<field>` per task (`echofm.downstream.objectives`), a multi-task
+model's groups side by side (`join_outputs`: one DataFrame, or with masks a dict of arrays, one
+per column):
 - regression (ef): DataFrame `ef.value` (percent), or one column per named output.
 - multiclass (view): DataFrame `<task>.class`, `<task>.confidence`, `<task>.prob_<class>` per class.
 - binary (reduced_ef): DataFrame `<task>.probability` and `<task>.positive` (probability >= threshold).
@@ -35,10 +37,13 @@ import numpy as np
 import torch
 
 from echofm.device import resolve_device
-from echofm.downstream.model import DownstreamModel, load_downstream
+from echofm.downstream.model import DownstreamModel
+from echofm.downstream.multitask.model import MultiTaskModel, load_fine_tuned
+from echofm.downstream.objectives import join_outputs, joined_columns
 from echofm.preprocess.clips import ClipInputError, InputSpec, fit_raw_clip, to_model_input
 from echofm.store import pip_requirements
 
+FineTunedModel = DownstreamModel | MultiTaskModel
 CHECKPOINT_ARTIFACT = "checkpoint"
 DEFAULT_THRESHOLD = 0.5
 BATCH_SIZE = 8
@@ -99,10 +104,10 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def predict_clips(model: DownstreamModel, clips: Any, threshold: float = DEFAULT_THRESHOLD, *,
+def predict_clips(model: FineTunedModel, clips: Any, threshold: float = DEFAULT_THRESHOLD, *,
                   batch_size: int = BATCH_SIZE) -> Any:
     """Predictions for raw clips (see the module doc for the input forms and the output), on
-    the device the model is on."""
+    the device the model is on: one encoder pass per clip, whatever the number of tasks."""
     clips = as_clip_list(clips)
     spec: InputSpec = model.inputs
     fitted, indices = [], []
@@ -114,22 +119,24 @@ def predict_clips(model: DownstreamModel, clips: Any, threshold: float = DEFAULT
         fitted.append(frames)
         indices.append(kept)
     device = model_device(model)
-    decoded = []
+    decoded: dict[str, list[np.ndarray]] = {task.task: [] for task in model.task_specs}
     with torch.no_grad():
         for start in range(0, len(fitted), batch_size):
             video = to_model_input(np.stack(fitted[start : start + batch_size]), spec).to(device)
-            decoded.append(model.task.decode(model(video)))
-    out = np.concatenate(decoded)
-    return model.task.objective.outputs(model.task, out, clips, np.stack(indices), threshold)
+            outputs = model.task_outputs(video)
+            for task in model.task_specs:
+                decoded[task.task].append(task.decode(outputs[task.task]))
+    frames = np.stack(indices)
+    return join_outputs([task.objective.outputs(task, np.concatenate(decoded[task.task]), clips, frames, threshold)
+                         for task in model.task_specs])
 
 
 class EchoFMPyfunc(mlflow.pyfunc.PythonModel):
     """The MLflow face of a fine-tuned checkpoint (artifact `checkpoint`, a `model.pt`)."""
 
     def load_context(self, context: Any) -> None:
-        config = dict(getattr(context, "model_config", None) or {})
-        loaded = load_downstream(context.artifacts[CHECKPOINT_ARTIFACT])
-        config = {**DEFAULT_MODEL_CONFIG, **config}
+        config = {**DEFAULT_MODEL_CONFIG, **dict(getattr(context, "model_config", None) or {})}
+        loaded = load_fine_tuned(context.artifacts[CHECKPOINT_ARTIFACT])
         self.model = loaded.model.to(resolve_device(str(config["device"])))
         self.batch_size = int(config["batch_size"])
         self.meta = loaded.meta
@@ -154,8 +161,9 @@ def input_example(spec: InputSpec, *, channels: int = 1) -> np.ndarray:
     return rng.integers(0, 255, size=(1, spec.min_frames, 48, 64, channels), dtype=np.uint8)
 
 
-def signature_for(model: DownstreamModel) -> Any:
-    """Explicit signature: raw clips in (object tensor `[-1]`), the task's outputs out.
+def signature_for(model: FineTunedModel) -> Any:
+    """Explicit signature: raw clips in (object tensor `[-1]`), the tasks' outputs out
+    (`joined_columns`: one group per task).
 
     The input is declared as MLflow's "ragged" tensor (object, `(-1,)`), the one tensor spec
     whose rank MLflow does not fix: a uint8 spec pins the rank, which would refuse either grey
@@ -166,7 +174,7 @@ def signature_for(model: DownstreamModel) -> Any:
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
     inputs = Schema([TensorSpec(np.dtype(object), (-1,))])
-    columns = model.task.objective.output_columns(model.task)
+    columns = joined_columns(model.task_specs)
     if all(len(column) == 2 for column in columns):
         outputs = Schema([ColSpec(kind, name) for name, kind in columns])
     else:
@@ -175,7 +183,7 @@ def signature_for(model: DownstreamModel) -> Any:
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
-def log_pyfunc(model: DownstreamModel, checkpoint: Path, *, registered_model_name: str | None = None) -> Any:
+def log_pyfunc(model: FineTunedModel, checkpoint: Path, *, registered_model_name: str | None = None) -> Any:
     """Log the checkpoint as a pyfunc model named "model" in the active run; returns ModelInfo."""
     return mlflow.pyfunc.log_model(
         name="model",
