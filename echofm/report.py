@@ -58,6 +58,8 @@ def _downstream_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = [f"  {'task':<13}{'metric':<10}" + "".join(f"{titles.get(n, n):>13}" for n in names) + "  promotion"]
     behind = []
     for task, result in results.items():
+        if task not in TASKS:
+            continue  # a multi-task model: `_multitask_lines`
         metric, higher = TASKS[task].primary_metric, TASKS[task].higher_is_better
         found = arms(result)
         promotion = result.get("promotion") or {}
@@ -95,6 +97,25 @@ def _representation_lines(report: Mapping[str, Any] | None) -> list[str]:
             *parsed.lines(), f"  {check_representation(parsed).reason}"]
 
 
+def _multitask_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Per multi-task model, its tasks' primary test metric beside the single-task models' and
+    the random encoder's (same split, strategy and epochs), and its promotion."""
+    from echofm.downstream.tasks import TASKS
+
+    lines: list[str] = []
+    for key, result in results.items():
+        if key in TASKS:
+            continue
+        promotion = result.get("promotion") or {}
+        decision = "promoted to champion" if promotion.get("promoted") else promotion.get("reason", "-")
+        lines += ["", f"Multi-task model {key} (test split): {decision}",
+                  f"  {'task':<13}{'metric':<10}{'multi-task':>12}{'single-task':>13}{'random init':>13}"]
+        for task, row in (result.get("comparison") or {}).items():
+            lines.append(f"  {task:<13}{row['metric']:<10}{_fmt(row['multitask']):>12}{_fmt(row['single_task']):>13}"
+                         f"{_fmt(row['random_init']):>13}")
+    return lines
+
+
 def pipeline_report(
     *,
     ingest: Mapping[str, Any],
@@ -123,6 +144,7 @@ def pipeline_report(
     if encoder_promotion:
         decision = "promoted to champion" if encoder_promotion.get("promoted") else "not promoted"
         lines.append(f"  encoder: {decision} ({encoder_promotion.get('reason', '-')})")
+    lines += _multitask_lines(downstream)
     lines += ["", "Registered models:"]
     for name, versions in registry.items():
         shown = ", ".join(

@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr
 from echofm.report import loss_history, pipeline_report
 from echofm.downstream.config import FinetuneOptions
 from echofm.downstream.dataset import probe_label_table
+from echofm.downstream.multitask.config import TASK_SEPARATOR, JointOptions, multitask_model_name
 from echofm.downstream.tasks import PIPELINE_TASKS, TASKS, TaskName
 from echofm.ingest.config import IngestOptions
 from echofm.io.deid import optional_secret
@@ -46,6 +47,15 @@ def promote_encoder_task(name: str, version: str, downstream: list[dict[str, Any
     return promote_encoder(name, version, downstream, tracking_uri=tracking_uri)
 
 
+def model_name_of(entry: str | list[str]) -> str:
+    """The registered model a `tasks` entry makes (a task's own, or the multi-task one)."""
+    return TASKS[entry].model_name if isinstance(entry, str) else multitask_model_name(entry)
+
+
+def entry_key(entry: str | list[str]) -> str:
+    return entry if isinstance(entry, str) else TASK_SEPARATOR.join(entry)
+
+
 @flow(name="echofm-pipeline")
 def echo_pipeline(
     source: Annotated[
@@ -56,12 +66,19 @@ def echo_pipeline(
     output: Annotated[str, Field(description="ingestion output: shards/, manifest.parquet, qc/")],
     runs: Annotated[str, Field(description="where the pretraining and fine-tuning runs are written")],
     labels: Annotated[str | None, Field(description="labels CSV/Parquet for fine-tuning; none: stop after pretraining")] = None,
-    tasks: Annotated[list[TaskName], Field(min_length=0, description="downstream tasks to fine-tune")] = PIPELINE_TASKS,
+    tasks: Annotated[list[TaskName | list[TaskName]], Field(
+        min_length=0, description="downstream tasks to fine-tune; a list of tasks: one multi-task model")] = PIPELINE_TASKS,
     ingest: IngestOptions | None = None,
     pretraining: PretrainOptions | None = None,
     finetuning: FinetuneOptions | None = None,
+    joint: JointOptions | None = None,
 ) -> dict[str, Any]:
-    """Run every stage on `source`; returns each stage's result and the text summary."""
+    """Run every stage on `source`; returns each stage's result and the text summary.
+
+    Single-task models are fine-tuned and promoted before multi-task ones, which are promoted
+    against them. The encoder is judged by its single-task models (by the multi-task ones when
+    there are none): a multi-task model that does not beat single-task champions of the same
+    encoder says nothing against the encoder."""
     logger = get_run_logger()
     runs_dir = Path(runs)
     ingest_summary = ingest_archive(source, output, ingest)
@@ -80,28 +97,31 @@ def echo_pipeline(
 
     downstream: dict[str, dict[str, Any]] = {}
     if labels:
-        for name in tasks:
-            downstream[name] = finetune_and_register(
-                task=name,
+        for entry in sorted(tasks, key=lambda entry: not isinstance(entry, str)):
+            key = entry_key(entry)
+            downstream[key] = finetune_and_register(
+                task=entry,
                 encoder=encoder,
                 shards=str(Path(output) / "shards"),
                 labels=labels,
-                out=str(runs_dir / f"finetune-{name}"),
+                out=str(runs_dir / f"finetune-{key.replace(TASK_SEPARATOR, '+')}"),
                 tracking_uri=tracking_uri,
                 options=finetuning,
                 # Labels named by path join under the secret ingestion used.
                 secret_file=ingest.secret_file if ingest is not None else None,
+                joint=joint,
             )
 
     encoder_promotion = None
     if registered.get("version") and downstream:
-        decisions = [result["promotion"] for result in downstream.values() if result.get("promotion")]
+        single = [result for key, result in downstream.items() if key in TASKS]
+        decisions = [result["promotion"] for result in (single or downstream.values()) if result.get("promotion")]
         encoder_promotion = promote_encoder_task(registered.get("name", ENCODER_MODEL_NAME), registered["version"],
                                                  decisions, tracking_uri)
         logger.info("encoder promotion: %s", encoder_promotion["reason"])
 
     losses = loss_history(tracking_uri, pretrained["run_id"]) if pretrained.get("run_id") else {}
-    names = [ENCODER_MODEL_NAME, *(TASKS[task].model_name for task in downstream)]
+    names = [ENCODER_MODEL_NAME, *(model_name_of(entry) for entry in tasks if entry_key(entry) in downstream)]
     registry = {name: versions for name in names if (versions := registered_versions(name, tracking_uri=tracking_uri))}
     summary = pipeline_report(
         ingest=ingest_summary, pretrain=pretrained, downstream=downstream, losses=losses, registry=registry,

@@ -1,7 +1,8 @@
 """`echofm evaluate --model models:/echofm-ef@champion --shards ... --labels ...`: score a model.
 
 The model is a fine-tuned `model.pt`, a fine-tuning output directory or a registered URI; the
-split is the one it was trained with unless `--split-seed` is given. Prints the metrics as JSON.
+split is the one it was trained with unless `--split-seed` is given. Prints the metrics as JSON;
+for a multi-task model, by task (all of them, or the one `--task` names).
 Exit status: 0 done; 2 unusable inputs (unknown model, task mismatch, empty split).
 """
 
@@ -28,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--manifest", type=Path, default=None)
     parser.add_argument("--labels", type=Path, required=True)
     parser.add_argument("--mask-root", type=Path, default=None)
-    parser.add_argument("--task", choices=TASKS.names(), default=None, help="expected task (a guard)")
+    parser.add_argument("--task", choices=TASKS.names(), default=None,
+                        help="expected task (a guard); of a multi-task model, the task to score (default all)")
     parser.add_argument("--split", choices=SPLITS, default="test")
     parser.add_argument("--split-seed", type=int, default=None, help="default: the model's own split")
     parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI")
@@ -39,17 +41,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
-    from echofm.downstream.evaluate import evaluate
+    from echofm.downstream.evaluate import evaluate, evaluate_tasks
     from echofm.downstream.splits import SplitConfig
     from echofm.errors import EchoFMError
     from echofm.io.deid import optional_secret
 
     split_config = SplitConfig(seed=args.split_seed) if args.split_seed is not None else None
+    inputs = dict(shards=args.shards, labels=args.labels, manifest=args.manifest, split=args.split,
+                  split_config=split_config, mask_root=args.mask_root, tracking_uri=args.tracking_uri,
+                  secret=optional_secret(args.secret_file))
     try:
-        metrics = evaluate(args.model, shards=args.shards, labels=args.labels, manifest=args.manifest,
-                           task=args.task, split=args.split, split_config=split_config,
-                           mask_root=args.mask_root, tracking_uri=args.tracking_uri,
-                           secret=optional_secret(args.secret_file))
+        if args.task is not None:
+            metrics = evaluate(args.model, task=args.task, **inputs)
+        else:
+            by_task = evaluate_tasks(args.model, **inputs)
+            metrics = next(iter(by_task.values())) if len(by_task) == 1 else by_task
     except MlflowException as exc:  # about the model URI given: registry text, not file content
         logger.error("%s", exc)
         return EXIT_USAGE

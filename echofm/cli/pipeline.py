@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from echofm.cli.options import add_option_flags, given_options
+from echofm.cli.finetune import task_list
 from echofm.downstream.config import FinetuneOptions
+from echofm.downstream.multitask.config import JointOptions, parse_tasks
 from echofm.downstream.tasks import PIPELINE_TASKS, TASKS
 from echofm.ingest.config import IngestOptions
 from echofm.pretrain.config import DEFAULT_FLOW_STEPS, PretrainOptions
@@ -32,11 +34,13 @@ STAGE_FLAGS: dict[str, tuple[type[Any], dict[str, str]]] = {
                                       "base_lr": "--base-lr", "img_size": "--img-size", "num_frames": "--num-frames",
                                       "nproc_per_node": "--nproc-per-node", "triplet_mode": "--triplet-mode"}),
     "finetuning": (FinetuneOptions, {"epochs": "--finetune-epochs", "strategy": "--strategy", "compare": "--compare"}),
+    "joint": (JointOptions, {"loss_balance": "--loss-balance"}),
 }
 
 
 STAGE_NOTES: dict[str, str] = {
     "pretraining": f"without --steps a run of {DEFAULT_FLOW_STEPS} steps",
+    "joint": "for the multi-task entries of --tasks (ef,view)",
 }
 
 
@@ -56,11 +60,19 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, defaults: dict[str, 
     own defaults for a command (`{"tasks": [...], "pretraining": {"steps": 300}, ...}`)."""
     defaults = defaults or {}
     tasks = list(defaults.get("tasks", PIPELINE_TASKS))
-    parser.add_argument("--tasks", nargs="+", choices=TASKS.names(), default=tasks, metavar="TASK",
-                        help=f"downstream tasks to fine-tune, of {' '.join(TASKS.names())} (default {' '.join(tasks)})")
+    parser.add_argument("--tasks", nargs="+", type=task_list, default=tasks, metavar="TASK[,TASK...]",
+                        help=f"downstream tasks to fine-tune, of {' '.join(TASKS.names())}; tasks joined by commas "
+                             f"train one multi-task model (default {' '.join(tasks)})")
     for stage, (model, flags) in STAGE_FLAGS.items():
         group = parser.add_argument_group(f"{stage} options", STAGE_NOTES.get(stage))
         add_option_flags(group, model, flags, flags=flags, dest_prefix=f"{stage}.", defaults=defaults.get(stage))
+
+
+def task_entry(entry: str | tuple[str, ...]) -> str | list[str]:
+    """A --tasks entry as the flow takes it: a task name, or a list of them (one multi-task model).
+    Defaults arrive as the strings the command set, given flags as parsed tuples."""
+    names = parse_tasks(entry) if isinstance(entry, str) else tuple(entry)
+    return names[0] if len(names) == 1 else list(names)
 
 
 def pipeline_parameters(args: argparse.Namespace, *, source: Path, output: Path, runs: Path,
@@ -74,7 +86,7 @@ def pipeline_parameters(args: argparse.Namespace, *, source: Path, output: Path,
         "output": str(output.resolve()),
         "runs": str(runs.resolve()),
         "labels": str(labels.resolve()) if labels else None,
-        "tasks": list(args.tasks),
+        "tasks": [task_entry(entry) for entry in args.tasks],
     }
     for stage, (model, _) in STAGE_FLAGS.items():
         params[stage] = model(**given_options(args, model, dest_prefix=f"{stage}."))

@@ -4,6 +4,8 @@ The challenger must beat the champion on the same evaluation set by the task's t
 (`Task.promotion` in `echofm.downstream.tasks`: EF MAE lower by >= 0.5 points; accuracy, AUROC,
 Dice higher by >= 0.01), or there must be no champion. With `--shards/--labels` both versions are
 re-scored on that set; otherwise the metrics recorded at registration are compared.
+A multi-task model (`echofm-multitask-ef-view`) is judged per task against each task's champion:
+not worse on any task by its threshold, better by it on at least one (`promote_multitask`).
 Exit status: 0 a decision was taken (promoted or not: see the printed JSON); 2 nothing to decide
 (no challenger, versions not comparable).
 """

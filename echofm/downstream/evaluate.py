@@ -150,6 +150,7 @@ def evaluate_tasks(
     mask_root: str | Path | None = None,
     tracking_uri: str | None = None,
     batch_size: int = 8,
+    secret: bytes | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of every task of `model` on `split`, by task (each with `n_clips`): `evaluate`
     for a single-task model; for a multi-task one each clip is read and encoded once, and every
@@ -160,12 +161,13 @@ def evaluate_tasks(
     if isinstance(downstream, DownstreamModel):
         return {downstream.task.task: evaluate(downstream, shards=shards, labels=labels, manifest=manifest, split=split,
                                                split_config=split_config or _split_config(meta), mask_root=mask_root,
-                                               batch_size=batch_size)}
-    shards = Path(shards)
+                                               batch_size=batch_size, secret=secret)}
+    shards = storage.location(shards)
     data = build_joint_data(
-        tasks=downstream.tasks, manifest=manifest if manifest is not None else shards.parent / "manifest.parquet",
+        tasks=downstream.tasks, manifest=manifest if manifest is not None else manifest_path_for(shards),
         labels=labels, shards_dir=shards, spec=downstream.inputs, split_config=split_config or _split_config(meta),
         classes={task: spec.classes for task, spec in downstream.specs.items() if spec.classes}, mask_root=mask_root,
+        secret=secret,
     )
     lookup = data.lookup(split)
     empty = [task for task, table in lookup.items() if not (table >= 0).any()]

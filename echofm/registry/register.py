@@ -16,42 +16,34 @@ of manifest, labels, split and task) and `eval.<metric>`; each baseline's as
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from echofm.downstream.baselines import PRETRAINED_ARM, RANDOM, comparison_table, summary_arms
-from echofm.downstream.model import load_downstream
+from echofm.downstream.multitask.model import MultiTaskModel, load_fine_tuned
 from echofm.downstream.tasks import TASKS
 from echofm.errors import RegistryError
+from echofm.registry.multitask_register import log_and_register_multitask
 from echofm.registry.pyfunc import log_pyfunc
-from echofm.store import CHALLENGER, code_version, default_artifact_location, tracking_uri_scope, version_uri
+from echofm.registry.runs import (
+    EXPERIMENT,
+    RegisteredVersion,
+    evaluation_set_digest,
+    experiment_id,
+    log_arm,
+    provenance_tags,
+    run_params,
+)
+from echofm.store import CHALLENGER, tracking_uri_scope, version_uri
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT = "echofm-finetune"
 # Column titles of the model card's metrics table; imported arms are titled by name and layout.
 ARM_TITLES = {PRETRAINED_ARM: "pretrained encoder", RANDOM: "random-init encoder"}
 
-
-@dataclass(frozen=True)
-class RegisteredVersion:
-    name: str
-    version: str
-    run_id: str
-    model_uri: str  # models:/NAME/VERSION
-
-
-def evaluation_set_digest(manifest_digest: str | None, labels_digest: str | None, split: dict, task: str, split_name: str = "test") -> str:
-    """Identity of an evaluation set: same digest = same clips, labels and split."""
-    payload = json.dumps([manifest_digest, labels_digest, split, task, split_name], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+__all__ = ["EXPERIMENT", "RegisteredVersion", "evaluation_set_digest", "log_and_register", "model_card"]
 
 
 def _arm_test(summary: dict[str, Any], arm: str) -> dict[str, float]:
@@ -143,12 +135,16 @@ def log_and_register(
     """Log a fine-tuned checkpoint (`model.pt`, or a `FinetuneResult` that saved one) as an MLflow
     run (params, both arms' metrics, per-epoch losses, the pyfunc) and register it as `name`
     (default `echofm-<task>`) with alias `challenger`, a model-card description and provenance
-    tags. Everything comes from the checkpoint file, so this step runs on its own."""
+    tags. Everything comes from the checkpoint file, so this step runs on its own. A multi-task
+    checkpoint is registered by `log_and_register_multitask` (as `echofm-multitask-<tasks>`)."""
     path = getattr(checkpoint, "checkpoint", checkpoint)
     if path is None or not Path(path).is_file():
         raise RegistryError(f"no fine-tuned checkpoint to register at {path}")
-    loaded = load_downstream(path)
+    loaded = load_fine_tuned(path)
     with tracking_uri_scope(tracking_uri):
+        if isinstance(loaded.model, MultiTaskModel):
+            return log_and_register_multitask(Path(path), loaded.model, loaded.meta, experiment=experiment, name=name,
+                                              labels_digest=labels_digest)
         return _log_and_register(Path(path), loaded.model, loaded.meta, experiment=experiment, name=name,
                                  labels_digest=labels_digest)
 
@@ -160,32 +156,15 @@ def _log_and_register(path: Path, model: Any, summary: dict[str, Any], *, experi
 
     uri = mlflow.get_tracking_uri()
     client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = (found.experiment_id if found is not None
-                     else client.create_experiment(experiment, artifact_location=default_artifact_location(uri)))
     cfg = summary["config"]
     name = name or TASKS[cfg["task"]].model_name
     eval_set = evaluation_set_digest(summary["manifest_digest"], labels_digest, cfg["split"], cfg["task"])
-    provenance = {
-        "task": cfg["task"],
-        "strategy": cfg["strategy"],
-        "manifest_digest": str(summary["manifest_digest"]),
-        "code_version": code_version(),
-        "parent_run_id": str(summary["parent_run_id"]),
-        "encoder_source": str(summary["encoder_source"]),
-    }
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-{cfg['strategy']}") as run:
-        params = {k: str(v) for k, v in cfg.items() if k != "split"}
-        params.update({f"split_{k}": str(v) for k, v in cfg["split"].items()})
-        mlflow.log_params(params)
+    provenance = provenance_tags(summary, cfg["task"])
+    with mlflow.start_run(experiment_id=experiment_id(client, experiment, uri), run_name=f"{name}-{cfg['strategy']}") as run:
+        mlflow.log_params(run_params(cfg))
         for arm, record in summary_arms(summary).items():
-            if not record:
-                continue
-            for split, values in record["metrics"].items():
-                mlflow.log_metrics({f"{arm}/{split}_{k}": v for k, v in values.items() if np.isfinite(v)})
-            for epoch in record["history"]:
-                mlflow.log_metrics({f"{arm}/{k}": v for k, v in epoch.items() if k != "epoch" and np.isfinite(v)},
-                                   step=int(epoch["epoch"]))
+            if record:
+                log_arm(mlflow, arm, record["metrics"], record["history"])
         mlflow.set_tags(provenance)
         mlflow.log_dict(summary, "result.json")
         info = log_pyfunc(model, path, registered_model_name=name)

@@ -194,8 +194,16 @@ def test_raw_clip_preparation_handles_any_length_and_size() -> None:
 def test_config_validation_and_cli_choices() -> None:
     from echofm.cli import build_parser
 
-    choices = {action.dest: action.choices for action in _subparser(build_parser(), "finetune")._actions}
-    assert tuple(choices["task"]) == TASKS.names() and tuple(choices["strategy"]) == STRATEGIES
+    finetune_parser = _subparser(build_parser(), "finetune")
+    choices = {action.dest: action.choices for action in finetune_parser._actions}
+    assert tuple(choices["strategy"]) == STRATEGIES
+    # --task takes any registered task, or several joined by commas (one multi-task model).
+    task_help = next(action.help for action in finetune_parser._actions if action.dest == "task")
+    assert all(name in task_help for name in TASKS.names())
+    common = ["--shards", "s", "--labels", "l", "--encoder", "e", "--out", "o"]
+    assert finetune_parser.parse_args(["--task", "ef,view", *common]).task == ("ef", "view")
+    with pytest.raises(SystemExit):
+        finetune_parser.parse_args(["--task", "ef,ejection", *common])
     # The head names the options offer (torch-free) are the heads the model builds.
     assert set(choices["head"]) == set(HEAD_KINDS)
     with pytest.raises(FinetuneConfigError):

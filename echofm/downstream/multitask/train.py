@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from echofm.data import storage
+from echofm.data.loader import manifest_path_for
 from echofm.device import resolve_device
 from echofm.downstream.baselines import RANDOM
 from echofm.downstream.encoder import LoadedEncoder, baseline_encoder, load_encoder, parameter_count
@@ -296,6 +298,7 @@ def finetune_multitask(
     out_dir: str | Path | None = None,
     mask_root: str | Path | None = None,
     tracking_uri: str | None = None,
+    secret: bytes | None = None,
 ) -> MultitaskResult:
     """Fine-tune `encoder` on `config.tasks` together and compare (module doc).
 
@@ -304,12 +307,12 @@ def finetune_multitask(
     """
     from echofm.data.loader import file_digest
 
-    shards = Path(shards)
-    manifest = manifest if manifest is not None else shards.parent / "manifest.parquet"
+    shards = storage.location(shards)
+    manifest = manifest if manifest is not None else manifest_path_for(shards)
     loaded = encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, tracking_uri=tracking_uri)
     inputs = input_spec_for(loaded, shards, manifest)
     data = build_joint_data(tasks=config.tasks, manifest=manifest, labels=labels, shards_dir=shards, spec=inputs,
-                            split_config=config.split, mask_root=mask_root)
+                            split_config=config.split, mask_root=mask_root, secret=secret)
     counts = data.counts()
     log.info("%s: %d clips; labelled clips by task and split %s", ",".join(config.tasks), len(data.clip_ids),
              {task: {k: v["clips"] for k, v in c.items()} for task, c in counts.items()})
@@ -330,7 +333,7 @@ def finetune_multitask(
                                         task_config, device, cache=_single_cache(cache, data.labels[task].rows, head_input))
     baselines = {baseline.name: train_joint(baseline.name, arm_encoder, data, specs, inputs, config, device)[1]
                  for baseline, arm_encoder in arm_encoders}
-    digest = file_digest(manifest) if isinstance(manifest, (str, Path)) and Path(manifest).is_file() else None
+    digest = file_digest(manifest) if isinstance(manifest, (str, Path)) and storage.exists(manifest) else None
     result = MultitaskResult(
         config=config, tasks=specs, inputs=inputs, multitask=joint, baselines=baselines, single_task=single,
         counts=counts, clips=len(data.clip_ids), encoder_source=loaded.source, parent_run_id=loaded.parent_run_id,
