@@ -30,7 +30,7 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 import pytest  # noqa: E402
 
-from tests.factories.downstream import DownstreamArchive, make_archive  # noqa: E402
+from tests.factories.downstream import MULTITASK_TASKS, DownstreamArchive, make_archive, partial_labels  # noqa: E402
 from tests.factories.model import MICRO  # noqa: E402
 from tests.factories.public_datasets import PreparedReplica, prepare_replica  # noqa: E402
 
@@ -96,3 +96,26 @@ def prepared_replica(tmp_path_factory: pytest.TempPathFactory):
         return prepared[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def multitask_run(downstream_archive, tmp_path_factory: pytest.TempPathFactory):
+    """`finetune_multitask` on the archive with partial labels (`partial_labels`), 2 epochs,
+    with its single-task and random-init comparisons and a saved checkpoint."""
+    import torch
+
+    from echofm.downstream.multitask.config import MultitaskConfig
+    from echofm.downstream.multitask.train import finetune_multitask
+    from echofm.downstream.splits import SplitConfig
+
+    labels = partial_labels(downstream_archive)
+    config = MultitaskConfig(tasks=MULTITASK_TASKS, epochs=2, split=SplitConfig(seed=1))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = finetune_multitask(config, encoder=downstream_archive.encoder_path, shards=downstream_archive.shards,
+                                    labels=labels, manifest=downstream_archive.manifest_path,
+                                    out_dir=tmp_path_factory.mktemp("multitask"))
+    finally:
+        torch.set_num_threads(before)
+    return result, labels

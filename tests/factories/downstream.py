@@ -134,3 +134,17 @@ def pretrain_briefly(model, shards: Path, seed: int, steps: int = 8):
         loss.backward()
         opt.step()
     return model.eval()
+
+# The tasks of the joint run the multi-task tests share (`multitask_run` in tests/conftest.py).
+MULTITASK_TASKS = ("ef", "view", "reduced_ef", "segmentation")
+
+
+def partial_labels(archive: DownstreamArchive) -> Path:
+    """The archive's labels as they usually come: EF missing for every third clip, LV masks on
+    every fourth clip only; written beside the full table (mask paths stay relative to it)."""
+    labels = archive.labels.copy()
+    labels.loc[labels.index % 3 == 0, "ef"] = np.nan
+    labels.loc[labels.index % 4 != 0, "mask_file"] = ""
+    path = archive.root / "labels-partial.csv"
+    labels.to_csv(path, index=False)
+    return path
