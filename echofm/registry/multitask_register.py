@@ -3,8 +3,8 @@
 The model is registered as `echofm-multitask-<tasks>` (`multitask_model_name`) with alias
 `challenger`. Its pyfunc answers every task at once, one column group per task with the schema
 of that task's own model (`echofm.registry.pyfunc`). The run holds each arm's metrics per task
-(`multitask/<task>/test_mae`, `single_task/<task>/...`, `random_init/<task>/...`) and per-epoch
-losses; the version is tagged, per task, with the evaluation set and the test metrics in the
+(`multitask/<task>/test_mae`, `single_task/<task>/...`, `<baseline>/<task>/...` for each `--compare`
+arm, e.g. `random/ef/test_mae`) and per-epoch losses; the version is tagged, per task, with the evaluation set and the test metrics in the
 form promotion compares with the single-task champions (`eval.<task>.set`, `eval.<task>.<metric>`).
 """
 
@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from echofm.downstream.baselines import RANDOM
 from echofm.downstream.multitask.config import multitask_model_name
 from echofm.downstream.multitask.model import MultiTaskModel
 from echofm.downstream.tasks import TASKS
@@ -30,17 +31,35 @@ from echofm.store import CHALLENGER, version_uri
 
 log = logging.getLogger(__name__)
 
-ARMS: tuple[tuple[str, str], ...] = (("multitask", "multi-task"), ("single_task", "single-task"),
-                                     ("random_init", "multi-task, random-init encoder"))
+MULTITASK_ARM, SINGLE_TASK_ARM = "multitask", "single_task"
 TASKS_TAG = "tasks"
+
+
+def joint_arms(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The joint arms of a multi-task run summary: the pretrained one first, then each baseline
+    (a summary made before `baselines` existed gives its `random_init` arm as `random`)."""
+    arms = {MULTITASK_ARM: summary.get(MULTITASK_ARM) or {}}
+    if "baselines" in summary:
+        arms.update(summary["baselines"])
+    elif summary.get("random_init"):
+        arms[RANDOM] = summary["random_init"]
+    return arms
+
+
+def _arm_title(arm: str) -> str:
+    if arm == MULTITASK_ARM:
+        return "multi-task"
+    if arm == SINGLE_TASK_ARM:
+        return "single-task"
+    return "multi-task, random-init encoder" if arm == RANDOM else f"multi-task, {arm} encoder"
 
 
 def arm_test(summary: dict[str, Any], arm: str, task: str) -> dict[str, float]:
     """Test metrics of `task` in one arm of a multi-task run summary ({} when the arm is absent)."""
-    record = summary.get(arm)
+    record = (summary.get(SINGLE_TASK_ARM) or {}) if arm == SINGLE_TASK_ARM else joint_arms(summary).get(arm)
     if not record:
         return {}
-    if arm == "single_task":
+    if arm == SINGLE_TASK_ARM:
         record = record.get(task) or {}
         return dict((record.get("metrics") or {}).get("test") or {})
     return dict(((record.get("metrics") or {}).get(task) or {}).get("test") or {})
@@ -59,13 +78,14 @@ def multitask_model_card(summary: dict[str, Any], name: str) -> str:
     """Markdown description of a multi-task version from its run summary (`MultitaskResult.summary()`)."""
     cfg, counts = summary["config"], summary["counts"]
     tasks = list(cfg["tasks"])
-    present = [(key, title) for key, title in ARMS if summary.get(key)]
-    header = "| task | metric | " + " | ".join(title for _, title in present) + " |"
+    arms = list(joint_arms(summary))
+    present = [arms[0]] + ([SINGLE_TASK_ARM] if summary.get(SINGLE_TASK_ARM) else []) + arms[1:]
+    header = "| task | metric | " + " | ".join(_arm_title(arm) for arm in present) + " |"
     rows = [header, "|" + "---|" * (len(present) + 2)]
     for task in tasks:
-        values = {key: arm_test(summary, key, task) for key, _ in present}
-        for metric in sorted(values["multitask"]):
-            cells = " | ".join(f"{values[key].get(metric, float('nan')):.4g}" for key, _ in present)
+        values = {arm: arm_test(summary, arm, task) for arm in present}
+        for metric in sorted(values[MULTITASK_ARM]):
+            cells = " | ".join(f"{values[arm][metric]:.4g}" if metric in values[arm] else "-" for arm in present)
             rows.append(f"| {task} | {metric} | {cells} |")
     weights = summary["multitask"].get("loss_weights", {})
     count_lines = "\n".join(
@@ -86,7 +106,7 @@ and split, split by patient (seed {cfg['split']['seed']}), the split each task's
 
 ## Metrics (test split)
 Every column on the same clips, strategy, seed and epochs: the multi-task model, one single-task model per
-task, and the multi-task model on a randomly initialised encoder.
+task, and the multi-task model on each baseline encoder (`--compare`; by default a randomly initialised one).
 
 {table}
 
@@ -125,14 +145,13 @@ def log_and_register_multitask(path: Path, model: MultiTaskModel, summary: dict[
     provenance = {**provenance_tags(summary, ",".join(tasks)), TASKS_TAG: ",".join(tasks)}
     with mlflow.start_run(experiment_id=experiment_id(client, experiment, uri), run_name=f"{name}-{cfg['strategy']}") as run:
         mlflow.log_params(run_params({k: v for k, v in cfg.items() if k != "tasks"} | {"tasks": ",".join(tasks)}))
-        for arm in ("multitask", "random_init"):
-            record = summary.get(arm)
+        for arm, record in joint_arms(summary).items():
             if record:
                 for task in tasks:
                     log_arm(mlflow, f"{arm}/{task}", record["metrics"][task], [])
                 log_arm(mlflow, arm, {}, record["history"])
-        for task, record in (summary.get("single_task") or {}).items():
-            log_arm(mlflow, f"single_task/{task}", record["metrics"], record["history"])
+        for task, record in (summary.get(SINGLE_TASK_ARM) or {}).items():
+            log_arm(mlflow, f"{SINGLE_TASK_ARM}/{task}", record["metrics"], record["history"])
         mlflow.set_tags(provenance)
         mlflow.log_dict(summary, "result.json")
         info = log_pyfunc(model, path, registered_model_name=name)
@@ -143,8 +162,8 @@ def log_and_register_multitask(path: Path, model: MultiTaskModel, summary: dict[
     tags = dict(provenance)
     for task in tasks:
         tags[f"eval.{task}.set"] = evaluation_set_digest(summary["manifest_digest"], labels_digest, cfg["split"], task)
-        for arm, prefix in (("multitask", f"eval.{task}"), ("single_task", f"eval.single_task.{task}"),
-                            ("random_init", f"eval.random_init.{task}")):
+        for arm in [SINGLE_TASK_ARM, *joint_arms(summary)]:
+            prefix = f"eval.{task}" if arm == MULTITASK_ARM else f"eval.{arm}.{task}"
             tags.update({f"{prefix}.{k}": repr(float(v)) for k, v in arm_test(summary, arm, task).items()})
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)

@@ -151,6 +151,7 @@ def test_report_has_every_task_for_every_arm(multitask_run, downstream_archive) 
         assert set(summary["multitask"]["metrics"][task]) == {"val", "test"}
         assert metric in summary["single_task"][task]["metrics"]["test"]
         assert metric in summary["random_init"]["metrics"][task]["test"]
+        assert summary["baselines"]["random"] == summary["random_init"]
         row = summary["comparison"][task]
         assert row["metric"] == metric and row["multitask"] == pytest.approx(result.test_metrics[task][metric], nan_ok=True)
     history = summary["multitask"]["history"]
@@ -158,7 +159,7 @@ def test_report_has_every_task_for_every_arm(multitask_run, downstream_archive) 
     assert summary["config"]["loss_balance"] == "initial" and set(summary["multitask"]["loss_weights"]) == set(MULTITASK_TASKS)
     assert summary["counts"]["segmentation"]["train"]["clips"] < summary["counts"]["view"]["train"]["clips"]
     # The single-task comparison is the model `echofm finetune --task ef` fits with these options.
-    alone = finetune(FinetuneConfig(task="ef", epochs=2, split=SPLIT, compare_random_init=False),
+    alone = finetune(FinetuneConfig(task="ef", epochs=2, split=SPLIT, compare="none"),
                      encoder=downstream_archive.encoder_path, shards=downstream_archive.shards, labels=labels,
                      manifest=downstream_archive.manifest_path)
     for key, value in alone.test_metrics.items():
@@ -204,7 +205,7 @@ def test_cli_trains_a_multitask_model_and_refuses_joint_flags_for_one_task(downs
     finetune_command.add_parser(parser.add_subparsers()).set_defaults(_run=finetune_command.run)
     common = ["--shards", str(downstream_archive.shards), "--manifest", str(downstream_archive.manifest_path),
               "--labels", str(partial_labels(downstream_archive)), "--encoder", str(downstream_archive.encoder_path),
-              "--epochs", "1", "--seed", "1", "--no-random-baseline"]
+              "--epochs", "1", "--seed", "1", "--compare", "none"]
     args = parser.parse_args(["finetune", "--task", "ef,reduced_ef", *common, "--loss-balance", "uncertainty",
                               "--loss-weights", "1", "2", "--no-single-task-baseline", "--out", str(tmp_path / "joint")])
     assert args._run(args) == 0
