@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,18 +91,29 @@ class PassCounter:
             hook.remove()
 
 
-def score(models: Sequence[Any], clips: np.ndarray) -> tuple[float, int, list[Any]]:
-    """Seconds to answer every model's task for `clips`, encoder passes (clips embedded), answers."""
+def score(models: Sequence[Any], clips: np.ndarray) -> tuple[list[float], int, list[Any]]:
+    """Seconds each model takes to answer for `clips`, encoder passes (clips embedded), answers."""
     from echofm.registry.pyfunc import predict_clips
 
     counter = PassCounter(models)
+    seconds, answers = [], []
     try:
-        start = time.perf_counter()
-        answers = [predict_clips(model, clips) for model in models]
-        seconds = time.perf_counter() - start
+        for model in models:
+            start = time.perf_counter()
+            answers.append(predict_clips(model, clips))
+            seconds.append(time.perf_counter() - start)
     finally:
         counter.close()
     return seconds, counter.clips, answers
+
+
+def machine() -> str:
+    """The CPU model and core count, and the load when the run started (the runs are CPU-bound)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.is_file() else []
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores{load}"
 
 
 def columns(answer: Any) -> dict[str, np.ndarray]:
@@ -143,27 +156,32 @@ def run(args: argparse.Namespace) -> int:
     clips = np.random.default_rng(0).integers(0, 256, size=(args.clips, frames, height, width), dtype=np.uint8)
 
     seconds: dict[str, list[float]] = {SINGLE: [], MULTITASK: []}
+    by_task: dict[str, list[float]] = {}
     passes: dict[str, int] = {}
+    started_on = machine()
     with torch.inference_mode():
         score(singles, clips[:2])  # warm-up: first calls pay allocation and kernel selection
         score([joint], clips[:2])
         for _ in range(args.repeats):
             single_s, passes[SINGLE], single_answers = score(singles, clips)
             joint_s, passes[MULTITASK], (joint_answer,) = score([joint], clips)
-            seconds[SINGLE].append(single_s)
-            seconds[MULTITASK].append(joint_s)
+            seconds[SINGLE].append(sum(single_s))
+            seconds[MULTITASK].append(sum(joint_s))
+            for model, spent in zip(singles, single_s):
+                by_task.setdefault(",".join(t.task for t in model.task_specs), []).append(spent)
     ratios = [s / m for s, m in zip(seconds[SINGLE], seconds[MULTITASK])]
     cfg = joint.encoder.config
     report = {
         "tasks": list(joint.tasks),
         "encoder": {"embed_dim": cfg.embed_dim, "depth": cfg.depth, "num_frames": cfg.num_frames, "img_size": cfg.img_size},
         "clips": args.clips, "clip_shape": [frames, height, width], "repeats": args.repeats,
-        "threads": torch.get_num_threads(), "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
+        "threads": torch.get_num_threads(), "machine": started_on,
         "single_source": "the multi-task model's heads, each on its own encoder copy" if own_heads else list(args.single),
         "clips_per_s": {side: args.clips / statistics.median(values) for side, values in seconds.items()},
         "encoder_passes": passes,
         "encoder_passes_per_clip": {side: n / args.clips for side, n in passes.items()},
         "speedup_median": statistics.median(ratios),
+        "single_seconds_by_task": {task: statistics.median(values) for task, values in by_task.items()},
         "seconds": seconds,
     }
     if own_heads:
