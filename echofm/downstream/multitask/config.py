@@ -23,7 +23,8 @@ from echofm.options import Options
 
 # How the per-task losses become one: see `echofm.downstream.multitask.balancing`.
 LossBalance = Literal["initial", "uncertainty", "fixed"]
-# Chosen by measurement on the synthetic archive (docs/benchmarks.md, "Multi-task loss balancing").
+# Measured on the synthetic archive, the three balancers tie (docs/benchmarks.md, "Multi-task loss
+# balancing"); `initial` is the default because it makes --loss-weights unit-free relative importances.
 DEFAULT_LOSS_BALANCE: LossBalance = "initial"
 MULTITASK_PREFIX = "echofm-multitask-"
 TASK_SEPARATOR = ","
