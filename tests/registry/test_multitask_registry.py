@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from echofm.bench.predict import load_model
 from echofm.data.loader import file_digest
 from echofm.downstream.config import FinetuneConfig
 from echofm.downstream.finetune import finetune
@@ -102,6 +103,8 @@ def test_multitask_column_groups_have_the_single_task_schemas(registry, multitas
                 column = np.asarray(out[name])
                 assert column.shape == (len(clips),) and column.dtype.kind == alone[name].to_numpy().dtype.kind, name
     assert set(out) == set(joint_names)
+    # `echofm bench predict` reads the registered pyfunc's model itself.
+    assert load_model(f"models:/{NAME}@{CHALLENGER}", uri).tasks == MULTITASK_TASKS
 
 
 def test_multitask_model_worse_on_one_task_is_refused(registry, multitask_run) -> None:
