@@ -94,10 +94,11 @@ def comparison_table(arms: dict[str, dict[str, dict[str, float]]], split: str = 
     return table
 
 
-def summary_arms(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every arm's record in a fine-tuning summary, `pretrained` first; a record made before
-    `baselines` existed gives its `random_init` arm as `random`."""
-    arms = {PRETRAINED_ARM: summary.get(PRETRAINED_ARM) or {}}
+def summary_arms(summary: dict[str, Any], first: str = PRETRAINED_ARM) -> dict[str, dict[str, Any]]:
+    """Every arm's record in a fine-tuning summary, the pretrained-encoder arm `first` (a
+    multi-task summary's is `multitask`); a record made before `baselines` existed gives its
+    `random_init` arm as `random`."""
+    arms = {first: summary.get(first) or {}}
     if "baselines" in summary:
         arms.update(summary["baselines"])
     elif summary.get("random_init"):

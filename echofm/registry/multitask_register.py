@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from echofm.downstream.baselines import RANDOM
+from echofm.downstream.baselines import RANDOM, summary_arms
 from echofm.downstream.multitask.config import multitask_model_name
 from echofm.downstream.multitask.model import MultiTaskModel
 from echofm.downstream.tasks import TASKS
@@ -38,12 +38,7 @@ TASKS_TAG = "tasks"
 def joint_arms(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The joint arms of a multi-task run summary: the pretrained one first, then each baseline
     (a summary made before `baselines` existed gives its `random_init` arm as `random`)."""
-    arms = {MULTITASK_ARM: summary.get(MULTITASK_ARM) or {}}
-    if "baselines" in summary:
-        arms.update(summary["baselines"])
-    elif summary.get("random_init"):
-        arms[RANDOM] = summary["random_init"]
-    return arms
+    return summary_arms(summary, first=MULTITASK_ARM)
 
 
 def _arm_title(arm: str) -> str:
