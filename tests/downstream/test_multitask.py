@@ -185,8 +185,8 @@ def test_saved_model_scores_and_answers_every_task(multitask_run, downstream_arc
                 assert list(got) == list(want)
             else:
                 np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=1e-5)
-    assert out["masks"].shape == (3, ENCODER_OVERRIDES["num_frames"], 40, 56)
-    assert set(out["view"]) <= set(result.tasks["view"].classes)
+    assert out["segmentation.masks"].shape == (3, ENCODER_OVERRIDES["num_frames"], 40, 56)
+    assert set(out["view.class"]) <= set(result.tasks["view"].classes)
 
     inputs = dict(shards=downstream_archive.shards, labels=labels, manifest=downstream_archive.manifest_path)
     scored = evaluate_tasks(result.checkpoint, **inputs)

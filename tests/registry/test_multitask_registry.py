@@ -75,10 +75,10 @@ def test_registered_multitask_model_answers_every_task_for_raw_clips(registry, m
     assert all(f"| {task} |" in card for task in MULTITASK_TASKS)
     expected = predict_clips(result.model, list(clips))
     assert list(out) == list(expected)
-    np.testing.assert_allclose(out["ef"], expected["ef"], rtol=1e-5)
-    assert list(out["view"]) == list(expected["view"])
-    assert [m.shape for m in out["masks"]] == [(8, 44, 60), (8, 50, 50)]  # each at its clip's size
-    np.testing.assert_array_equal(out["reduced_ef"], expected["reduced_ef"])
+    np.testing.assert_allclose(out["ef.value"], expected["ef.value"], rtol=1e-5)
+    assert list(out["view.class"]) == list(expected["view.class"])
+    assert [m.shape for m in out["segmentation.masks"]] == [(8, 44, 60), (8, 50, 50)]  # each at its clip's size
+    np.testing.assert_array_equal(out["reduced_ef.positive"], expected["reduced_ef.positive"])
 
 
 def test_multitask_column_groups_have_the_single_task_schemas(registry, multitask_run) -> None:
