@@ -71,14 +71,14 @@ def test_broken_volumes_name_their_reason(tmp_path: Path, cine) -> None:
     assert raised.value.reason == "unreadable_volume"
 
 
-def test_discovery_recognises_volumes_stills_and_metaimage_voxels(tmp_path: Path, cine) -> None:
+def test_discovery_recognises_volumes_stills_and_metaimage_voxels(tmp_path: Path, cine, keyed) -> None:
     frames, _ = cine
     write_nifti(tmp_path / "seq.nii.gz", frames, (0.2, 0.2))
     write_nifti(tmp_path / "seq.nii", frames, (0.2, 0.2))
     write_mhd(tmp_path / "seq.mhd", frames, (0.2, 0.2))
     cv2.imwrite(str(tmp_path / "still.png"), frames[0])
     (tmp_path / "notes.gz").write_bytes(gzip.compress(b"not an image"))
-    found = {item.rel_path: (item.source_format, item.reject_reason) for item in discover(tmp_path, workers=1)}
+    found = {item.rel_path: (item.source_format, item.reject_reason) for item in discover(tmp_path, keyed, workers=1)}
     assert found == {"seq.nii.gz": ("nifti", None), "seq.nii": ("nifti", None), "seq.mhd": ("mhd", None),
                      "seq.raw": ("other", "volume_data"), "still.png": ("png", None),
                      "notes.gz": ("other", "not_media")}
