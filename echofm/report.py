@@ -69,8 +69,10 @@ def _downstream_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
         pretrained = (found.get("pretrained") or {}).get("test", {}).get(metric)
         random_init = (found.get("random") or {}).get("test", {}).get(metric)
         if random_init is not None and _better(pretrained, random_init, higher) != "pretrained":
-            clips = ((result.get("counts") or {}).get("test") or {}).get("clips")
-            size = f" on {clips} test clips" if clips else ""
+            test = (result.get("counts") or {}).get("test") or {}
+            clips, patients = test.get("clips"), test.get("patients")
+            # The size of the test split is the first explanation a small archive owes.
+            size = (f" on {clips} test clips" + (f" of {patients} patients" if patients else "")) if clips else ""
             behind.append(f"  {task}: the pretrained encoder does not beat random init ({metric} {_fmt(pretrained)} "
                           f"vs {_fmt(random_init)}{size}; the same head, split and epochs for both)")
     return lines + behind

@@ -153,5 +153,5 @@ def finetune_and_register(
     return {"task": task, "model_uri": model_uri, "tracking_uri": tracking_uri, "checkpoint": trained["checkpoint"],
             "pretrained": trained["pretrained"], "random_init": trained["random_init"],
             "baselines": trained["baselines"], "single_task": trained.get("single_task"),
-            "comparison": trained["comparison"], "test": scored,
+            "comparison": trained["comparison"], "counts": trained.get("counts"), "test": scored,
             "promotion": decision, "out": str(Path(out))}

@@ -70,7 +70,7 @@ def test_report_puts_every_arm_side_by_side() -> None:
                            "baselines": {"random": {"test": {"mae": 7.25}}, "imagenet": {"test": {"mae": 6.0}}},
                            "promotion": {"promoted": False, "reason": "champion kept"}},
                     "view": {"pretrained": {"test": {"accuracy": 0.5}}, "random_init": {"test": {"accuracy": 0.75}},
-                             "counts": {"test": {"clips": 12}}, "promotion": {"promoted": True}}},
+                             "counts": {"test": {"clips": 12, "patients": 5}}, "promotion": {"promoted": True}}},
         losses={"loss": [(1, 1.5), (10, 0.5)]},
         registry={"echofm-ef": [{"version": "2", "aliases": ["challenger"]}, {"version": "1", "aliases": ["champion"]}]},
         ui_commands=["mlflow ui"],
@@ -81,7 +81,7 @@ def test_report_puts_every_arm_side_by_side() -> None:
     assert header.split()[2:6] == ["pretrained", "random", "init", "imagenet"]
     ef_line = next(line for line in text.splitlines() if line.strip().startswith("ef"))
     assert ef_line.split()[1:6] == ["mae", "5.5", "7.25", "6", "champion"]
-    assert ("view: the pretrained encoder does not beat random init (accuracy 0.5 vs 0.75 on 12 test clips;"
+    assert ("view: the pretrained encoder does not beat random init (accuracy 0.5 vs 0.75 on 12 test clips of 5 patients;"
             in text)
     assert "Representation: no report" in text
     assert "echofm-ef: v2 @challenger, v1 @champion" in text
