@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "manifest": "finalize and the GX contract on an archive-sized manifest (time, peak memory)",
     "loader": "WebDataset loader clips/s per worker against per-clip MP4 decoding",
     "deid": "burned-in text removed and tissue kept by the sector mask and overlay removal",
+    "volume": "NIfTI / MetaImage sequences: the project's readers against nibabel and SimpleITK",
     "pretrain": "the real pretraining loop: clips/s, model-FLOPs utilisation, peak memory, representation curve",
     "predict": "raw-clip scoring: N single-task models against one multi-task model (clips/s, encoder passes)",
 }

@@ -69,6 +69,13 @@ def test_broken_volumes_name_their_reason(tmp_path: Path, cine) -> None:
     with pytest.raises(UnreadableVolume) as raised:
         probe_volume(tmp_path / "f.mhd", "mhd")
     assert raised.value.reason == "unreadable_volume"
+    # A gzipped NIfTI cut short: the header still reads, the voxels (inflated by ISA-L) do not.
+    write_nifti(tmp_path / "g.nii.gz", frames, (0.2, 0.2))
+    whole = (tmp_path / "g.nii.gz").read_bytes()
+    (tmp_path / "g.nii.gz").write_bytes(whole[: len(whole) // 2])
+    assert probe_volume(tmp_path / "g.nii.gz", "nifti").n_frames == 6
+    with pytest.raises(UnreadableVolume, match="voxel data cannot be decoded"):
+        read_volume(tmp_path / "g.nii.gz", "nifti")
 
 
 def test_discovery_recognises_volumes_stills_and_metaimage_voxels(tmp_path: Path, cine, keyed) -> None:
