@@ -60,10 +60,9 @@ class NotEnoughClips(DataError, ValueError):
     """Fewer training clips than data-loading slots (ranks x workers): some slot would get none."""
 
     def __init__(self, n_clips: int, n_slots: int, shards_dir: Path | None = None) -> None:
-        super().__init__(
-            f"{n_clips} training clips cannot feed {n_slots} loader slots (ranks x workers)"
-            + (f" from {shards_dir}" if shards_dir else "")
-        )
+        # The shards' folder stays an attribute, out of the text: OUTPUT may be named after a
+        # patient, and this text reaches logs and the Prefect database.
+        super().__init__(f"{n_clips} training clips cannot feed {n_slots} loader slots (ranks x workers)")
         self.n_clips = n_clips
         self.n_slots = n_slots
         self.path = shards_dir

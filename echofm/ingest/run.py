@@ -110,7 +110,7 @@ def ensure_output(output: Path | str) -> None:
         from echofm.io.deid import DEFAULT_SECRET_ENV
 
         if not os.environ.get(DEFAULT_SECRET_ENV):
-            raise OutputError(f"OUTPUT {output} is on object storage: set {DEFAULT_SECRET_ENV} (the pseudonym key)")
+            raise OutputError(f"OUTPUT is on object storage: set {DEFAULT_SECRET_ENV} (the pseudonym key)")
         probe = join(output, f".write-probe-{os.getpid()}")
         try:
             with tempfile.TemporaryDirectory(prefix="echofm-probe-") as scratch:
@@ -118,7 +118,8 @@ def ensure_output(output: Path | str) -> None:
                 upload(Path(scratch) / "probe", probe)
             remove(probe)
         except OSError as exc:
-            raise OutputError(f"OUTPUT {output} is not writable: {exc}") from exc
+            # Neither the URL (its bucket and prefix may carry identity) nor the error's text.
+            raise OutputError(f"OUTPUT cannot be written ({type(exc).__name__})") from exc
         return
     try:
         output.mkdir(parents=True, exist_ok=True)
