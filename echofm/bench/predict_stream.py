@@ -4,14 +4,16 @@ What it runs, in a working directory (`--out`, else a temporary one, removed aft
 1. a synthetic archive of `--clips` files ingested to shards without Prefect
    (`echofm.bench.pretrain.synthetic_ingest`; not timed);
 2. randomly initialised models at `--preset`: one per task of `--tasks` (`--models single`, what
-   `echofm predict` scores with by default, every task's champion), or one multi-task model of
-   them all (`--models multitask`); each saved as a fine-tuned checkpoint, logged as the EchoFM
+   `echofm predict` scores with by default, every task's champion), one multi-task model of them
+   all (`--models multitask`), or both sets (`--models single multitask`); each saved as a fine-tuned checkpoint, logged as the EchoFM
    pyfunc and made champion in a throw-away MLflow registry (SQLite) in the working directory.
    Weights do not change the cost;
 3. the scorer's own steps: `prepare_models` (registry look-up and checks), `load_predictor` (the
    registered pyfuncs on `--device`, loaded once: a long scoring run pays it once too), then
    `--repeats` rounds of `score_archive` with those predictors, every clip re-scored each round
-   (the previous round's tables removed), after a warm-up batch through every model.
+   (the previous round's tables removed), after a warm-up clip through every model; with both
+   sets, each round scores with one set then the other (two `score_archive` runs: one run may
+   not hold two models of one task).
 
 Figures, medians over the rounds (JSON):
 - `end_to_end`: accepted clips / wall time of `score_archive` (plan, stream from the shards in
@@ -19,9 +21,11 @@ Figures, medians over the rounds (JSON):
 - `models`: clips / time spent inside the models' predict calls (summed over models, so with N
   per-task models it is the rate of all N together);
 - `loader`: clips / wall time of streaming the same clips alone (`clip_batches`, same batch size
-  and workers), measured in each round just before the scoring, so both see the same load.
+  and workers), measured in each round just before the scoring, so both see the same load;
+- with both sets, `multitask_speedup_median`: the median over rounds of single / multi-task time.
 
-    echofm bench predict --mode stream --preset base --clips 6 --repeats 2 --batch-size 2 --threads 2
+    echofm bench predict --mode stream --preset base --models single multitask --clips 6 --repeats 2 \\
+        --batch-size 3 --threads 2
 """
 
 from __future__ import annotations
@@ -43,8 +47,9 @@ STREAM_TASKS = ("ef", "view", "segmentation")
 def add_stream_arguments(group: Any) -> None:
     group.add_argument("--out", type=Path, default=None,
                        help="working directory (archive, shards, registry); default a temporary one, removed after")
-    group.add_argument("--models", choices=(SINGLE, MULTITASK), default=SINGLE,
-                       help="one model per task, as the champions are (default), or one multi-task model")
+    group.add_argument("--models", nargs="+", choices=(SINGLE, MULTITASK), default=[SINGLE],
+                       help="single: one model per task, as the champions are (default); multitask: one model of "
+                            "every task; both: the two scored in turn in each round, with their ratio")
     group.add_argument("--batch-size", type=int, default=None, help="clips per forward pass (default: echofm predict's)")
     group.add_argument("--loader-workers", type=int, default=None,
                        help="shard-reading processes (default: echofm predict's)")
@@ -128,6 +133,7 @@ def run_stream(args: argparse.Namespace) -> int:
     defaults = ScoreOptions()
     options = ScoreOptions(batch_size=args.batch_size or defaults.batch_size, device=args.device,
                            loader_workers=defaults.loader_workers if args.loader_workers is None else args.loader_workers)
+    sides = list(dict.fromkeys(args.models))
     temporary = args.out is None
     out = Path(tempfile.mkdtemp(prefix="echofm-bench-predict-")) if temporary else args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -141,62 +147,74 @@ def run_stream(args: argparse.Namespace) -> int:
         tasks = tuple(args.tasks or STREAM_TASKS)
         tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
         started = time.perf_counter()
-        uris = register_random_models(tasks, config, args.models, out / "models", tracking_uri)
+        uris = {side: register_random_models(tasks, config, side, out / "models", tracking_uri) for side in sides}
         register_s = time.perf_counter() - started
 
         started = time.perf_counter()
-        models = prepare_models(uris, tracking_uri=tracking_uri)
-        predictors = [TimedPredictor(load_predictor(model, tracking_uri=tracking_uri, device=options.device,
-                                                    batch_size=options.batch_size)) for model in models]
+        models = {side: prepare_models(uris[side], tracking_uri=tracking_uri) for side in sides}
+        predictors = {side: [TimedPredictor(load_predictor(model, tracking_uri=tracking_uri, device=options.device,
+                                                           batch_size=options.batch_size)) for model in models[side]]
+                      for side in sides}
         load_s = time.perf_counter() - started
 
         clear_predictions(output)
-        plan = plan_scoring(output, models)
+        plan = plan_scoring(output, models[sides[0]])
         wanted = {clip_id: plan.shards[clip_id] for clip_id in plan.to_score}
         n_clips = len(wanted)
         if not n_clips:
             raise SystemExit("the synthetic archive gave no accepted clip to score")
         started_on = machine()
         _, first = next(iter(clip_batches(wanted, batch_size=options.batch_size, workers=0)))
-        for predict in predictors:  # warm-up: first calls pay allocation and kernel selection
-            predict(first[:1])
+        for predict in (p for side in sides for p in predictors[side]):
+            predict(first[:1])  # warm-up: first calls pay allocation and kernel selection
 
-        seconds: dict[str, list[float]] = {"end_to_end": [], "models": [], "loader": []}
-        by_model: dict[str, list[float]] = {model.label: [] for model in models}
+        loader_s: list[float] = []
+        seconds = {side: {"end_to_end": [], "models": []} for side in sides}
+        by_model: dict[str, list[float]] = {model.label: [] for side in sides for model in models[side]}
         for _ in range(args.repeats):
             start = time.perf_counter()
             streamed = sum(len(keys) for keys, _ in clip_batches(wanted, batch_size=options.batch_size,
                                                                   workers=options.loader_workers))
-            seconds["loader"].append(time.perf_counter() - start)
-            clear_predictions(output)
-            for predict in predictors:
-                predict.seconds = 0.0
-            start = time.perf_counter()
-            outcome = score_archive(output, models, tracking_uri=tracking_uri, options=options, predictors=predictors)
-            seconds["end_to_end"].append(time.perf_counter() - start)
-            seconds["models"].append(sum(predict.seconds for predict in predictors))
-            for model, predict in zip(models, predictors):
-                by_model[model.label].append(predict.seconds)
-            if outcome.scored != n_clips or streamed != n_clips:
-                raise SystemExit(f"a round scored {outcome.scored} and streamed {streamed} of {n_clips} clips")
+            loader_s.append(time.perf_counter() - start)
+            for side in sides:  # alternating within each round: every side sees the same load
+                clear_predictions(output)
+                for predict in predictors[side]:
+                    predict.seconds = 0.0
+                start = time.perf_counter()
+                outcome = score_archive(output, models[side], tracking_uri=tracking_uri, options=options,
+                                        predictors=predictors[side])
+                seconds[side]["end_to_end"].append(time.perf_counter() - start)
+                seconds[side]["models"].append(sum(predict.seconds for predict in predictors[side]))
+                for model, predict in zip(models[side], predictors[side]):
+                    by_model[model.label].append(predict.seconds)
+                if outcome.scored != n_clips or streamed != n_clips:
+                    raise SystemExit(f"a round scored {outcome.scored} and streamed {streamed} of {n_clips} clips")
 
-        medians = {part: statistics.median(values) for part, values in seconds.items()}
+        rates: dict[str, Any] = {"loader": n_clips / statistics.median(loader_s)}
+        for side in sides:
+            medians = {part: statistics.median(values) for part, values in seconds[side].items()}
+            rates[side] = {part: n_clips / median for part, median in medians.items()}
+            rates[side]["model_share_of_end_to_end"] = medians["models"] / medians["end_to_end"]
         report = {
             "mode": "stream",
             "preset": args.preset,
             "encoder": {"embed_dim": config.embed_dim, "depth": config.depth, "num_frames": config.num_frames,
                         "img_size": config.img_size},
-            "models": [model.label for model in models],
+            "models": {side: [model.label for model in models[side]] for side in sides},
             "tasks": list(tasks),
             "clips": n_clips, "repeats": args.repeats,
             "batch_size": options.batch_size, "loader_workers": options.loader_workers, "device": options.device,
             "threads": torch.get_num_threads(), "machine": started_on,
-            "clips_per_s": {part: n_clips / median for part, median in medians.items()},
-            "model_share_of_end_to_end": medians["models"] / medians["end_to_end"],
+            "clips_per_s": rates,
             "seconds_by_model": {label: statistics.median(values) for label, values in by_model.items()},
-            "seconds": seconds,
+            "seconds": {"loader": loader_s, **seconds},
             "setup_seconds": {"synthesise_and_ingest": ingest_s, "register": register_s, "resolve_and_load": load_s},
         }
+        if len(sides) == 2:
+            report["multitask_speedup_median"] = {
+                part: statistics.median(a / b for a, b in zip(seconds[SINGLE][part], seconds[MULTITASK][part]))
+                for part in ("end_to_end", "models")
+            }
         print(json.dumps(report, indent=2))
         return 0
     finally:
