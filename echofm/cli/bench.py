@@ -19,7 +19,8 @@ BENCHMARKS: dict[str, str] = {
     "loader": "WebDataset loader clips/s per worker against per-clip MP4 decoding",
     "deid": "burned-in text removed and tissue kept by the sector mask and overlay removal",
     "pretrain": "the real pretraining loop: clips/s, model-FLOPs utilisation, peak memory, representation curve",
-    "predict": "raw-clip scoring: N single-task models against one multi-task model (clips/s, encoder passes)",
+    "predict": "raw-clip scoring: N single-task models against one multi-task model (clips/s, encoder passes); "
+               "--mode stream: the echofm predict scorer end to end from shards (end-to-end, model and loader clips/s)",
 }
 
 
