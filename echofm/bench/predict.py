@@ -67,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="single-task models (model.pt or models:/ URIs), one per task of the multi-task model "
                              "(default: its own heads, each on a copy of its encoder)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store of models:/ URIs (default: MLFLOW_TRACKING_URI)")
-    parser.add_argument("--clips", type=int, default=32, help="compare: raw clips scored per side per round; stream: synthetic files to ingest, one accepted clip each (default 32)")
+    parser.add_argument("--clips", type=int, default=32,
+                        help="compare: raw clips scored per side per round; "
+                             "stream: synthetic files to ingest, one accepted clip each (default 32)")
     parser.add_argument("--clip-shape", default="48x128x128", help="FRAMESxHEIGHTxWIDTH of the raw grey clips (default 48x128x128)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds after one warm-up (default 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
