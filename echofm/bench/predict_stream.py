@@ -5,9 +5,9 @@ What it runs, in a working directory (`--out`, else a temporary one, removed aft
    (`echofm.bench.pretrain.synthetic_ingest`; not timed);
 2. randomly initialised models at `--preset`: one per task of `--tasks` (`--models single`, what
    `echofm predict` scores with by default, every task's champion), one multi-task model of them
-   all (`--models multitask`), or both sets (`--models single multitask`); each saved as a fine-tuned checkpoint, logged as the EchoFM
-   pyfunc and made champion in a throw-away MLflow registry (SQLite) in the working directory.
-   Weights do not change the cost;
+   all (`--models multitask`), or both sets (`--models single multitask`); each saved as a
+   fine-tuned checkpoint, logged as the EchoFM pyfunc and made champion in a throw-away MLflow
+   registry (SQLite) in the working directory. Weights do not change the cost;
 3. the scorer's own steps: `prepare_models` (registry look-up and checks), `load_predictor` (the
    registered pyfuncs on `--device`, loaded once: a long scoring run pays it once too), then
    `--repeats` rounds of `score_archive` with those predictors, every clip re-scored each round
