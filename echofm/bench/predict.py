@@ -13,11 +13,17 @@ multi-task model's own heads, each as a `DownstreamModel` on its own copy of the
 weights), so the two sides must also give the same answers, and the run checks that they do.
 
 Models are checkpoints (`model.pt`) or registry URIs (`models:/NAME@ALIAS`, loaded as the
-registered pyfunc with `--tracking-uri`). The clips are generated (content does not change the
-cost). The sides alternate over `--repeats` rounds after one warm-up round; medians are
-printed with their ratio, as JSON.
+registered pyfunc with `--tracking-uri`), or, with `--preset` instead of `--multitask`, a
+randomly initialised multi-task model of `--tasks` at that model preset (weights do not change
+the cost; `random_multitask`). The clips are generated (content does not change the cost). The
+sides alternate over `--repeats` rounds after one warm-up round; medians are printed with their
+ratio, as JSON.
 
     echofm bench predict --multitask runs/joint/model.pt --clips 32 --repeats 5
+    echofm bench predict --preset base --tasks ef view reduced_ef --clips 4 --repeats 3 --threads 2
+
+`--mode stream` measures the streaming scorer of `echofm predict` instead, from shards
+(`echofm.bench.predict_stream`).
 """
 
 from __future__ import annotations
@@ -37,18 +43,97 @@ import numpy as np
 import torch
 
 SINGLE, MULTITASK = "single", "multitask"
+COMPARE, STREAM = "compare", "stream"
+COMPARE_TASKS = ("ef", "view", "reduced_ef")
+# Classes and target scale of the untrained models (the cost does not depend on them).
+VIEW_CLASSES = ("A2C", "A4C", "PLAX", "PSAX")
+EF_MEAN, EF_STD = 55.0, 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--multitask", required=True, help="multi-task model: model.pt or models:/echofm-multitask-...@ALIAS")
+    parser.add_argument("--mode", choices=(COMPARE, STREAM), default=COMPARE,
+                        help="compare: N single-task models against one multi-task model on raw clips (default); "
+                             "stream: the `echofm predict` scorer end to end from shards (see echofm.bench.predict_stream)")
+    parser.add_argument("--multitask", default=None, help="multi-task model: model.pt or models:/echofm-multitask-...@ALIAS")
+    parser.add_argument("--preset", default=None,
+                        help="instead of --multitask (compare) and always in stream mode: randomly initialised models "
+                             "at this model preset (tiny, base, large)")
+    parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                        help=f"tasks of the --preset models (default compare: {' '.join(COMPARE_TASKS)}; "
+                             "stream: ef view segmentation)")
+    parser.add_argument("--img-size", type=int, default=None, help="override the preset's image size (smoke runs)")
+    parser.add_argument("--num-frames", type=int, default=None, help="override the preset's frame count (smoke runs)")
     parser.add_argument("--single", nargs="+", default=None, metavar="MODEL",
                         help="single-task models (model.pt or models:/ URIs), one per task of the multi-task model "
                              "(default: its own heads, each on a copy of its encoder)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store of models:/ URIs (default: MLFLOW_TRACKING_URI)")
-    parser.add_argument("--clips", type=int, default=32, help="raw clips scored per side per round (default 32)")
+    parser.add_argument("--clips", type=int, default=32,
+                        help="compare: raw clips scored per side per round; "
+                             "stream: synthetic files to ingest, one accepted clip each (default 32)")
     parser.add_argument("--clip-shape", default="48x128x128", help="FRAMESxHEIGHTxWIDTH of the raw grey clips (default 48x128x128)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds after one warm-up (default 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    from echofm.bench.predict_stream import add_stream_arguments
+
+    add_stream_arguments(parser.add_argument_group("stream mode"))
+
+
+def preset_config(preset: str, *, img_size: int | None = None, num_frames: int | None = None) -> Any:
+    """The encoder config of `preset` with the given overrides."""
+    from echofm.model.presets import preset_config as config_of
+
+    overrides = {k: v for k, v in {"img_size": img_size, "num_frames": num_frames}.items() if v is not None}
+    return config_of(preset, **overrides)
+
+
+def random_task_spec(task: str) -> Any:
+    """A `TaskSpec` of `task` as a fit would give it (fixed classes and EF scale)."""
+    from echofm.downstream.objectives import TaskSpec
+    from echofm.downstream.tasks import TASKS
+
+    kind = TASKS[task].kind
+    if kind == "multiclass":
+        return TaskSpec(task=task, classes=VIEW_CLASSES)
+    if kind == "regression":
+        outputs = len(TASKS[task].outputs)
+        return TaskSpec(task=task, target_mean=(EF_MEAN,) * outputs, target_std=(EF_STD,) * outputs)
+    return TaskSpec(task=task)
+
+
+def random_head(task: Any, encoder: Any) -> Any:
+    """The head a default (frozen, linear) fine-tuning of `task` puts on `encoder`, untrained."""
+    from echofm.downstream.config import FinetuneConfig
+    from echofm.downstream.finetune import head_config
+    from echofm.model.heads import build_head
+
+    return build_head(head_config(FinetuneConfig(task=task.task), encoder, task))
+
+
+def input_spec(config: Any) -> Any:
+    from echofm.preprocess.clips import InputSpec
+
+    return InputSpec(num_frames=config.num_frames, img_size=config.img_size, in_chans=config.in_chans)
+
+
+def random_task_model(task: str, config: Any, seed: int) -> Any:
+    """A single-task `DownstreamModel` of `task` on a fresh encoder of `config` (seeded)."""
+    from echofm.downstream.model import DownstreamModel
+    from echofm.model.presets import random_init
+
+    encoder = random_init(config, seed)
+    spec = random_task_spec(task)
+    return DownstreamModel(encoder, random_head(spec, encoder), spec, input_spec(config)).eval()
+
+
+def random_multitask(tasks: Sequence[str], config: Any, seed: int) -> Any:
+    """A `MultiTaskModel` of `tasks` on one fresh encoder of `config` (seeded)."""
+    from echofm.downstream.multitask.model import MultiTaskModel
+    from echofm.model.presets import random_init
+
+    encoder = random_init(config, seed)
+    specs = {task: random_task_spec(task) for task in tasks}
+    heads = {task: random_head(spec, encoder) for task, spec in specs.items()}
+    return MultiTaskModel(encoder, heads, specs, input_spec(config)).eval()
 
 
 def load_model(source: str, tracking_uri: str | None = None) -> Any:
@@ -140,11 +225,25 @@ def same_answers(single: list[Any], joint: Any) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from echofm.downstream.multitask.model import MultiTaskModel
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    joint = load_model(args.multitask, args.tracking_uri).eval()
+    if args.mode == STREAM:
+        from echofm.bench.predict_stream import run_stream
+
+        return run_stream(args)
+    return run_compare(args)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from echofm.downstream.multitask.model import MultiTaskModel
+
+    if (args.multitask is None) == (args.preset is None):
+        raise SystemExit("compare mode takes --multitask MODEL or --preset PRESET (one of the two)")
+    if args.preset is not None:
+        config = preset_config(args.preset, img_size=args.img_size, num_frames=args.num_frames)
+        joint = random_multitask(args.tasks or COMPARE_TASKS, config, seed=0)
+    else:
+        joint = load_model(args.multitask, args.tracking_uri).eval()
     if not isinstance(joint, MultiTaskModel):
         raise SystemExit(f"{args.multitask} is a single-task model; --multitask takes a multi-task one")
     own_heads = args.single is None
@@ -172,6 +271,8 @@ def run(args: argparse.Namespace) -> int:
     ratios = [s / m for s, m in zip(seconds[SINGLE], seconds[MULTITASK])]
     cfg = joint.encoder.config
     report = {
+        "mode": COMPARE,
+        "model": f"randomly initialised, preset {args.preset}" if args.preset else args.multitask,
         "tasks": list(joint.tasks),
         "encoder": {"embed_dim": cfg.embed_dim, "depth": cfg.depth, "num_frames": cfg.num_frames, "img_size": cfg.img_size},
         "clips": args.clips, "clip_shape": [frames, height, width], "repeats": args.repeats,

@@ -20,7 +20,8 @@ BENCHMARKS: dict[str, str] = {
     "deid": "burned-in text removed and tissue kept by the sector mask and overlay removal",
     "volume": "NIfTI / MetaImage sequences: the project's readers against nibabel and SimpleITK",
     "pretrain": "the real pretraining loop: clips/s, model-FLOPs utilisation, peak memory, representation curve",
-    "predict": "raw-clip scoring: N single-task models against one multi-task model (clips/s, encoder passes)",
+    "predict": "raw-clip scoring: N single-task models against one multi-task model (clips/s, encoder passes); "
+               "--mode stream: the echofm predict scorer end to end from shards (end-to-end, model and loader clips/s)",
 }
 
 

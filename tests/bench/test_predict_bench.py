@@ -39,3 +39,11 @@ def test_single_task_models_must_cover_the_same_tasks(multitask_run, downstream_
     with pytest.raises(SystemExit, match="single-task models answer \\['ef'\\]"):
         run_bench_command(argparse.Namespace(bench="predict", bench_args=[
             "--multitask", str(result.checkpoint), "--single", str(alone.checkpoint)]))
+
+
+def test_a_random_model_at_a_preset_needs_no_checkpoint(capsys) -> None:
+    code, report = bench(capsys, "--preset", "tiny", "--img-size", "32", "--num-frames", "16", "--tasks", "ef", "view",
+                         "--clips", "2", "--clip-shape", "20x40x48", "--repeats", "1")
+    assert code == 0 and report["answers_match"] is True and report["tasks"] == ["ef", "view"]
+    assert report["encoder_passes"] == {"single": 4, "multitask": 2} and report["encoder"]["img_size"] == 32
+    assert report["clips_per_s"]["single"] > 0 and report["model"] == "randomly initialised, preset tiny"
