@@ -72,11 +72,16 @@ def _luminance_max(frames: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(frames[..., 0], frames[..., 1]), frames[..., 2])
 
 
-def _local_mean(values: np.ndarray, weight: np.ndarray, window: int) -> np.ndarray:
-    """Mean of `values` over a `window` square counting only pixels where `weight` is 1."""
+def _local_count(weight: np.ndarray, window: int) -> np.ndarray:
+    """The share of `weight` pixels (0 or 1) in each `window` square, at least 1e-3."""
+    return np.maximum(cv2.blur(weight, (window, window), borderType=cv2.BORDER_CONSTANT), 1e-3)
+
+
+def _local_mean(values: np.ndarray, weight: np.ndarray, window: int, count: np.ndarray | None = None) -> np.ndarray:
+    """Mean of `values` over a `window` square counting only pixels where `weight` is 1; `count`
+    is `_local_count(weight, window)` when the caller already has it (one weight, several values)."""
     num = cv2.blur(values * weight, (window, window), borderType=cv2.BORDER_CONSTANT)
-    den = cv2.blur(weight, (window, window), borderType=cv2.BORDER_CONSTANT)
-    return num / np.maximum(den, 1e-3)
+    return num / (_local_count(weight, window) if count is None else count)
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -118,8 +123,9 @@ def _steady_bright(stats: _TemporalStats, inside: np.ndarray, config: OverlayCon
     tissue = (inside & ~stats.exact).astype(np.float32)
     found = stats.exact.copy()
     for _ in range(2):  # the second pass measures the surroundings without the first pass's finds
-        local_change = _local_mean(stats.activity, tissue, config.local_window)
-        contrast = stats.mean - _local_mean(stats.mean, tissue, config.local_window)
+        count = _local_count(tissue, config.local_window)
+        local_change = _local_mean(stats.activity, tissue, config.local_window, count)
+        contrast = stats.mean - _local_mean(stats.mean, tissue, config.local_window, count)
         steady_high = (contrast >= config.high_contrast) & (stats.activity <= config.steady_per_contrast * contrast)
         steady_over_motion = (contrast >= config.min_contrast) & (
             stats.activity <= np.maximum(config.steady_floor, config.steady_per_activity * local_change)
