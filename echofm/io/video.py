@@ -168,6 +168,12 @@ def _frame_is_grey(frame: Any) -> bool | None:
     """Grey by chroma for 8-bit planar YUV; None for other pixel formats (decided on RGB)."""
     if frame.format.name not in _PLANAR_YUV8:
         return None
+    # The largest |U - 128| and |V - 128| bound the spread; for grey echo (chroma within a level
+    # or two of neutral) the bound decides, without the per-sample arithmetic.
+    (a, b), (c, d) = _SPREAD_FULL if _full_range(frame) else _SPREAD_STUDIO
+    du, dv = (cv2.minMaxLoc(cv2.absdiff(_plane(frame, k), 128))[1] for k in (1, 2))
+    if round(max(a * du + b * dv, c * du + d * dv)) <= GREY_TOLERANCE:
+        return True
     return chroma_spread(frame) <= GREY_TOLERANCE
 
 
