@@ -553,15 +553,18 @@ def _trim_border(mask: np.ndarray, frames: np.ndarray, config: SectorConfig) -> 
     frames."""
     size = 2 * config.border_px + 1
     inner = cv2.erode(mask.astype(np.uint8), np.ones((size, size), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    ys, xs = np.nonzero(mask & ~inner.astype(bool))
-    if len(ys) == 0:
+    border = np.flatnonzero(mask & ~inner.astype(bool))
+    if len(border) == 0:
         return mask
     t = frames.shape[0]
     picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
-    dark = frames[picks][:, ys, xs, :].max(axis=-1) <= config.border_black_level
+    # The border pixels of every frame, then the sampled frames: [picks, pixels, C], without
+    # copying whole frames.
+    values = np.take(frames.reshape(t, -1, frames.shape[3]), border, axis=1)[picks]
+    dark = values.max(axis=-1) <= config.border_black_level
     black = dark.mean(axis=0) >= config.border_black_share
     trimmed = mask.copy()
-    trimmed[ys[black], xs[black]] = False
+    trimmed.reshape(-1)[border[black]] = False
     return trimmed
 
 
