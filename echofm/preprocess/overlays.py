@@ -100,9 +100,12 @@ class _TemporalStats:
 def _temporal_stats(frames: np.ndarray, config: OverlayConfig) -> _TemporalStats:
     t = frames.shape[0]
     picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
-    lum = _luminance_max(frames[picks])
-    change = np.zeros(lum.shape[1:], np.float32)
-    total = np.zeros(lum.shape[1:], np.float32)
+    if frames.shape[-1] == 1:
+        lum = [frames[index, :, :, 0] for index in picks]  # views: OpenCV reads strided rows
+    else:
+        lum = list(_luminance_max(frames[picks]))
+    change = np.zeros(lum[0].shape, np.float32)
+    total = np.zeros(lum[0].shape, np.float32)
     low, high = lum[0].copy(), lum[0].copy()
     for index in range(len(lum)):
         cv2.accumulate(lum[index], total)
