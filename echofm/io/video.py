@@ -189,8 +189,8 @@ class _Retry(Exception):
 
 def _numbered(container: Any, stream: Any, path: Path, start: int, fps: float, seek: bool) -> Iterator[tuple[int, Any]]:
     """(frame index, frame) in presentation order, from frame `start` or earlier. With `seek`,
-    from the keyframe before `start`, numbered by timestamp; the number is checked at `start`
-    (raises `_Retry` when the timestamps do not give it)."""
+    from the keyframe before `start`, numbered by timestamp, and every later frame's timestamp
+    checked against its count (raises `_Retry` when they disagree)."""
     frames = _decoded(container, stream, path)
     if not seek or start <= 0:
         yield from enumerate(frames)
@@ -209,13 +209,15 @@ def _numbered(container: Any, stream: Any, path: Path, start: int, fps: float, s
         raise _Retry from None
     index = None
     for frame in frames:
-        index = number(frame) if index is None else index + 1
-        if index is None or index < 0 or index > start or (index == start and number(frame) != start):
-            raise _Retry
+        if index is None:
+            index = number(frame)
+            if index is None or not 0 <= index <= start:
+                raise _Retry
+        else:
+            index += 1
+            if number(frame) != index:
+                raise _Retry  # a gap or uneven timestamps: frames are counted from the start instead
         yield index, frame
-        if index == start:
-            break
-    yield from zip(range(start + 1, 1 << 62), frames)
 
 
 def _decode(path: Path, indices: list[int] | None, *, grey_mode: bool, seek: bool) -> tuple[np.ndarray, bool | None, VideoHeader]:

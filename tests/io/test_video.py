@@ -171,3 +171,24 @@ def test_a_pixel_format_without_chroma_is_decided_on_rgb(tmp_path: Path) -> None
     clip = read_video(path, frames=[0, 5, 9])
     assert clip.frames.shape == (3, H, W, 1)
     assert abs(int(clip.frames[0, 36, 10, 0]) - 90) <= 1 and _band(clip.frames) == [0, 100, 180]
+
+
+def test_h264_with_b_frames_seeks_to_the_same_frames_as_sequential_decoding(tmp_path: Path) -> None:
+    # Scanners export H.264: frames reordered (B-frames), keyframes every 10 frames.
+    path = tmp_path / "h264.mp4"
+    rng = np.random.default_rng(2)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.options = {"g": "10", "bf": "3", "crf": "20"}
+        for t in range(45):
+            image = rng.integers(0, 255, (H, W), dtype=np.uint8)
+            image[:16] = 4 * t
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="gray")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    full = read_video(path)
+    assert full.frames.shape == (45, H, W, 1)
+    for window in ([23, 26, 29], [41, 44], [9, 10, 11]):
+        assert np.array_equal(read_video(path, frames=window).frames, full.frames[window]), window
