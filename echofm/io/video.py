@@ -103,11 +103,12 @@ def _header(container: Any, stream: Any, path: Path) -> VideoHeader:
     fps, fps_source = _stream_fps(stream)
     n_frames = int(stream.frames or 0)
     if n_frames <= 0 and fps_source == "container":
-        # No frame count in the container: estimate it from the duration, as OpenCV does.
-        if stream.duration and stream.time_base:
-            n_frames = round(float(stream.duration * stream.time_base) * fps)
-        elif container.duration:
+        # No frame count in the container: estimate it from the duration, as OpenCV did (the
+        # container's duration first, then the stream's).
+        if container.duration:
             n_frames = round(container.duration / av.time_base * fps)
+        elif stream.duration and stream.time_base:
+            n_frames = round(float(stream.duration * stream.time_base) * fps)
     height, width = int(stream.codec_context.height or 0), int(stream.codec_context.width or 0)
     if height <= 0 or width <= 0:
         raise UnreadableVideo(path, "container reports no frame size")
