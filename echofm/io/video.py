@@ -123,7 +123,7 @@ def _header(container: Any, stream: Any, path: Path) -> VideoHeader:
     )
 
 
-def _decoded(container: Any, stream: Any, path: Path) -> Iterator[Any]:
+def _decoded(container: Any, stream: Any) -> Iterator[Any]:
     """The stream's frames in presentation order; a decoding error ends the stream."""
     try:
         yield from container.decode(stream)
@@ -137,7 +137,7 @@ def probe_video(path: str | Path) -> VideoHeader:
     path = Path(path)
     with _open(path) as (container, stream):
         header = _header(container, stream, path)
-        frames = _decoded(container, stream, path)
+        frames = _decoded(container, stream)
         if next(frames, None) is None:
             raise UnreadableVideo(path, "no decodable frame")
         if header.n_frames <= 0:
@@ -192,7 +192,7 @@ def _numbered(container: Any, stream: Any, path: Path, start: int, fps: float, s
     """(frame index, frame) in presentation order, from frame `start` or earlier. With `seek`,
     from the keyframe before `start`, numbered by timestamp, and every later frame's timestamp
     checked against its count (raises `_Retry` when they disagree)."""
-    frames = _decoded(container, stream, path)
+    frames = _decoded(container, stream)
     if not seek or start <= 0:
         yield from enumerate(frames)
         return
