@@ -560,7 +560,7 @@ def _trim_border(mask: np.ndarray, frames: np.ndarray, config: SectorConfig) -> 
     picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
     # The border pixels of every frame, then the sampled frames: [picks, pixels, C], without
     # copying whole frames.
-    values = np.take(frames.reshape(t, -1, frames.shape[3]), border, axis=1)[picks]
+    values = frames.reshape(t, -1, frames.shape[3])[:, border][picks]
     dark = values.max(axis=-1) <= config.border_black_level
     black = dark.mean(axis=0) >= config.border_black_share
     trimmed = mask.copy()
