@@ -184,14 +184,21 @@ def _grey_into(frame: Any, target: np.ndarray) -> None:
 
 
 class _Retry(Exception):
-    """Decode the file again: without seeking (a seek landed where timestamps and frame count
-    disagree) or to RGB (a sampled frame after the first is colour)."""
+    """Decode the file again, differently."""
+
+
+class _SeekMiss(_Retry):
+    """A seek landed where timestamps and frame count disagree: decode from the start."""
+
+
+class _ColourLater(_Retry):
+    """A sampled frame after the first is colour: decode to RGB."""
 
 
 def _numbered(container: Any, stream: Any, path: Path, start: int, fps: float, seek: bool) -> Iterator[tuple[int, Any]]:
     """(frame index, frame) in presentation order, from frame `start` or earlier. With `seek`,
     from the keyframe before `start`, numbered by timestamp, and every later frame's timestamp
-    checked against its count (raises `_Retry` when they disagree)."""
+    checked against its count (raises `_SeekMiss` when they disagree)."""
     frames = _decoded(container, stream)
     if not seek or start <= 0:
         yield from enumerate(frames)
@@ -199,7 +206,7 @@ def _numbered(container: Any, stream: Any, path: Path, start: int, fps: float, s
     base, offset = stream.time_base, stream.start_time or 0
     rate = Fraction(fps).limit_denominator(1001000)
     if not base:
-        raise _Retry
+        raise _SeekMiss
 
     def number(frame: Any) -> int | None:
         return None if frame.pts is None else round((frame.pts - offset) * base * rate)
@@ -207,17 +214,17 @@ def _numbered(container: Any, stream: Any, path: Path, start: int, fps: float, s
     try:
         container.seek(offset + int(Fraction(start) / rate / base), stream=stream, backward=True)
     except (av.FFmpegError, ValueError):
-        raise _Retry from None
+        raise _SeekMiss from None
     index = None
     for frame in frames:
         if index is None:
             index = number(frame)
             if index is None or not 0 <= index <= start:
-                raise _Retry
+                raise _SeekMiss
         else:
             index += 1
             if number(frame) != index:
-                raise _Retry  # a gap or uneven timestamps: frames are counted from the start instead
+                raise _SeekMiss  # a gap or uneven timestamps: frames are counted from the start instead
         yield index, frame
 
 
@@ -227,7 +234,7 @@ def _decode(path: Path, indices: list[int] | None, *, grey_mode: bool, seek: boo
     without chroma planes, not decided here), and the header.
 
     grey_mode=True takes luma while every sampled frame is grey, RGB when the first is colour,
-    and raises `_Retry` when a later one is; False converts everything to RGB.
+    and raises `_ColourLater` when a later one is; False converts everything to RGB.
     """
     with _open(path) as (container, stream):
         header = _header(container, stream, path)
@@ -252,7 +259,7 @@ def _decode(path: Path, indices: list[int] | None, *, grey_mode: bool, seek: boo
             if grey is not False and (grey is None or k in samples):
                 verdict = _frame_is_grey(frame)
                 if grey and not verdict:
-                    raise _Retry
+                    raise _ColourLater
                 grey, undecided = bool(verdict), verdict is None
             if out is None:
                 out = np.empty((max(n_kept, 1), header.height, header.width, 1 if grey else 3), np.uint8)
@@ -294,9 +301,10 @@ def read_video(path: str | Path, frames: Iterable[int] | None = None, *, min_fra
         try:
             decoded, grey, header = _decode(path, unique, grey_mode=grey_mode, seek=seek)
             break
-        except _Retry:
-            # At most twice: once without seeking, once to RGB.
-            grey_mode, seek = (grey_mode, False) if seek else (False, False)
+        except _SeekMiss:
+            seek = False  # each at most once: decoding again without seeking, or to RGB
+        except _ColourLater:
+            grey_mode = False
     if wanted is None:
         if not len(decoded):
             raise UnreadableVideo(path, "no decodable frame")
