@@ -4,7 +4,8 @@ Grey echo is mostly stored as colour: YBR JPEG in DICOM, yuv420p in MP4. Its cha
 to within a few levels (chroma subsampling and rounding); colour Doppler or coloured annotations
 differ by tens. Every reader and the batch decide with the same tolerance, on uint8 data in C
 (OpenCV on 2-D channel views): numpy reductions over a length-3 last axis are ~20x slower, and
-float intermediates cost more than the decoding.
+float intermediates cost more than the decoding. (Planar YUV video is decided on its chroma
+planes instead, with this tolerance on the spread the conversion would give: `echofm.io.video`.)
 """
 
 from __future__ import annotations

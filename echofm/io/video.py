@@ -1,16 +1,22 @@
-"""MP4 / AVI echo clips through OpenCV, returned as the same `Clip` as DICOM.
+"""MP4 / AVI echo clips through PyAV (FFmpeg), returned as the same `Clip` as DICOM.
 
 Frames are decoded only up to the last frame wanted. A window that starts later in the file is
-reached by seeking (OpenCV seeks to the keyframe before it and decodes forward to the frame,
-which it checks); frames in between are skipped with `grab()` (demux + decode, no colour
-conversion or copy). Only wanted frames are converted, straight into one uint8 array: grey
-echo exported to video is normally stored as three equal channels (yuv420p with neutral chroma),
-and such clips are returned with C = 1, the integer mean of the channels (`echofm.io.grey`),
-never through float arrays.
+reached by seeking to the keyframe before it and decoding forward; the frame index is checked
+against the timestamps, and the file is decoded from the start when they disagree.
 
-Reader choice: OpenCV, measured against PyAV (docs/benchmarks.md, ingestion): PyAV's Y plane
-saves about 0.5 ms per kept 800 x 600 frame, not enough to add a second FFmpeg build (~100 MB,
-with GPL codec libraries) next to OpenCV's.
+Grey echo exported to video is stored as YUV with neutral chroma, and such clips are returned
+with C = 1: the decoded Y (luma) plane itself, mapped from studio range (16-235) to full range
+(0-255) by one lookup table when the stream is studio range, the mapping FFmpeg's own grey
+conversion applies. No colour conversion happens for them, and nothing goes through float
+arrays. Grey is decided on the chroma of `_GREY_SAMPLE_FRAMES` frames spread over the kept ones:
+the largest |R - G| or |G - B| the BT.601 conversion would give, against the same tolerance as
+every other reader (`echofm.io.grey`). Colour clips, and pixel formats other than 8-bit planar
+YUV, are converted to RGB by FFmpeg.
+
+Reader choice, by measurement (docs/benchmarks.md, ingestion): OpenCV's decode costs the same,
+but it hands out only BGR (its raw-plane mode cannot be switched within a stream, so the chroma
+that decides grey is lost), and the BGR conversion plus the channel mean cost more than the
+decoding: reading the Y plane instead took the reader to 0.58x the CPU per grey MP4 clip.
 """
 
 from __future__ import annotations
@@ -18,22 +24,36 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
+import av
 import cv2
 import numpy as np
 
 from echofm.io.clip import Clip
 from echofm.io.errors import TooFewFrames, UnreadableVideo
-from echofm.io.quiet import silence_readers
 from echofm.io.fps import DEFAULT_FPS
-from echofm.io.grey import channel_mean, is_grey
+from echofm.io.grey import GREY_TOLERANCE, channel_mean, is_grey
+from echofm.io.quiet import silence_readers
 
 _GREY_SAMPLE_FRAMES = 4
 _MAX_FPS = 1000.0
 # FFmpeg decodes on one thread: ingestion runs one worker per core, and FFmpeg's frame threads
 # cost 15-30% more CPU per frame than one thread does (docs/benchmarks.md, ingestion).
 DECODE_THREADS = 1
+# 8-bit planar YUV: plane 0 is Y, planes 1 and 2 are U and V at any subsampling.
+_PLANAR_YUV8 = frozenset(
+    {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p", "yuvj440p", "yuv411p", "yuv410p"}
+)
+_FULL_RANGE = 2  # AVCOL_RANGE_JPEG
+# Studio-range luma (16-235) to full range, rounded and clipped: FFmpeg's own grey conversion.
+_STUDIO_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
+_IDENTITY = np.arange(256, dtype=np.uint8)
+# |R - G| and |G - B| per unit of (U - 128, V - 128), BT.601, for full-range and studio-range YUV.
+_SPREAD_FULL = np.array([[0.344136, 2.116136], [2.116136, 0.714136]], np.float32)
+_SPREAD_STUDIO = _SPREAD_FULL * np.float32(255.0 / 224.0)
 
 
 @dataclass(frozen=True)
@@ -51,31 +71,45 @@ class VideoHeader:
 
 
 @contextmanager
-def _capture(path: Path) -> Iterator[cv2.VideoCapture]:
+def _open(path: Path) -> Iterator[tuple[Any, Any]]:
+    """The container and its first video stream, set to decode on `DECODE_THREADS` threads."""
     silence_readers()
     if not path.is_file() or path.stat().st_size == 0:
         raise UnreadableVideo(path, "missing or empty file")
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, DECODE_THREADS])
     try:
-        if not cap.isOpened():
-            raise UnreadableVideo(path, "OpenCV cannot open the container")
-        yield cap
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, OSError, ValueError):
+        raise UnreadableVideo(path, "FFmpeg cannot open the container") from None
+    try:
+        if not container.streams.video:
+            raise UnreadableVideo(path, "no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"
+        stream.codec_context.thread_count = DECODE_THREADS
+        yield container, stream
     finally:
-        cap.release()
+        container.close()
 
 
-def _container_fps(cap: cv2.VideoCapture) -> tuple[float, str]:
-    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+def _stream_fps(stream: Any) -> tuple[float, str]:
+    rate = stream.guessed_rate or stream.average_rate
+    fps = float(rate) if rate else 0.0
     if np.isfinite(fps) and 0.0 < fps <= _MAX_FPS:
         return fps, "container"
     return DEFAULT_FPS, "default"
 
 
-def _header(cap: cv2.VideoCapture, path: Path) -> VideoHeader:
-    fps, fps_source = _container_fps(cap)
-    n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
-    width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+def _header(container: Any, stream: Any, path: Path) -> VideoHeader:
+    fps, fps_source = _stream_fps(stream)
+    n_frames = int(stream.frames or 0)
+    if n_frames <= 0 and fps_source == "container":
+        # No frame count in the container: estimate it from the duration, as OpenCV did (the
+        # container's duration first, then the stream's).
+        if container.duration:
+            n_frames = round(container.duration / av.time_base * fps)
+        elif stream.duration and stream.time_base:
+            n_frames = round(float(stream.duration * stream.time_base) * fps)
+    height, width = int(stream.codec_context.height or 0), int(stream.codec_context.width or 0)
     if height <= 0 or width <= 0:
         raise UnreadableVideo(path, "container reports no frame size")
     return VideoHeader(
@@ -89,27 +123,166 @@ def _header(cap: cv2.VideoCapture, path: Path) -> VideoHeader:
     )
 
 
+def _decoded(container: Any, stream: Any) -> Iterator[Any]:
+    """The stream's frames in presentation order; a decoding error ends the stream."""
+    try:
+        yield from container.decode(stream)
+    except (av.FFmpegError, ValueError):
+        return
+
+
 def probe_video(path: str | Path) -> VideoHeader:
     """Container metadata, after checking that the first frame decodes (a corrupt file often
     opens but yields nothing). Raises UnreadableVideo."""
     path = Path(path)
-    with _capture(path) as cap:
-        header = _header(cap, path)
-        ok, frame = cap.read()
-        if not ok or frame is None:
+    with _open(path) as (container, stream):
+        header = _header(container, stream, path)
+        frames = _decoded(container, stream)
+        if next(frames, None) is None:
             raise UnreadableVideo(path, "no decodable frame")
         if header.n_frames <= 0:
-            # Some containers (streamed AVI) carry no frame count: count by demuxing.
-            count = 1
-            while cap.grab():
-                count += 1
-            header = replace(header, n_frames=count)
+            # Some containers (streamed AVI) carry no frame count: count by decoding.
+            header = replace(header, n_frames=1 + sum(1 for _ in frames))
     return header
 
 
-def _sampled_frames_grey(frames: np.ndarray) -> bool:
-    """True when sampled frames of `[T, H, W, 3]` have all channels within the grey tolerance."""
-    return is_grey(frames[np.linspace(0, len(frames) - 1, min(len(frames), _GREY_SAMPLE_FRAMES)).astype(int)])
+def _plane(frame: Any, index: int) -> np.ndarray:
+    """Plane `index` of a decoded frame as a uint8 `[h, w]` view (rows padded to line_size)."""
+    plane = frame.planes[index]
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+
+
+def _full_range(frame: Any) -> bool:
+    return frame.format.name.startswith("yuvj") or frame.color_range == _FULL_RANGE
+
+
+def chroma_spread(frame: Any) -> int:
+    """The largest |R - G| or |G - B| (grey levels) the BT.601 conversion of an 8-bit planar
+    YUV frame gives, computed on its chroma samples (upsampling only averages them)."""
+    u = cv2.subtract(_plane(frame, 1), 128, dtype=cv2.CV_16S).astype(np.float32)
+    v = cv2.subtract(_plane(frame, 2), 128, dtype=cv2.CV_16S).astype(np.float32)
+    (a, b), (c, d) = _SPREAD_FULL if _full_range(frame) else _SPREAD_STUDIO
+    return round(max(float(np.abs(a * u + b * v).max()), float(np.abs(c * u + d * v).max())))
+
+
+def _frame_is_grey(frame: Any) -> bool | None:
+    """Grey by chroma for 8-bit planar YUV; None for other pixel formats (decided on RGB)."""
+    if frame.format.name not in _PLANAR_YUV8:
+        return None
+    # The largest |U - 128| and |V - 128| bound the spread; for grey echo (chroma within a level
+    # or two of neutral) the bound decides, without the per-sample arithmetic.
+    (a, b), (c, d) = _SPREAD_FULL if _full_range(frame) else _SPREAD_STUDIO
+    du, dv = (cv2.minMaxLoc(cv2.absdiff(_plane(frame, k), 128))[1] for k in (1, 2))
+    if round(max(a * du + b * dv, c * du + d * dv)) <= GREY_TOLERANCE:
+        return True
+    return chroma_spread(frame) <= GREY_TOLERANCE
+
+
+def _grey_into(frame: Any, target: np.ndarray) -> None:
+    """The full-range luma of an 8-bit planar YUV frame into uint8 `target` `[H, W]`."""
+    cv2.LUT(_plane(frame, 0), _IDENTITY if _full_range(frame) else _STUDIO_TO_FULL, dst=target)
+
+
+class _Retry(Exception):
+    """Decode the file again, differently."""
+
+
+class _SeekMiss(_Retry):
+    """A seek landed where timestamps and frame count disagree: decode from the start."""
+
+
+class _ColourLater(_Retry):
+    """A sampled frame after the first is colour: decode to RGB."""
+
+
+def _numbered(container: Any, stream: Any, path: Path, start: int, fps: float, seek: bool) -> Iterator[tuple[int, Any]]:
+    """(frame index, frame) in presentation order, from frame `start` or earlier. With `seek`,
+    from the keyframe before `start`, numbered by timestamp, and every later frame's timestamp
+    checked against its count (raises `_SeekMiss` when they disagree)."""
+    frames = _decoded(container, stream)
+    if not seek or start <= 0:
+        yield from enumerate(frames)
+        return
+    base, offset = stream.time_base, stream.start_time or 0
+    rate = Fraction(fps).limit_denominator(1001000)
+    if not base:
+        raise _SeekMiss
+
+    def number(frame: Any) -> int | None:
+        return None if frame.pts is None else round((frame.pts - offset) * base * rate)
+
+    try:
+        container.seek(offset + int(Fraction(start) / rate / base), stream=stream, backward=True)
+    except (av.FFmpegError, ValueError):
+        raise _SeekMiss from None
+    index = None
+    for frame in frames:
+        if index is None:
+            index = number(frame)
+            if index is None or not 0 <= index <= start:
+                raise _SeekMiss
+        else:
+            index += 1
+            if number(frame) != index:
+                raise _SeekMiss  # a gap or uneven timestamps: frames are counted from the start instead
+        yield index, frame
+
+
+def _decode(path: Path, indices: list[int] | None, *, grey_mode: bool, seek: bool) -> tuple[np.ndarray, bool | None, VideoHeader]:
+    """Decode sorted unique `indices` (None = every frame) to uint8 `[K, H, W, C]`; returns them,
+    whether they are grey (True: C = 1, luma; False: C = 3, RGB; None: RGB of a pixel format
+    without chroma planes, not decided here), and the header.
+
+    grey_mode=True takes luma while every sampled frame is grey, RGB when the first is colour,
+    and raises `_ColourLater` when a later one is; False converts everything to RGB.
+    """
+    with _open(path) as (container, stream):
+        header = _header(container, stream, path)
+        if indices is not None and indices and (indices[0] < 0 or (header.n_frames > 0 and indices[-1] >= header.n_frames)):
+            bad = [i for i in indices if i < 0 or i >= header.n_frames]
+            raise ValueError(f"{path}: frame indices {bad[:5]} outside the {header.n_frames} frames of the video")
+        undecided = False
+        n_kept = len(indices) if indices is not None else header.n_frames
+        samples = _sample_positions(n_kept)
+        grey: bool | None = None if grey_mode else False
+        out = None
+        k = 0
+        start = indices[0] if indices else 0
+        for index, frame in _numbered(container, stream, path, start, header.fps, seek):
+            if indices is not None:
+                if k == len(indices):
+                    break
+                if index != indices[k]:
+                    continue
+            if frame.height != header.height or frame.width != header.width:
+                raise UnreadableVideo(path, f"frame {index} changes the frame size")
+            if grey is not False and (grey is None or k in samples):
+                verdict = _frame_is_grey(frame)
+                if grey and not verdict:
+                    raise _ColourLater
+                grey, undecided = bool(verdict), verdict is None
+            if out is None:
+                out = np.empty((max(n_kept, 1), header.height, header.width, 1 if grey else 3), np.uint8)
+            elif k == len(out):
+                # The container's frame count was low: grow as decoding goes.
+                out = np.concatenate([out, np.empty_like(out)])
+            if grey:
+                _grey_into(frame, out[k, :, :, 0])
+            else:
+                out[k] = frame.to_ndarray(format="rgb24")
+            k += 1
+        if indices is not None and k < len(indices):
+            raise UnreadableVideo(path, f"decoding stopped before frame {indices[k]}, frame {indices[-1]} wanted")
+    if out is None:
+        out = np.empty((0, header.height, header.width, 1), np.uint8)
+    return out[:k], None if undecided else bool(grey), header
+
+
+def _sample_positions(count: int) -> set[int]:
+    """Positions among `count` kept frames whose chroma decides grey (the first always)."""
+    if count <= 0:
+        return {0}
+    return set(np.linspace(0, count - 1, min(count, _GREY_SAMPLE_FRAMES)).astype(int).tolist())
 
 
 def read_video(path: str | Path, frames: Iterable[int] | None = None, *, min_frames: int = 1) -> Clip:
@@ -121,35 +294,36 @@ def read_video(path: str | Path, frames: Iterable[int] | None = None, *, min_fra
     beyond the container's frame count.
     """
     path = Path(path)
-    with _capture(path) as cap:
-        header = _header(cap, path)
-        if frames is None:
-            decoded = _read_all(cap, header)
-            wanted = list(range(len(decoded)))
-            if not len(decoded):
-                raise UnreadableVideo(path, "no decodable frame")
-            n_source = len(decoded)
-        else:
-            wanted = [int(i) for i in frames]
-            n_source = header.n_frames
-            bad = [i for i in wanted if i < 0 or (n_source > 0 and i >= n_source)]
-            if bad:
-                raise ValueError(f"{path}: frame indices {bad[:5]} outside the {n_source} frames of the video")
-            decoded = _read_indices(cap, path, header, sorted(set(wanted)))
-        if n_source < min_frames:
-            raise TooFewFrames(path, f"{n_source} frame(s), at least {min_frames} needed")
-    unique = sorted(set(wanted))
-    if wanted != unique:
-        position = {index: k for k, index in enumerate(unique)}
-        decoded = decoded[[position[i] for i in wanted]]
-    if len(decoded) and _sampled_frames_grey(decoded):
-        frames_out = channel_mean(decoded)
+    wanted = None if frames is None else [int(i) for i in frames]
+    unique = None if wanted is None else sorted(set(wanted))
+    grey_mode, seek = True, True
+    while True:
+        try:
+            decoded, grey, header = _decode(path, unique, grey_mode=grey_mode, seek=seek)
+            break
+        except _SeekMiss:
+            seek = False  # each at most once: decoding again without seeking, or to RGB
+        except _ColourLater:
+            grey_mode = False
+    if wanted is None:
+        if not len(decoded):
+            raise UnreadableVideo(path, "no decodable frame")
+        n_source = len(decoded)
+        wanted = list(range(n_source))
     else:
-        for frame in decoded:
-            cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=frame)
-        frames_out = decoded
+        n_source = header.n_frames
+        if wanted != unique:
+            position = {index: k for k, index in enumerate(unique)}
+            decoded = decoded[[position[i] for i in wanted]]
+    if n_source < min_frames:
+        raise TooFewFrames(path, f"{n_source} frame(s), at least {min_frames} needed")
+    if grey is None and len(decoded):
+        # Pixel formats other than planar YUV come out as RGB and are decided on it.
+        picks = sorted(_sample_positions(len(decoded)))
+        if is_grey(decoded[picks]):
+            decoded = channel_mean(decoded)
     return Clip(
-        frames=frames_out,
+        frames=decoded,
         fps=header.fps,
         fps_source=header.fps_source,
         frame_indices=np.asarray(wanted, dtype=np.int64),
@@ -157,57 +331,3 @@ def read_video(path: str | Path, frames: Iterable[int] | None = None, *, min_fra
         meta={"container": header.container, "rows": header.height, "columns": header.width},
         source=path,
     )
-
-
-def _read_all(cap: cv2.VideoCapture, header: VideoHeader) -> np.ndarray:
-    """Every frame, BGR `[T, H, W, 3]` (grown as decoding goes: the container's count may lie)."""
-    out = np.empty((max(header.n_frames, 1), header.height, header.width, 3), np.uint8)
-    count = 0
-    while cap.grab():
-        if count == len(out):
-            out = np.concatenate([out, np.empty_like(out)])
-        if not _retrieve_into(cap, out[count]):
-            break
-        count += 1
-    return out[:count]
-
-
-def _retrieve_into(cap: cv2.VideoCapture, target: np.ndarray) -> bool:
-    """Convert the grabbed frame to BGR into `target` (`[H, W, 3]`); False when it does not."""
-    ok, frame = cap.retrieve(target)
-    if not ok or frame is None or frame.shape != target.shape:
-        return False
-    if not np.shares_memory(frame, target):
-        target[...] = frame
-    return True
-
-
-def _seek(cap: cv2.VideoCapture, index: int) -> bool:
-    """Position `cap` so that the next `grab()` returns frame `index`: OpenCV seeks to the
-    keyframe before it and decodes forward. False (position unknown) when it cannot."""
-    return bool(cap.set(cv2.CAP_PROP_POS_FRAMES, index)) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == index
-
-
-def _read_indices(cap: cv2.VideoCapture, path: Path, header: VideoHeader, indices: list[int]) -> np.ndarray:
-    """Decode sorted unique `indices` to BGR `[K, H, W, 3]`, grabbing (not converting) the
-    frames in between and seeking past the frames before the first one."""
-    out = np.empty((len(indices), header.height, header.width, 3), np.uint8)
-    if not indices:
-        return out
-    start = 0
-    if indices[0] > 0:
-        if _seek(cap, indices[0]):
-            start = indices[0]
-        else:
-            # The container refused an exact seek: decode from the start instead.
-            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-    last = indices[-1]
-    k = 0
-    for index in range(start, last + 1):
-        if not cap.grab():
-            raise UnreadableVideo(path, f"decoding stopped at frame {index}, frame {last} wanted")
-        if index == indices[k]:
-            if not _retrieve_into(cap, out[k]):
-                raise UnreadableVideo(path, f"frame {index} does not decode")
-            k += 1
-    return out

@@ -72,11 +72,16 @@ def _luminance_max(frames: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(frames[..., 0], frames[..., 1]), frames[..., 2])
 
 
-def _local_mean(values: np.ndarray, weight: np.ndarray, window: int) -> np.ndarray:
-    """Mean of `values` over a `window` square counting only pixels where `weight` is 1."""
+def _local_count(weight: np.ndarray, window: int) -> np.ndarray:
+    """The share of `weight` pixels (0 or 1) in each `window` square, at least 1e-3."""
+    return np.maximum(cv2.blur(weight, (window, window), borderType=cv2.BORDER_CONSTANT), 1e-3)
+
+
+def _local_mean(values: np.ndarray, weight: np.ndarray, window: int, count: np.ndarray | None = None) -> np.ndarray:
+    """Mean of `values` over a `window` square counting only pixels where `weight` is 1; `count`
+    is `_local_count(weight, window)` when the caller already has it (one weight, several values)."""
     num = cv2.blur(values * weight, (window, window), borderType=cv2.BORDER_CONSTANT)
-    den = cv2.blur(weight, (window, window), borderType=cv2.BORDER_CONSTANT)
-    return num / np.maximum(den, 1e-3)
+    return num / (_local_count(weight, window) if count is None else count)
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -95,9 +100,12 @@ class _TemporalStats:
 def _temporal_stats(frames: np.ndarray, config: OverlayConfig) -> _TemporalStats:
     t = frames.shape[0]
     picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
-    lum = _luminance_max(frames[picks])
-    change = np.zeros(lum.shape[1:], np.float32)
-    total = np.zeros(lum.shape[1:], np.float32)
+    if frames.shape[-1] == 1:
+        lum = [frames[index, :, :, 0] for index in picks]  # views: OpenCV reads strided rows
+    else:
+        lum = list(_luminance_max(frames[picks]))
+    change = np.zeros(lum[0].shape, np.float32)
+    total = np.zeros(lum[0].shape, np.float32)
     low, high = lum[0].copy(), lum[0].copy()
     for index in range(len(lum)):
         cv2.accumulate(lum[index], total)
@@ -118,8 +126,9 @@ def _steady_bright(stats: _TemporalStats, inside: np.ndarray, config: OverlayCon
     tissue = (inside & ~stats.exact).astype(np.float32)
     found = stats.exact.copy()
     for _ in range(2):  # the second pass measures the surroundings without the first pass's finds
-        local_change = _local_mean(stats.activity, tissue, config.local_window)
-        contrast = stats.mean - _local_mean(stats.mean, tissue, config.local_window)
+        count = _local_count(tissue, config.local_window)
+        local_change = _local_mean(stats.activity, tissue, config.local_window, count)
+        contrast = stats.mean - _local_mean(stats.mean, tissue, config.local_window, count)
         steady_high = (contrast >= config.high_contrast) & (stats.activity <= config.steady_per_contrast * contrast)
         steady_over_motion = (contrast >= config.min_contrast) & (
             stats.activity <= np.maximum(config.steady_floor, config.steady_per_activity * local_change)
@@ -147,9 +156,10 @@ def find_static_overlays(
     found = np.zeros(sector.shape, bool)
     if frames.shape[0] < 2 or not sector.any():
         return found
-    ys, xs = np.nonzero(sector)
     # Only the sector's bounding box is searched: outside it everything is zeroed anyway.
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    # (OpenCV's box of the non-zero pixels: ~10x faster than numpy's nonzero on a 600 x 800 mask.)
+    x0, y0, box_w, box_h = cv2.boundingRect(np.ascontiguousarray(sector).view(np.uint8))
+    y1, x1 = y0 + box_h, x0 + box_w
     inside = sector[y0:y1, x0:x1]
     stats = _temporal_stats(frames[:, y0:y1, x0:x1], config)
     core = inside & stats.exact

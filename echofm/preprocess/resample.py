@@ -162,11 +162,33 @@ def resize_pad(frames: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
         out[:, top : top + h, left : left + w] = frames
         return out
     interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    if c == 1 and interpolation == cv2.INTER_AREA:
+        _area_resize_grey(frames, out[:, top : top + new_h, left : left + new_w, 0])
+        return out
     for i in range(t):
         resized = cv2.resize(frames[i], (new_w, new_h), interpolation=interpolation)
         # cv2 drops a single channel axis; reshape restores it for C = 1 and is a no-op for C = 3.
         out[i, top : top + new_h, left : left + new_w] = resized.reshape(new_h, new_w, c)
     return out
+
+
+# Grey frames are area-resized four at a time as the channels of one image: OpenCV's area
+# resampler computes every channel with the same weights in the same order, so each channel is
+# exactly the single-frame result, and its per-pixel table walk is shared by four frames (about a
+# quarter less CPU than one call per frame, merge included; docs/benchmarks.md, ingestion).
+_STACKED_FRAMES = 4
+
+
+def _area_resize_grey(frames: np.ndarray, out: np.ndarray) -> None:
+    """Area-resize uint8 `[T, H, W, 1]` into the uint8 view `out` `[T, h, w]`."""
+    size = (out.shape[2], out.shape[1])
+    for start in range(0, len(frames), _STACKED_FRAMES):
+        group = frames[start : start + _STACKED_FRAMES, :, :, 0]
+        if len(group) == 1:
+            out[start] = cv2.resize(group[0], size, interpolation=cv2.INTER_AREA)
+            continue
+        resized = cv2.resize(cv2.merge(list(group)), size, interpolation=cv2.INTER_AREA)
+        out[start : start + len(group)] = np.moveaxis(resized, -1, 0)
 
 
 def mask_at_size(mask: np.ndarray, size: int, *, whole: bool) -> np.ndarray:

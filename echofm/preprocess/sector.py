@@ -475,8 +475,9 @@ def _region_boxes(
 
 def _extent(mask: np.ndarray) -> tuple[int, int]:
     """Width and height (pixels) of the bounding box of a non-empty bool mask."""
-    ys, xs = np.nonzero(mask)
-    return int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+    # OpenCV's box of the non-zero pixels: the same box as numpy's nonzero, without listing them.
+    _, _, width, height = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    return int(width), int(height)
 
 
 def _outermost(boxes: list[Box]) -> list[Box]:
@@ -553,15 +554,18 @@ def _trim_border(mask: np.ndarray, frames: np.ndarray, config: SectorConfig) -> 
     frames."""
     size = 2 * config.border_px + 1
     inner = cv2.erode(mask.astype(np.uint8), np.ones((size, size), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    ys, xs = np.nonzero(mask & ~inner.astype(bool))
-    if len(ys) == 0:
+    border = np.flatnonzero(mask & ~inner.astype(bool))
+    if len(border) == 0:
         return mask
     t = frames.shape[0]
     picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
-    dark = frames[picks][:, ys, xs, :].max(axis=-1) <= config.border_black_level
+    # The border pixels of every frame, then the sampled frames: [picks, pixels, C], without
+    # copying whole frames.
+    values = frames.reshape(t, -1, frames.shape[3])[:, border][picks]
+    dark = values.max(axis=-1) <= config.border_black_level
     black = dark.mean(axis=0) >= config.border_black_share
     trimmed = mask.copy()
-    trimmed[ys[black], xs[black]] = False
+    trimmed.reshape(-1)[border[black]] = False
     return trimmed
 
 

@@ -134,3 +134,19 @@ def test_output_masks_exclude_the_exterior_or_include_every_touched_pixel() -> N
     touched = mask_at_size(dot, 224, whole=False)
     assert 1 <= touched.sum() <= 4
     assert (resize_pad(np.where(dot, 255, 0).astype(np.uint8)[None, :, :, None], 224)[0, :, :, 0] > 0).sum() == touched.sum()
+
+
+@pytest.mark.parametrize("n_frames", [1, 6, 9])
+def test_grey_frames_resized_as_stacked_channels_equal_one_resize_per_frame(n_frames: int) -> None:
+    import cv2
+
+    rng = np.random.default_rng(n_frames)
+    frames = rng.integers(0, 256, (n_frames, 150, 203, 1), dtype=np.uint8)
+    frames[:, :40] = frames[:, :40] // 64 * 64  # flat patches: area sums that end exactly in .5
+    out = resize_pad(frames, size=56)
+    new_h = round(150 * 56 / 203)
+    top = (56 - new_h) // 2
+    for k in range(n_frames):
+        expected = cv2.resize(frames[k, :, :, 0], (56, new_h), interpolation=cv2.INTER_AREA)
+        assert np.array_equal(out[k, top : top + new_h, :, 0], expected)
+    assert not out[:, :top].any() and not out[:, top + new_h :].any()
