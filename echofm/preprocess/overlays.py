@@ -54,6 +54,10 @@ class OverlayConfig:
     grow_px: int = 1
     fringe_contrast: float = 8.0
     fringe_window: int = 7
+    halo_px: int = 1  # a second, 8-connected ring into strongly raised, damped pixels
+    halo_contrast: float = 50.0
+    halo_damping: float = 0.6  # change at most this share of the local tissue's
+    bitmap_exact_share: float = 0.9  # lossless groups at least this exact are bitmap glyphs: not grown
 
     def __post_init__(self) -> None:
         if self.max_frames < 2:
@@ -61,8 +65,10 @@ class OverlayConfig:
         for name in ("local_window", "fringe_window"):
             if getattr(self, name) < 3 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be an odd number >= 3")
-        if min(self.grow_px, self.support_px, self.anchor_px) < 0 or self.min_lossy_pixels < 1:
-            raise ValueError("grow_px, support_px and anchor_px must be >= 0, min_lossy_pixels >= 1")
+        if min(self.grow_px, self.halo_px, self.support_px, self.anchor_px) < 0 or self.min_lossy_pixels < 1:
+            raise ValueError("grow_px, halo_px, support_px and anchor_px must be >= 0, min_lossy_pixels >= 1")
+        if not 0.0 < self.bitmap_exact_share <= 1.0 or self.halo_damping < 0:
+            raise ValueError("bitmap_exact_share must be in (0, 1], halo_damping >= 0")
 
 
 def _luminance_max(frames: np.ndarray) -> np.ndarray:
@@ -134,6 +140,51 @@ def _steady_bright(stats: _TemporalStats, inside: np.ndarray, config: OverlayCon
     return anchored | (found & _dilate(anchored, config.support_px))
 
 
+def _blended_components(core: np.ndarray, exact: np.ndarray, config: OverlayConfig) -> np.ndarray:
+    """The pixels of `core`'s connected components that are less than `bitmap_exact_share`
+    bit-exact: glyphs with a blended edge. A glyph drawn without anti-aliasing is exact to its
+    last pixel, and what borders it is tissue, which growing it would only take."""
+    count, labels = cv2.connectedComponents(core.astype(np.uint8), connectivity=8)
+    size = np.bincount(labels.ravel(), minlength=count)
+    exact_count = np.bincount(labels.ravel(), weights=(exact & core).ravel(), minlength=count)
+    blended = exact_count < config.bitmap_exact_share * np.maximum(size, 1)
+    blended[0] = False
+    return blended[labels]
+
+
+def _grow_fringe(
+    core: np.ndarray, stats: _TemporalStats, inside: np.ndarray, lossy: bool, config: OverlayConfig
+) -> np.ndarray:
+    """`core` grown into the blended edge of anti-aliased glyphs (bool `[h, w]`, in the box).
+
+    A pixel of the edge shows the glyph at weight w over the tissue: w x (glyph - tissue) raises
+    its temporal minimum above the tissue around, and it moves with only (1 - w) of the
+    tissue's change. Ring 1 (`grow_px`, 4-connected) takes neighbours raised by
+    `fringe_contrast`; the `halo_px` rings after it (8-connected: strokes run diagonally too)
+    take pixels raised by `halo_contrast` whose change is at most `halo_damping` x the local
+    tissue's. Only blended groups grow (lossless: see `_blended_components`); after a lossy
+    codec no group is exact and all grow.
+    """
+    tissue = (inside & ~_dilate(core, 2)).astype(np.float32)
+    raise_low = stats.low - _local_mean(stats.low, tissue, config.fringe_window)
+    raised = inside & (raise_low >= config.fringe_contrast)
+    seeds = core.copy() if lossy else _blended_components(core, stats.exact, config)
+    grown = core.copy()
+    for _ in range(config.grow_px):
+        ring = _dilate(seeds, 1) & raised & ~grown
+        grown |= ring
+        seeds |= ring
+    if config.halo_px:
+        local_change = _local_mean(stats.activity, tissue, config.fringe_window)
+        halo = inside & (raise_low >= config.halo_contrast) & (stats.activity <= config.halo_damping * local_change)
+        square = np.ones((3, 3), np.uint8)
+        for _ in range(config.halo_px):
+            ring = cv2.dilate(seeds.astype(np.uint8), square).astype(bool) & halo & ~grown
+            grown |= ring
+            seeds |= ring
+    return grown
+
+
 def find_static_overlays(
     frames: np.ndarray, sector: np.ndarray, *, lossy: bool, config: OverlayConfig | None = None
 ) -> np.ndarray:
@@ -157,11 +208,8 @@ def find_static_overlays(
     # Lossless: steady pixels count only near bit-exact ones (the blended pixels of anti-aliased
     # glyphs around the few exact ones), so steady tissue elsewhere is kept.
     core |= steady if lossy else steady & _dilate(core, config.anchor_px)
-    if config.grow_px and core.any():
-        tissue = (inside & ~_dilate(core, 2)).astype(np.float32)
-        raised = inside & (stats.low - _local_mean(stats.low, tissue, config.fringe_window) >= config.fringe_contrast)
-        for _ in range(config.grow_px):
-            core |= _dilate(core, 1) & raised
+    if (config.grow_px or config.halo_px) and core.any():
+        core = _grow_fringe(core, stats, inside, lossy, config)
     found[y0:y1, x0:x1] = core
     return found
 

@@ -84,7 +84,7 @@ class SectorConfig:
     min_moving_share: float = 0.02  # share of a bright region that must move to join the fan
     min_region_span: float = 0.5  # a fan spanning less of the box width or height leaves the box untrusted
     border_px: int = 4  # pixels: depth of the mask border checked for black (see _trim_border)
-    border_black_share: float = 0.75  # a border pixel black in this share of the frames is dropped
+    border_black_share: float = 0.9  # a border pixel black in this share of the frames is dropped
     border_black_level: int = 6  # grey levels counted as black (codec noise lifts black a little)
 
     def __post_init__(self) -> None:
