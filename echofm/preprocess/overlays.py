@@ -19,12 +19,16 @@ maximum over the colour channels, so yellow or green graphics count like white o
    `support_px` (a decimal point beside its digits).
 
 What is found is then grown by `grow_px` pixels into neighbours whose temporal minimum is raised
-by at least `fringe_contrast` over the local tissue minimum: the blended edge of anti-aliased
-glyphs. Everything found is removed by `remove_overlays` (inpainted from the surrounding tissue)
+by at least `fringe_contrast` over the local tissue minimum, then by `halo_px` 8-connected rings
+into pixels raised by `halo_contrast` that move with at most `halo_damping` of the local tissue's
+change: the blended edge of anti-aliased glyphs. In lossless sources a group of found pixels that
+is at least `bitmap_exact_share` bit-exact is a bitmap glyph (no blended edge) and is not grown:
+what borders it is tissue. Everything found is removed by `remove_overlays` (inpainted from the surrounding tissue)
 before a clip is stored; ingestion also zeroes everything outside the sector.
 
-Known limits (measured in docs/deid.md): anti-aliased glyphs whose every pixel is blended with
-the tissue (small fonts) leave blended pixels that are neither bit-exact nor steady enough;
+Known limits (measured in docs/deid.md): the faintest edge pixels of anti-aliased glyphs (a
+tenth or so of the glyph's level over the tissue) are neither steady nor raised beyond what static
+speckle shows, and a plain ring around every glyph would take more than 1% of the tissue;
 black overlays (value 0) cannot be told from black tissue; an overlay present in only some
 frames (a label that appears mid-clip) is not static.
 """
