@@ -9,6 +9,8 @@ maximum over the colour channels, so yellow or green graphics count like white o
 1. Bit-exact: a pixel whose value is identical in every sampled frame (and not black) is an
    overlay. Tissue never is: speckle, motion and noise change every pixel of a live image.
    This holds for every losslessly stored cine (native, RLE, JPEG-LS, lossless JPEG 2000).
+   Groups of steady pixels that change by a few levels at most (`near_exact_spread`) anchor
+   too: the full-weight pixels of an anti-aliased glyph keep a trace of the tissue under them.
 2. Lossy sources (JPEG baseline, MP4/AVI, or a header saying the pixels were once lossy
    compressed) add codec noise to static pixels, so a pixel is also an overlay when it is
    brighter than the tissue around it (mean over time minus the local mean of non-overlay
@@ -61,6 +63,9 @@ class OverlayConfig:
     halo_px: int = 1  # a second, 8-connected ring into strongly raised, damped pixels
     halo_contrast: float = 50.0
     halo_damping: float = 0.6  # change at most this share of the local tissue's
+    near_exact_spread: int = 4  # lossless anchors: steady groups changing at most this much ...
+    near_exact_pixels: int = 4  # ... of at least this many pixels ...
+    near_exact_high: int = 250  # ... below this level (see _near_exact_groups)
     bitmap_exact_share: float = 0.9  # lossless groups at least this exact are bitmap glyphs: not grown
 
     def __post_init__(self) -> None:
@@ -100,6 +105,8 @@ class _TemporalStats:
     mean: np.ndarray  # float32 [h, w]
     low: np.ndarray  # float32 [h, w]: temporal minimum
     exact: np.ndarray  # bool [h, w]: identical in every sampled frame, not black
+    spread: np.ndarray  # uint8 [h, w]: temporal maximum minus minimum
+    high: np.ndarray  # uint8 [h, w]: temporal maximum
 
 
 def _temporal_stats(frames: np.ndarray, config: OverlayConfig) -> _TemporalStats:
@@ -120,6 +127,8 @@ def _temporal_stats(frames: np.ndarray, config: OverlayConfig) -> _TemporalStats
         mean=total / len(lum),
         low=low.astype(np.float32),
         exact=(low == high) & (low > 0),
+        spread=high - low,
+        high=high,
     )
 
 
@@ -142,6 +151,19 @@ def _steady_bright(stats: _TemporalStats, inside: np.ndarray, config: OverlayCon
     anchored = big[labels]
     # A lone pixel beside a confirmed group (the decimal point of "4.8") belongs to it.
     return anchored | (found & _dilate(anchored, config.support_px))
+
+
+def _near_exact_groups(steady: np.ndarray, stats: _TemporalStats, config: OverlayConfig) -> np.ndarray:
+    """Lossless anchors besides the bit-exact pixels: groups of at least `near_exact_pixels`
+    steady pixels that change by at most `near_exact_spread` grey levels and stay below
+    `near_exact_high`. The full-weight pixels of an anti-aliased glyph carry a trace of the tissue
+    under them, so a whole letter can lack a bit-exact pixel; tissue that steady is clipped
+    bright (near 255), hence the ceiling."""
+    near = steady & (stats.spread <= config.near_exact_spread) & (stats.high <= config.near_exact_high)
+    count, labels, table, _ = cv2.connectedComponentsWithStats(near.astype(np.uint8), connectivity=8)
+    big = table[:, cv2.CC_STAT_AREA] >= config.near_exact_pixels
+    big[0] = False
+    return big[labels]
 
 
 def _blended_components(core: np.ndarray, exact: np.ndarray, config: OverlayConfig) -> np.ndarray:
@@ -209,8 +231,10 @@ def find_static_overlays(
     stats = _temporal_stats(frames[:, y0:y1, x0:x1], config)
     core = inside & stats.exact
     steady = _steady_bright(stats, inside, config)
-    # Lossless: steady pixels count only near bit-exact ones (the blended pixels of anti-aliased
-    # glyphs around the few exact ones), so steady tissue elsewhere is kept.
+    # Lossless: steady pixels count only near bit-exact or near-exact ones (the blended pixels of
+    # anti-aliased glyphs around their full-weight ones), so steady tissue elsewhere is kept.
+    if not lossy:
+        core |= _near_exact_groups(steady, stats, config)
     core |= steady if lossy else steady & _dilate(core, config.anchor_px)
     if (config.grow_px or config.halo_px) and core.any():
         core = _grow_fringe(core, stats, inside, lossy, config)
