@@ -119,6 +119,8 @@ class SectorConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.border_px < 0 or not 0.0 < self.border_black_share <= 1.0:
             raise ValueError("border_px must be >= 0 and border_black_share in (0, 1]")
+        if self.complete_px < 0 or self.complete_spread < 0:
+            raise ValueError("complete_px and complete_spread must be >= 0")
         if self.region_tolerance_px < 0:
             raise ValueError(f"region_tolerance_px must be >= 0, got {self.region_tolerance_px}")
 

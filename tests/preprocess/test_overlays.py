@@ -97,3 +97,30 @@ def test_the_pixel_goals_hold_on_a_heavily_annotated_cine(index: int, tmp_path: 
     assert figures.text_removed == figures.text > 4000, plan.variant.name
     assert figures.text_out_removed == figures.text_out
     assert figures.tissue_kept / figures.tissue >= 0.99, plan.variant.name
+
+
+def _live_tissue(shape: tuple[int, int], frames: int, seed: int) -> np.ndarray:
+    """uint8 `[T, H, W, 1]`: speckle-like tissue that changes every frame (grey 40-160)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(40, 160, size=(frames, *shape, 1), dtype=np.uint8)
+
+
+def test_a_lossless_letter_without_a_bit_exact_pixel_is_found() -> None:
+    # An anti-aliased glyph's full-weight pixels keep a trace of the tissue under them (227 or
+    # 228 here): no pixel is identical in every frame, yet the letter is an overlay.
+    frames = _live_tissue((40, 40), 12, seed=1)
+    frames[:, 15:25, 18:21, 0] = 227 + (np.arange(12) % 2)[:, None, None]
+    found = find_static_overlays(frames, np.ones((40, 40), bool), lossy=False)
+    assert found[15:25, 18:21].all()
+    assert found.sum() <= 30 + 2 * 12  # the letter, perhaps a pixel of its edge, no tissue
+
+
+def test_a_bitmap_glyph_is_not_grown_into_the_tissue_beside_it() -> None:
+    # Bright, steadier tissue beside an exact (bitmap) glyph: its raised minimum looks like a
+    # blended edge, but a glyph exact to its last pixel has none.
+    frames = _live_tissue((40, 40), 12, seed=2)
+    frames[:, 14:26, 16:23, 0] = np.random.default_rng(3).integers(130, 230, size=(12, 12, 7), dtype=np.uint8)
+    frames[:, 15:25, 18:21, 0] = 230
+    found = find_static_overlays(frames, np.ones((40, 40), bool), lossy=False)
+    assert found[15:25, 18:21].all()
+    assert found.sum() <= 34  # a steady tissue pixel or two by chance; growing took 28 more
