@@ -9,6 +9,8 @@ maximum over the colour channels, so yellow or green graphics count like white o
 1. Bit-exact: a pixel whose value is identical in every sampled frame (and not black) is an
    overlay. Tissue never is: speckle, motion and noise change every pixel of a live image.
    This holds for every losslessly stored cine (native, RLE, JPEG-LS, lossless JPEG 2000).
+   Groups of steady pixels that change by a few levels at most (`near_exact_spread`) anchor
+   too: the full-weight pixels of an anti-aliased glyph keep a trace of the tissue under them.
 2. Lossy sources (JPEG baseline, MP4/AVI, or a header saying the pixels were once lossy
    compressed) add codec noise to static pixels, so a pixel is also an overlay when it is
    brighter than the tissue around it (mean over time minus the local mean of non-overlay
@@ -19,12 +21,16 @@ maximum over the colour channels, so yellow or green graphics count like white o
    `support_px` (a decimal point beside its digits).
 
 What is found is then grown by `grow_px` pixels into neighbours whose temporal minimum is raised
-by at least `fringe_contrast` over the local tissue minimum: the blended edge of anti-aliased
-glyphs. Everything found is removed by `remove_overlays` (inpainted from the surrounding tissue)
+by at least `fringe_contrast` over the local tissue minimum, then by `halo_px` 8-connected rings
+into pixels raised by `halo_contrast` that move with at most `halo_damping` of the local tissue's
+change: the blended edge of anti-aliased glyphs. In lossless sources a group of found pixels that
+is at least `bitmap_exact_share` bit-exact is a bitmap glyph (no blended edge) and is not grown:
+what borders it is tissue. Everything found is removed by `remove_overlays` (inpainted from the surrounding tissue)
 before a clip is stored; ingestion also zeroes everything outside the sector.
 
-Known limits (measured in docs/deid.md): anti-aliased glyphs whose every pixel is blended with
-the tissue (small fonts) leave blended pixels that are neither bit-exact nor steady enough;
+Known limits (measured in docs/deid.md): the faintest edge pixels of anti-aliased glyphs (a
+tenth or so of the glyph's level over the tissue) are neither steady nor raised beyond what static
+speckle shows, and a plain ring around every glyph would take more than 1% of the tissue;
 black overlays (value 0) cannot be told from black tissue; an overlay present in only some
 frames (a label that appears mid-clip) is not static.
 """
@@ -54,6 +60,13 @@ class OverlayConfig:
     grow_px: int = 1
     fringe_contrast: float = 8.0
     fringe_window: int = 7
+    halo_px: int = 1  # a second, 8-connected ring into strongly raised, damped pixels
+    halo_contrast: float = 50.0
+    halo_damping: float = 0.6  # change at most this share of the local tissue's
+    near_exact_spread: int = 4  # lossless anchors: steady groups changing at most this much ...
+    near_exact_pixels: int = 4  # ... of at least this many pixels ...
+    near_exact_high: int = 250  # ... below this level (see _near_exact_groups)
+    bitmap_exact_share: float = 0.9  # lossless groups at least this exact are bitmap glyphs: not grown
 
     def __post_init__(self) -> None:
         if self.max_frames < 2:
@@ -61,8 +74,10 @@ class OverlayConfig:
         for name in ("local_window", "fringe_window"):
             if getattr(self, name) < 3 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be an odd number >= 3")
-        if min(self.grow_px, self.support_px, self.anchor_px) < 0 or self.min_lossy_pixels < 1:
-            raise ValueError("grow_px, support_px and anchor_px must be >= 0, min_lossy_pixels >= 1")
+        if min(self.grow_px, self.halo_px, self.support_px, self.anchor_px) < 0 or self.min_lossy_pixels < 1:
+            raise ValueError("grow_px, halo_px, support_px and anchor_px must be >= 0, min_lossy_pixels >= 1")
+        if not 0.0 < self.bitmap_exact_share <= 1.0 or self.halo_damping < 0:
+            raise ValueError("bitmap_exact_share must be in (0, 1], halo_damping >= 0")
 
 
 def _luminance_max(frames: np.ndarray) -> np.ndarray:
@@ -95,6 +110,8 @@ class _TemporalStats:
     mean: np.ndarray  # float32 [h, w]
     low: np.ndarray  # float32 [h, w]: temporal minimum
     exact: np.ndarray  # bool [h, w]: identical in every sampled frame, not black
+    spread: np.ndarray  # uint8 [h, w]: temporal maximum minus minimum
+    high: np.ndarray  # uint8 [h, w]: temporal maximum
 
 
 def _temporal_stats(frames: np.ndarray, config: OverlayConfig) -> _TemporalStats:
@@ -118,6 +135,8 @@ def _temporal_stats(frames: np.ndarray, config: OverlayConfig) -> _TemporalStats
         mean=total / len(lum),
         low=low.astype(np.float32),
         exact=(low == high) & (low > 0),
+        spread=high - low,
+        high=high,
     )
 
 
@@ -143,6 +162,64 @@ def _steady_bright(stats: _TemporalStats, inside: np.ndarray, config: OverlayCon
     return anchored | (found & _dilate(anchored, config.support_px))
 
 
+def _near_exact_groups(steady: np.ndarray, stats: _TemporalStats, config: OverlayConfig) -> np.ndarray:
+    """Lossless anchors besides the bit-exact pixels: groups of at least `near_exact_pixels`
+    steady pixels that change by at most `near_exact_spread` grey levels and stay below
+    `near_exact_high`. The full-weight pixels of an anti-aliased glyph carry a trace of the tissue
+    under them, so a whole letter can lack a bit-exact pixel; tissue that steady is clipped
+    bright (near 255), hence the ceiling."""
+    near = steady & (stats.spread <= config.near_exact_spread) & (stats.high <= config.near_exact_high)
+    count, labels, table, _ = cv2.connectedComponentsWithStats(near.astype(np.uint8), connectivity=8)
+    big = table[:, cv2.CC_STAT_AREA] >= config.near_exact_pixels
+    big[0] = False
+    return big[labels]
+
+
+def _blended_components(core: np.ndarray, exact: np.ndarray, config: OverlayConfig) -> np.ndarray:
+    """The pixels of `core`'s connected components that are less than `bitmap_exact_share`
+    bit-exact: glyphs with a blended edge. A glyph drawn without anti-aliasing is exact to its
+    last pixel, and what borders it is tissue, which growing it would only take."""
+    count, labels = cv2.connectedComponents(core.astype(np.uint8), connectivity=8)
+    size = np.bincount(labels.ravel(), minlength=count)
+    exact_count = np.bincount(labels.ravel(), weights=(exact & core).ravel(), minlength=count)
+    blended = exact_count < config.bitmap_exact_share * np.maximum(size, 1)
+    blended[0] = False
+    return blended[labels]
+
+
+def _grow_fringe(
+    core: np.ndarray, stats: _TemporalStats, inside: np.ndarray, lossy: bool, config: OverlayConfig
+) -> np.ndarray:
+    """`core` grown into the blended edge of anti-aliased glyphs (bool `[h, w]`, in the box).
+
+    A pixel of the edge shows the glyph at weight w over the tissue: w x (glyph - tissue) raises
+    its temporal minimum above the tissue around, and it moves with only (1 - w) of the
+    tissue's change. Ring 1 (`grow_px`, 4-connected) takes neighbours raised by
+    `fringe_contrast`; the `halo_px` rings after it (8-connected: strokes run diagonally too)
+    take pixels raised by `halo_contrast` whose change is at most `halo_damping` x the local
+    tissue's. Only blended groups grow (lossless: see `_blended_components`); after a lossy
+    codec no group is exact and all grow.
+    """
+    tissue = (inside & ~_dilate(core, 2)).astype(np.float32)
+    raise_low = stats.low - _local_mean(stats.low, tissue, config.fringe_window)
+    raised = inside & (raise_low >= config.fringe_contrast)
+    seeds = core.copy() if lossy else _blended_components(core, stats.exact, config)
+    grown = core.copy()
+    for _ in range(config.grow_px):
+        ring = _dilate(seeds, 1) & raised & ~grown
+        grown |= ring
+        seeds |= ring
+    if config.halo_px:
+        local_change = _local_mean(stats.activity, tissue, config.fringe_window)
+        halo = inside & (raise_low >= config.halo_contrast) & (stats.activity <= config.halo_damping * local_change)
+        square = np.ones((3, 3), np.uint8)
+        for _ in range(config.halo_px):
+            ring = cv2.dilate(seeds.astype(np.uint8), square).astype(bool) & halo & ~grown
+            grown |= ring
+            seeds |= ring
+    return grown
+
+
 def find_static_overlays(
     frames: np.ndarray, sector: np.ndarray, *, lossy: bool, config: OverlayConfig | None = None
 ) -> np.ndarray:
@@ -164,14 +241,13 @@ def find_static_overlays(
     stats = _temporal_stats(frames[:, y0:y1, x0:x1], config)
     core = inside & stats.exact
     steady = _steady_bright(stats, inside, config)
-    # Lossless: steady pixels count only near bit-exact ones (the blended pixels of anti-aliased
-    # glyphs around the few exact ones), so steady tissue elsewhere is kept.
+    # Lossless: steady pixels count only near bit-exact or near-exact ones (the blended pixels of
+    # anti-aliased glyphs around their full-weight ones), so steady tissue elsewhere is kept.
+    if not lossy:
+        core |= _near_exact_groups(steady, stats, config)
     core |= steady if lossy else steady & _dilate(core, config.anchor_px)
-    if config.grow_px and core.any():
-        tissue = (inside & ~_dilate(core, 2)).astype(np.float32)
-        raised = inside & (stats.low - _local_mean(stats.low, tissue, config.fringe_window) >= config.fringe_contrast)
-        for _ in range(config.grow_px):
-            core |= _dilate(core, 1) & raised
+    if (config.grow_px or config.halo_px) and core.any():
+        core = _grow_fringe(core, stats, inside, lossy, config)
     found[y0:y1, x0:x1] = core
     return found
 

@@ -24,6 +24,11 @@ Confidence: ``image`` = solidity of the component x contrast of the evidence ins
 the hull (x ``still_confidence_scale`` for a single frame); a box the pixel fan agrees with
 combines that with ``region_confidence`` as independent evidence.
 
+Where the fan's tissue is dark (a corner, a side), the evidence there is weak and the hull cuts
+the fan short; ``_complete_fan`` adds the pixels of the fan model (the cone between the hull's
+straight sides, out to its depth straight below the apex) within ``complete_px`` of the hull that
+change over the clip: never static text beside the fan or an ECG trace, never below the fan.
+
 The hull is computed at reduced resolution, so its edge can reach a pixel or two past the fan,
 into an ECG trace drawn just below it; ``_trim_border`` drops the mask's border pixels that are
 black (up to ``border_black_level``) in most frames: what a sweeping ECG cursor or an empty
@@ -84,8 +89,10 @@ class SectorConfig:
     min_moving_share: float = 0.02  # share of a bright region that must move to join the fan
     min_region_span: float = 0.5  # a fan spanning less of the box width or height leaves the box untrusted
     border_px: int = 4  # pixels: depth of the mask border checked for black (see _trim_border)
-    border_black_share: float = 0.75  # a border pixel black in this share of the frames is dropped
+    border_black_share: float = 0.9  # a border pixel black in this share of the frames is dropped
     border_black_level: int = 6  # grey levels counted as black (codec noise lifts black a little)
+    complete_px: int = 12  # pixels: how far past the hull the fan model may add (see _complete_fan)
+    complete_spread: int = 8  # grey levels a pixel must change by over the clip to be added
 
     def __post_init__(self) -> None:
         if self.max_frames < 2:
@@ -112,6 +119,8 @@ class SectorConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.border_px < 0 or not 0.0 < self.border_black_share <= 1.0:
             raise ValueError("border_px must be >= 0 and border_black_share in (0, 1]")
+        if self.complete_px < 0 or self.complete_spread < 0:
+            raise ValueError("complete_px and complete_spread must be >= 0")
         if self.region_tolerance_px < 0:
             raise ValueError(f"region_tolerance_px must be >= 0, got {self.region_tolerance_px}")
 
@@ -569,10 +578,60 @@ def _trim_border(mask: np.ndarray, frames: np.ndarray, config: SectorConfig) -> 
     return trimmed
 
 
-def _trimmed(result: SectorMask, frames: np.ndarray, config: SectorConfig) -> SectorMask:
+def _complete_fan(mask: np.ndarray, frames: np.ndarray, config: SectorConfig, limit: np.ndarray | None) -> np.ndarray:
+    """`mask` plus the pixels of its fan model (the cone between its straight sides, out to its
+    depth below the apex) within ``complete_px`` of it that change over time (by at least
+    ``complete_spread`` grey levels between sampled frames): the dim corners and sides of a fan
+    whose tissue is too dark there to move the reduced-resolution evidence, which the convex
+    hull of that evidence cuts off. Static pixels (text beside the fan, an ECG trace) are never
+    added; ``limit`` (bool ``[H, W]``, a region box) bounds what is added."""
+    if config.complete_px == 0 or not mask.any():
+        return mask
+    lines = _side_lines(mask)
+    if lines is None:
+        return mask
+    (lx, ly), (ldx, ldy), (rx, ry), (rdx, rdy) = lines
+    det = ldx * (-rdy) - (-rdx) * ldy
+    if abs(det) < 1e-9:
+        return mask
+    t = ((rx - lx) * (-rdy) - (-rdx) * (ry - ly)) / det
+    apex_x, apex_y = lx + t * ldx, ly + t * ldy
+    rows = np.nonzero(mask.any(axis=1))[0]
+    if not -mask.shape[0] <= apex_y <= rows[0] + 2:
+        return mask
+    # Depth: where the mask ends straight below the apex (the arc's lowest point), so the model
+    # never reaches below the fan into an ECG band.
+    column = int(np.clip(round(apex_x), 0, mask.shape[1] - 1))
+    below = np.nonzero(mask[:, column])[0]
+    if len(below) == 0:
+        return mask
+    depth = float(below[-1]) - apex_y
+    size = 2 * config.complete_px + 1
+    near = cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool) & ~mask
+    if limit is not None:
+        near &= limit
+    ys, xs = np.nonzero(near)
+    if len(ys) == 0:
+        return mask
+    left_x = lx + (ys - ly) * ldx / ldy
+    right_x = rx + (ys - ry) * rdx / rdy
+    in_model = (xs >= left_x) & (xs <= right_x) & (np.hypot(xs - apex_x, ys - apex_y) <= depth)
+    ys, xs = ys[in_model], xs[in_model]
+    t_all = frames.shape[0]
+    picks = np.unique(np.linspace(0, t_all - 1, num=min(t_all, config.max_frames)).round().astype(np.int64))
+    values = frames[picks][:, ys, xs, :].max(axis=-1)
+    moving = (values.max(axis=0).astype(np.int16) - values.min(axis=0)) >= config.complete_spread
+    completed = mask.copy()
+    completed[ys[moving], xs[moving]] = True
+    return completed
+
+
+def _trimmed(
+    result: SectorMask, frames: np.ndarray, config: SectorConfig, limit: np.ndarray | None = None
+) -> SectorMask:
     if result.method == "none":
         return result
-    mask = _trim_border(result.mask, frames, config)
+    mask = _trim_border(_complete_fan(result.mask, frames, config, limit), frames, config)
     return replace(result, mask=mask, area_fraction=float(mask.mean()))
 
 
@@ -598,7 +657,10 @@ def estimate_sector(
     evidence = _evidence(frames, config)
     boxes, notes = _region_boxes(regions, height, width, config)
     if boxes:
-        result = _trimmed(_from_regions(boxes, evidence, config), frames, config)
+        limit = np.zeros((height, width), bool)
+        for x0, y0, x1, y1 in boxes:
+            limit[y0 : y1 + 1, x0 : x1 + 1] = True
+        result = _trimmed(_from_regions(boxes, evidence, config), frames, config, limit)
         return replace(result, detail=f"{result.detail}; ignored: {'; '.join(notes)}") if notes else result
     prefix = f"{'; '.join(notes)}; fell back to image: " if notes else ""
     fan = _estimate_fan(evidence, config)
