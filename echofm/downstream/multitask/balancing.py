@@ -30,6 +30,7 @@ class LossBalancer(nn.Module):
 
     name: str = ""
     needs_initial_losses = False
+    learning_rate: float | None = None  # of its own parameters; None: the run's base rate
 
     def __init__(self, weights: dict[str, float]) -> None:
         super().__init__()
@@ -77,6 +78,11 @@ class InitialLossNormalised(LossBalancer):
 
 class UncertaintyWeighting(LossBalancer):
     name = "uncertainty"
+    # The log-variances learn at their own rate, not the encoder's: an Adam step moves s_t by
+    # about the learning rate, and the s_t ~ log L_t it should reach lies a few units from 0, so
+    # at the fine-tuning rate (3e-4) it is thousands of steps away, longer than a fine-tuning run,
+    # and the balancer stays `fixed` (measured: docs/benchmarks.md, "Multi-task loss balancing").
+    learning_rate: float | None = 0.02
 
     def __init__(self, weights: dict[str, float]) -> None:
         super().__init__(weights)

@@ -232,7 +232,9 @@ def train_joint(
         cache = encode_clips(model, data.clips, config.batch_size, device)
         trainable = model.heads
     groups = arm_parameter_groups(config, encoder, model.heads)
-    groups.append({"params": list(balancer.parameters()), "lr": config.base_lr, "lr_scale": 1.0, "weight_decay": 0.0})
+    balancer_scale = (balancer.learning_rate or config.base_lr) / config.base_lr
+    groups.append({"params": list(balancer.parameters()), "lr": config.base_lr * balancer_scale,
+                   "lr_scale": balancer_scale, "weight_decay": 0.0})
     optimizer = make_optimizer(groups, config.base_lr)
     batches = JointBatches(data, inputs, cache, device)
     train, val = data.lookup("train"), data.lookup("val")
