@@ -78,6 +78,7 @@ class IngestPlan:
     n_already_recorded: int
     removed_shards: tuple[str, ...]
     started_at: float = field(default_factory=time.time)
+    n_read: int = 0  # files discovery read and hashed; the rest were known unchanged from its cache
 
     @property
     def n_to_process(self) -> int:
@@ -265,6 +266,7 @@ def plan_ingest(
         n_already_recorded=n_recorded,
         removed_shards=removed,
         started_at=started,
+        n_read=cache.misses,
     )
 
 
