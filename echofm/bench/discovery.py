@@ -16,7 +16,8 @@ peak memory is that run's alone), per repeat:
 No batch runs, so media files are listed for batches but not decoded. The tree is freshly
 written, so its metadata and bytes are in the page cache: the first run's figure is a lower
 bound (on a cold disk every small file costs a seek), the second run reads no file at all.
-Medians over `--repeats`; the tree is deleted at the end.
+Wall seconds and the process's CPU seconds (all its threads: steadier than wall time on a shared
+machine) are medians over `--repeats`; the tree is deleted at the end.
 
     echofm bench discovery --files 300000 --repeats 3
 """
@@ -131,10 +132,10 @@ def _plan(source: str, output: str, secret: str, rehash: bool, workers: int) -> 
     from echofm.ingest.config import IngestConfig
 
     logging.getLogger("echofm").setLevel(logging.WARNING)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     plan = run.plan_ingest(source, output, IngestConfig(secret_file=secret, rehash=rehash), hash_workers=workers)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rss": _peak_rss_bytes(), "discovered": plan.n_discovered,
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return {"seconds": seconds, "cpu": cpu, "rss": _peak_rss_bytes(), "discovered": plan.n_discovered,
             "recorded": plan.n_already_recorded, "misses": plan.n_read,
             "hits": plan.n_discovered - plan.n_read}
 
@@ -161,20 +162,24 @@ def run(args: argparse.Namespace) -> int:
                 with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
                     result = pool.submit(_plan, str(source), str(output), secret, rehash, args.workers).result()
                 runs[name].append(result)
-                sys.stderr.write(f"{name}: {result['seconds']:.1f} s ({result.get('hits', 0):.0f} hits)\n")
+                sys.stderr.write(f"{name}: {result['seconds']:.1f} s, CPU {result['cpu']:.1f} s ({result['hits']:.0f} hits)\n")
         cache_bytes = (output / ".discovery-cache.parquet").stat().st_size
     medians = {name: statistics.median(r["seconds"] for r in results) for name, results in runs.items()}
+    cpu = {name: statistics.median(r["cpu"] for r in results) for name, results in runs.items()}
     for name, results in runs.items():
         last = results[-1]
-        per_file_us = medians[name] / max(1, last["discovered"]) * 1e6
+        per_file_us = cpu[name] / max(1, last["discovered"]) * 1e6
         lines.append(
-            f"{name:6s} plan {medians[name]:7.2f} s median of {len(results)} "
-            f"({', '.join(format(r['seconds'], '.1f') for r in results)}), {per_file_us:5.1f} us/file, "
+            f"{name:6s} plan {medians[name]:7.2f} s wall median of {len(results)} "
+            f"({', '.join(format(r['seconds'], '.1f') for r in results)}), CPU {cpu[name]:6.1f} s "
+            f"({per_file_us:5.1f} us/file), "
             f"peak RSS {max(r['rss'] for r in results) / 2**20:5.0f} MiB, "
             f"cache hits {last.get('hits', 0):.0f} / read {last.get('misses', 0):.0f}, recorded {last['recorded']:.0f}"
         )
-    lines.append(f"first / second = {medians['first'] / medians['second']:.1f}x, "
+    lines.append(f"wall: first / second = {medians['first'] / medians['second']:.1f}x, "
                  f"rehash / second = {medians['rehash'] / medians['second']:.1f}x; "
+                 f"CPU: first / second = {cpu['first'] / cpu['second']:.1f}x, "
+                 f"rehash / second = {cpu['rehash'] / cpu['second']:.1f}x; "
                  f"cache file {cache_bytes / 2**20:.1f} MiB")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
