@@ -17,7 +17,8 @@ keyed digest (HMAC under the de-identification secret) of (source id, size, mtim
 holds only the file's format, its keyed content hash and its size. The file records the key id of
 its secret; a cache of another secret is ignored and rebuilt, never trusted. It is rewritten
 whole (temporary name, then rename) by the run holding OUTPUT's one-writer lock, with the entries
-of the files found this time only, so entries of files that disappeared are dropped.
+of the files found this time only, so entries of files that disappeared are dropped; a run that
+changes no entry leaves it as it is.
 
 Unreadable files are not cached (they are tried again next run); empty files need no read and are
 not cached either.
@@ -76,6 +77,8 @@ class DiscoveryCache:
         self._pseudonymizer = pseudonymizer
         self._old = {} if rehash else dict(entries or {})
         self._new: dict[bytes, KnownFile] = {}
+        self._remembered = 0
+        self._stored = False  # `_old` is what OUTPUT's cache file holds (a valid file was read)
         self.hits = 0
         self.misses = 0
 
@@ -104,7 +107,9 @@ class DiscoveryCache:
             return cls(pseudonymizer)
         columns = [table[name].to_pylist() for name in ("key", "source_format", "source_hash", "size_bytes")]
         entries = {key: KnownFile(fmt, digest.hex(), size) for key, fmt, digest, size in zip(*columns, strict=True)}
-        return cls(pseudonymizer, entries)
+        cache = cls(pseudonymizer, entries)
+        cache._stored = True
+        return cache
 
     def key(self, source_id: str, size: int, *stamps: object) -> bytes:
         """The keyed entry key of a file: HMAC of its source id, size and change stamps (mtime in
@@ -127,6 +132,7 @@ class DiscoveryCache:
         if item.reject_reason in ("unreadable_file", "empty_file") or not item.source_hash:
             return
         self._new[key] = KnownFile(item.source_format, item.source_hash, item.size_bytes)
+        self._remembered += 1
 
     def __len__(self) -> int:
         """Entries `save` would write (looked up or remembered so far)."""
@@ -138,9 +144,14 @@ class DiscoveryCache:
         return len(self._old)
 
     def save(self, output: str | Path) -> None:
-        """Write the entries looked up or remembered in this run to `output`, atomically."""
+        """Write the entries looked up or remembered in this run to `output`, atomically; nothing
+        when they are exactly the stored ones (an unchanged archive rewrites nothing)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
+
+        # Nothing remembered: the entries are a subset of the stored ones, equal when as many.
+        if self._stored and self._remembered == 0 and len(self._new) == len(self._old):
+            return
 
         keys = sorted(self._new)  # a stable file for a stable archive
         entries = [self._new[key] for key in keys]

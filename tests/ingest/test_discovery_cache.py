@@ -75,6 +75,9 @@ def test_a_hit_reads_nothing_and_entries_of_removed_files_are_dropped(source: Pa
     warm = DiscoveryCache.load(output, keyed)
     assert discover(source, keyed, cache=warm) == found
     assert (warm.hits, warm.misses) == (2, 1)
+    stored = (output / CACHE_FILENAME).stat().st_ino
+    warm.save(output)
+    assert (output / CACHE_FILENAME).stat().st_ino == stored  # nothing changed: not rewritten
     (source / "DOE^JOHN_12345678" / "IM0001").unlink()
     again = DiscoveryCache.load(output, keyed)
     discover(source, keyed, cache=again)
