@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "model": "forward+backward step time, clips/s and peak memory per model preset",
     "codec": "shard codecs: bytes per clip, decode clips/s per core, fidelity",
     "ingest": "end-to-end ingestion CPU per clip against the best decoders on the kept frames",
+    "discovery": "plan time on an archive of many small files: first run, and again with the discovery cache",
     "manifest": "finalize and the GX contract on an archive-sized manifest (time, peak memory)",
     "loader": "WebDataset loader clips/s per worker against per-clip MP4 decoding",
     "deid": "burned-in text removed and tissue kept by the sector mask and overlay removal",

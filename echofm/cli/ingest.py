@@ -21,7 +21,7 @@ from echofm.ingest.config import IngestOptions
 EXIT_SYSTEMIC = 2
 # The ingestion options this command offers (the rest keep the config's defaults).
 FLAGS: tuple[str, ...] = ("views", "batch_size", "workers", "dask_address", "window_ms", "max_windows", "codec",
-                          "view_classifier", "fast_decode", "secret_file", "path_map")
+                          "view_classifier", "fast_decode", "secret_file", "path_map", "rehash")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # file is ingestion's option; fine-tuning is handed the same one by the flow.
 STAGE_FLAGS: dict[str, tuple[type[Any], dict[str, str]]] = {
     "ingest": (IngestOptions, {"workers": "--workers", "batch_size": "--ingest-batch-size",
-                               "secret_file": "--secret-file", "path_map": "--path-map"}),
+                               "secret_file": "--secret-file", "path_map": "--path-map", "rehash": "--rehash"}),
     "pretraining": (PretrainOptions, {"preset": "--preset", "steps": "--steps", "batch_size": "--batch-size",
                                       "base_lr": "--base-lr", "img_size": "--img-size", "num_frames": "--num-frames",
                                       "nproc_per_node": "--nproc-per-node", "triplet_mode": "--triplet-mode"}),

@@ -101,11 +101,20 @@ def glob(location: Location, pattern: str) -> list[Location]:
 
 def walk_files(location: Location) -> Iterator[tuple[str, int]]:
     """Every object under a remote prefix: (path relative to it, size in bytes), sorted."""
+    for rel, size, _version in walk_objects(location):
+        yield rel, size
+
+
+def walk_objects(location: Location) -> Iterator[tuple[str, int, str]]:
+    """`walk_files` with each object's version stamp from the same listing: its ETag (S3 gives
+    one for every object, and a rewrite changes it), else its last-modified time, else ""
+    (the store's listing tells nothing cheap about changes)."""
     fs, path = filesystem(location)
     root = path.rstrip("/") + "/"
     for found, info in sorted(fs.find(root, detail=True).items()):
         if info.get("type") == "file" and found.startswith(root):
-            yield found[len(root):], int(info.get("size") or 0)
+            version = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
+            yield found[len(root):], int(info.get("size") or 0), str(version)
 
 
 @contextmanager

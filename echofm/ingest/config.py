@@ -92,6 +92,8 @@ class IngestConfig(Options):
         `ECHOFM_DEID_SECRET` (in every worker). The path, never the secret, travels to workers.
     path_map: where to write the map from keyed source ids back to paths (outside OUTPUT, mode
         0600); None writes no map.
+    rehash: read and hash every file under SOURCE again, ignoring the discovery cache (which
+        trusts a file whose size, mtime and inode are unchanged; `echofm.ingest.discovery_cache`).
     """
 
     error: ClassVar[type[Exception]] = IngestConfigError
@@ -114,6 +116,11 @@ class IngestConfig(Options):
     secret_file: str | None = Field(default=None, description=SECRET_FILE_HELP)
     path_map: str | None = Field(
         default=None, description="write the map from keyed source ids back to paths to this file (outside OUTPUT, mode 0600)"
+    )
+    rehash: bool = Field(
+        default=False,
+        description="read and hash every file again, ignoring the discovery cache (which trusts files whose size, "
+                    "mtime and inode are unchanged; use it when files may be rewritten keeping all three)",
     )
     qc: QCThresholds = Field(default_factory=QCThresholds, description="per-clip quality limits")
 

@@ -6,6 +6,9 @@ starts without the preamble, an ISO-BMFF `ftyp` box (MP4/MOV), a RIFF `AVI ` hea
 MetaImage header (`echofm.io.volume`) or the PNG signature (`echofm.io.still`). Nothing is
 skipped silently: a file that is none of these is returned with a rejection reason.
 
+A re-run reads only what changed: `echofm.ingest.discovery_cache` remembers each file's format
+and keyed hash under its (size, mtime, inode), keyed, in OUTPUT.
+
 SOURCE may be an object-store prefix (`s3://bucket/archive`): its objects are listed, sniffed
 from their first bytes and hashed as a stream (`echofm.data.storage`); `DiscoveredFile.path` is
 then the object's URL, which a batch copies to local scratch before decoding it.
@@ -32,9 +35,10 @@ from echofm.data.digest import file_sha256 as sha256_file
 from echofm.errors import IngestError
 from echofm.io.quiet import silence_readers
 from echofm.io.still import STILL_FORMATS, sniff_still
-from echofm.io.volume import VOLUME_FORMATS, is_volume_data, sniff_volume
+from echofm.io.volume import MHD_DATA_SUFFIXES, VOLUME_FORMATS, is_volume_data, sniff_volume
 
 if TYPE_CHECKING:
+    from echofm.ingest.discovery_cache import DiscoveryCache
     from echofm.io.deid import Pseudonymizer
 
 MEDIA_FORMATS: tuple[str, ...] = ("dicom", "mp4", "avi", *VOLUME_FORMATS, *STILL_FORMATS)
@@ -137,18 +141,31 @@ def iter_source_files(source: Path) -> Iterator[Path]:
     except OSError as exc:
         raise SourceError(f"a folder under SOURCE cannot be listed ({exc.strerror})") from None
     for entry in entries:
+        # `source / name` parses only the name (a 300K-file tree pays for every parse).
         if entry.is_dir(follow_symlinks=False):
-            yield from iter_source_files(Path(entry.path))
+            yield from iter_source_files(source / entry.name)
         elif entry.is_file():
-            yield Path(entry.path)
+            yield source / entry.name
 
 
-def inspect_file(path: Path, source: Path, pseudonymizer: Pseudonymizer) -> DiscoveredFile:
-    """Sniff and hash one file. Unreadable files are recorded as `unreadable_file`, not raised."""
+def _reject_reason(source_format: str, path: Path | None) -> str | None:
+    """Why discovery rules a file of `source_format` out (None: media). The `volume_data` verdict
+    depends on the `.mhd` beside the file, so it is asked afresh even of a cached file."""
+    if source_format in MEDIA_FORMATS:
+        return None
+    # The suffix test on the string first: pathlib's costs more than the rest of a cache hit.
+    if path is not None and str(path).lower().endswith(MHD_DATA_SUFFIXES) and is_volume_data(path):
+        return "volume_data"
+    return "not_media"
+
+
+def inspect_file(path: Path, source: Path, pseudonymizer: Pseudonymizer, *, size: int | None = None) -> DiscoveredFile:
+    """Sniff and hash one file (`size`: its size, when the caller has just stat'ed it). Unreadable
+    files are recorded as `unreadable_file`, not raised."""
     rel_path = path.relative_to(source).as_posix()
     source_id = pseudonymizer.source_id(rel_path)
     try:
-        size = path.stat().st_size
+        size = path.stat().st_size if size is None else size
         if size == 0:
             empty = pseudonymizer.digest("source", hashlib.sha256().digest())
             return DiscoveredFile(path, rel_path, source_id, 0, "other", empty, "empty_file")
@@ -156,8 +173,7 @@ def inspect_file(path: Path, source: Path, pseudonymizer: Pseudonymizer) -> Disc
         digest = pseudonymizer.digest("source", sha256_file(path))
     except OSError:
         return DiscoveredFile(path, rel_path, source_id, 0, "other", "", "unreadable_file")
-    reject = None if source_format in MEDIA_FORMATS else ("volume_data" if is_volume_data(path) else "not_media")
-    return DiscoveredFile(path, rel_path, source_id, size, source_format, digest, reject)
+    return DiscoveredFile(path, rel_path, source_id, size, source_format, digest, _reject_reason(source_format, path))
 
 
 def inspect_object(url: str, rel_path: str, size: int, pseudonymizer: Pseudonymizer) -> DiscoveredFile:
@@ -174,39 +190,115 @@ def inspect_object(url: str, rel_path: str, size: int, pseudonymizer: Pseudonymi
         digest = pseudonymizer.digest("source", sha256_file(url))
     except OSError:
         return DiscoveredFile(url, rel_path, source_id, 0, "other", "", "unreadable_file")
-    reject = None if source_format in MEDIA_FORMATS else "not_media"
-    return DiscoveredFile(url, rel_path, source_id, size, source_format, digest, reject)
+    return DiscoveredFile(url, rel_path, source_id, size, source_format, digest, _reject_reason(source_format, None))
 
 
-def _discover_objects(source: str, pseudonymizer: Pseudonymizer, workers: int) -> list[DiscoveredFile]:
-    from echofm.data.storage import join, walk_files
+# Files stat'ed and keyed per pool task: one task per file would cost more than a cache hit.
+_STAT_CHUNK = 512
+
+
+def _discover_objects(
+    source: str, pseudonymizer: Pseudonymizer, workers: int, cache: DiscoveryCache | None
+) -> list[DiscoveredFile]:
+    from echofm.data.storage import join, walk_objects
 
     try:
-        objects = list(walk_files(source))
+        objects = list(walk_objects(source))
     except OSError as exc:
         # The URL names the bucket and prefix, which may carry identity: only the error's kind.
         raise SourceError(f"SOURCE cannot be listed ({type(exc).__name__})") from None
     if not objects:
         raise SourceError("SOURCE holds no object")
-    jobs = [(str(join(source, rel)), rel, size) for rel, size in objects]
+    found: list[DiscoveredFile | None] = [None] * len(objects)
+    jobs: list[tuple[int, str, str, int, bytes | None]] = []
+    for index, (rel, size, version) in enumerate(objects):
+        url = str(join(source, rel))
+        # An object whose listing gives no version stamp is read in full every run.
+        key = known = None
+        if cache is not None and version:
+            source_id = pseudonymizer.source_id(rel)
+            key = cache.key(source_id, size, version)
+            known = cache.lookup(key)
+        if known is not None:
+            found[index] = DiscoveredFile(url, rel, source_id, known.size_bytes, known.source_format,
+                                          known.source_hash, _reject_reason(known.source_format, None))
+        else:
+            jobs.append((index, url, rel, size, key))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda job: inspect_object(*job, pseudonymizer), jobs))
+        inspected = list(pool.map(lambda job: inspect_object(job[1], job[2], job[3], pseudonymizer), jobs))
+    for (index, *_rest, key), item in zip(jobs, inspected, strict=True):
+        found[index] = item
+        if key is not None and cache is not None:
+            cache.remember(key, item)
+    return found  # type: ignore[return-value]
 
 
-def discover(source: str | Path, pseudonymizer: Pseudonymizer, *, workers: int = 4) -> list[DiscoveredFile]:
+def _stat_keys(paths: list[Path], root: Path, pseudonymizer: Pseudonymizer,
+               cache: DiscoveryCache) -> list[tuple[str, str, int, bytes] | None]:
+    """(rel_path, source_id, size, cache key) of each path, None where it cannot be stat'ed."""
+    out: list[tuple[str, str, int, bytes] | None] = []
+    # `relative_to(root).as_posix()` by slicing: the paths were listed under `root` (POSIX), and
+    # pathlib's version costs more than the rest of a cache hit.
+    prefix = len(str(root).rstrip("/")) + 1
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            out.append(None)
+            continue
+        rel_path = str(path)[prefix:]
+        source_id = pseudonymizer.source_id(rel_path)
+        out.append((rel_path, source_id, stat.st_size, cache.key(source_id, stat.st_size, stat.st_mtime_ns, stat.st_ino)))
+    return out
+
+
+def _discover_cached(paths: list[Path], root: Path, pseudonymizer: Pseudonymizer, workers: int,
+                     cache: DiscoveryCache) -> list[DiscoveredFile]:
+    """`discover` of a local SOURCE through `cache`: stat and key every file, read only misses."""
+    chunks = [paths[start : start + _STAT_CHUNK] for start in range(0, len(paths), _STAT_CHUNK)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        # stat releases the GIL: on a network file system the stats are what takes time.
+        stamped = [entry for chunk in pool.map(lambda c: _stat_keys(c, root, pseudonymizer, cache), chunks)
+                   for entry in chunk]
+        found: list[DiscoveredFile | None] = [None] * len(paths)
+        misses: list[tuple[int, int | None, bytes | None]] = []
+        for index, (path, entry) in enumerate(zip(paths, stamped, strict=True)):
+            known = cache.lookup(entry[3]) if entry is not None else None
+            if entry is not None and known is not None:
+                rel_path, source_id, _size, _key = entry
+                found[index] = DiscoveredFile(path, rel_path, source_id, known.size_bytes, known.source_format,
+                                              known.source_hash, _reject_reason(known.source_format, path))
+            else:
+                misses.append((index, None if entry is None else entry[2], None if entry is None else entry[3]))
+        inspected = list(pool.map(lambda miss: inspect_file(paths[miss[0]], root, pseudonymizer, size=miss[1]), misses))
+    for (index, _size, key), item in zip(misses, inspected, strict=True):
+        found[index] = item
+        if key is not None:
+            cache.remember(key, item)
+    return found  # type: ignore[return-value]
+
+
+def discover(
+    source: str | Path, pseudonymizer: Pseudonymizer, *, workers: int = 4, cache: DiscoveryCache | None = None
+) -> list[DiscoveredFile]:
     """Every file under `source` (a directory or an object-store prefix), sorted by relative path,
     named by keyed ids under `pseudonymizer`.
 
     Hashing reads every byte; `workers` threads overlap the reads (hashlib releases the GIL on
-    large buffers). Raises `SourceError` when `source` itself cannot be read.
+    large buffers). With `cache` (`echofm.ingest.discovery_cache`), a file whose size, mtime and
+    inode (an object's size and ETag) match an entry is neither opened nor hashed; the rest are
+    read in full and remembered in `cache`. Raises `SourceError` when `source` itself cannot be
+    read.
     """
     silence_readers()  # before the threads: the sniffing parses headers with pydicom
     from echofm.data.storage import is_remote
 
     if is_remote(source):
-        return _discover_objects(str(source), pseudonymizer, workers)
+        return _discover_objects(str(source), pseudonymizer, workers, cache)
     root = Path(source).resolve()
     paths = list(iter_source_files(root))
+    if cache is not None:
+        return _discover_cached(paths, root, pseudonymizer, workers, cache)
     if workers <= 1 or len(paths) < 2:
         return [inspect_file(path, root, pseudonymizer) for path in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -28,6 +28,7 @@ from echofm.data.storage import glob, is_dir, is_remote, join, location, name, r
 from echofm.ingest.batch import BatchResult, process_batch
 from echofm.ingest.config import IngestConfig
 from echofm.ingest.discover import DiscoveredFile, SourceError, discover
+from echofm.ingest.discovery_cache import DiscoveryCache
 from echofm.ingest.lock import exclusive_output
 from echofm.ingest.records import PARTS_DIRNAME, discovery_row, write_part
 from echofm.errors import IngestError
@@ -77,6 +78,7 @@ class IngestPlan:
     n_already_recorded: int
     removed_shards: tuple[str, ...]
     started_at: float = field(default_factory=time.time)
+    n_read: int = 0  # files discovery read and hashed; the rest were known unchanged from its cache
 
     @property
     def n_to_process(self) -> int:
@@ -186,7 +188,9 @@ def plan_ingest(
     """Plan a run of SOURCE into OUTPUT (see the module docstring).
 
     Files whose (source_hash, source_id) is already recorded are skipped, so a re-run adds
-    nothing and an archive that grew ingests only the new files. With `config.path_map`, the map
+    nothing and an archive that grew ingests only the new files. Discovery reads only files
+    new or changed since the last plan (`echofm.ingest.discovery_cache`, kept in OUTPUT;
+    `config.rehash` reads all). With `config.path_map`, the map
     from the source ids of every discovered file to its path is written there (outside OUTPUT).
     Raises, before anything is written, the `DeidError`s of `echofm.io.deid.load_secret` (no
     secret, or one inside OUTPUT) and `PathMapInsideOutput`; then `SourceError` (SOURCE
@@ -217,7 +221,10 @@ def plan_ingest(
             "use that secret, or a new OUTPUT"
         )
     removed = _remove_unfinished_shards(output_dir, recorded_rows)
-    discovered = discover(source_dir, pseudonymizer, workers=hash_workers)
+    cache = DiscoveryCache.load(output_dir, pseudonymizer, rehash=config.rehash)
+    discovered = discover(source_dir, pseudonymizer, workers=hash_workers, cache=cache)
+    cache.save(output_dir)
+    logger.info("discovery: %d files known unchanged, %d read and hashed", cache.hits, cache.misses)
     if config.path_map is not None:
         write_path_map(config.path_map, {item.source_id: os.fsencode(item.rel_path) for item in discovered},
                        output=output_dir)
@@ -260,6 +267,7 @@ def plan_ingest(
         n_already_recorded=n_recorded,
         removed_shards=removed,
         started_at=started,
+        n_read=cache.misses,
     )
 
 

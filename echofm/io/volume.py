@@ -37,7 +37,7 @@ VOLUME_FORMATS: tuple[str, ...] = ("nifti", "mhd")
 _NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES = 348, 540
 _GZIP_MAGIC = b"\x1f\x8b"
 _MHD_KEY = re.compile(rb"^\s*(ObjectType|NDims|DimSize|ElementType|ElementSpacing)\s*=", re.MULTILINE)
-_MHD_DATA_SUFFIXES = (".raw", ".zraw")
+MHD_DATA_SUFFIXES = (".raw", ".zraw")
 _MET_TYPES: dict[str, str] = {
     "MET_UCHAR": "u1", "MET_CHAR": "i1", "MET_USHORT": "u2", "MET_SHORT": "i2", "MET_UINT": "u4",
     "MET_INT": "i4", "MET_ULONG_LONG": "u8", "MET_LONG_LONG": "i8", "MET_FLOAT": "f4", "MET_DOUBLE": "f8",
@@ -90,7 +90,7 @@ def _read_head(path: Path, size: int) -> bytes:
 def is_volume_data(path: Path) -> bool:
     """True for the `.raw`/`.zraw` voxel file of a MetaImage header beside it (same stem):
     ingested with its `.mhd`, not on its own."""
-    return path.suffix.lower() in _MHD_DATA_SUFFIXES and path.with_suffix(".mhd").is_file()
+    return path.suffix.lower() in MHD_DATA_SUFFIXES and path.with_suffix(".mhd").is_file()
 
 
 # --- MetaImage -------------------------------------------------------------------------------

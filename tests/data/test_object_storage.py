@@ -76,6 +76,17 @@ def test_ingestion_reads_and_writes_object_storage(s3: object, tmp_path: Path) -
     clips = [decode_sample(s) for s in iter_shard_samples(storage.glob(f"{output}/shards", "*.tar"))]
     assert [c.shape for c in clips] == [(32, 224, 224, 1)] * 2
     assert ingest_serially(source, output, IngestConfig(batch_size=2)).new_rows == []
+    # The re-run trusted the discovery cache, keyed by the listing's ETag: an object rewritten
+    # with other bytes of the same size gets a new ETag, so it is read again without --rehash.
+    assert storage.exists(f"{output}/.discovery-cache.parquet")
+    from echofm.ingest.run import plan_ingest
+
+    assert plan_ingest(source, output, IngestConfig(batch_size=2)).n_read == 0
+    assert all(version for _rel, _size, version in storage.walk_objects(source))
+    rewritten = tmp_path / "notes.txt"
+    rewritten.write_text("not an imagE")
+    storage.upload(rewritten, f"{source}/site1/notes.txt")
+    assert [row["reason"] for row in ingest_serially(source, output, IngestConfig(batch_size=2)).new_rows] == ["not_media"]
 
 
 def test_an_object_is_visible_only_once_complete(s3: object, tmp_path: Path) -> None:
