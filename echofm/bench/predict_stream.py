@@ -77,7 +77,7 @@ def register_random_models(tasks: Sequence[str], config: Any, kind: str, directo
     import mlflow
     from mlflow import MlflowClient
 
-    from echofm.bench.predict import random_multitask, random_task_model
+    from echofm.bench.random_models import random_multitask, random_task_model
     from echofm.downstream.model import save_downstream
     from echofm.downstream.multitask.config import canonical_tasks, multitask_model_name
     from echofm.downstream.multitask.model import save_multitask
@@ -122,7 +122,7 @@ def run_stream(args: argparse.Namespace) -> int:
 
     import torch
 
-    from echofm.bench.predict import machine, preset_config
+    from echofm.bench.random_models import machine, preset_config
     from echofm.bench.pretrain import synthetic_ingest
     from echofm.predict.config import ScoreOptions
     from echofm.predict.scoring import load_predictor, plan_scoring, prepare_models, score_archive

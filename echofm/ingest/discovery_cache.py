@@ -30,13 +30,22 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from echofm.data.storage import is_remote, join
 
 if TYPE_CHECKING:
-    from echofm.ingest.discover import DiscoveredFile
     from echofm.io.deid import Pseudonymizer
+
+
+class InspectedFile(Protocol):
+    """What `remember` reads of a `echofm.ingest.discover.DiscoveredFile` (a protocol, so that
+    discovery can import this module without an import circle)."""
+
+    source_format: str
+    source_hash: str
+    size_bytes: int
+    reject_reason: str | None
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +136,7 @@ class DiscoveryCache:
             self._new[key] = known
         return known
 
-    def remember(self, key: bytes, item: DiscoveredFile) -> None:
+    def remember(self, key: bytes, item: InspectedFile) -> None:
         """Record a file just read in full; unreadable and empty files are not kept."""
         if item.reject_reason in ("unreadable_file", "empty_file") or not item.source_hash:
             return
