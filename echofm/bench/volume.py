@@ -17,6 +17,7 @@ without it the table says so and prints the other readers only.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import tempfile
 import time
@@ -98,14 +99,6 @@ def _simpleitk_reader(path: Path, layout: str) -> np.ndarray:
     return SimpleITK.GetArrayFromImage(SimpleITK.ReadImage(str(path)))
 
 
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
 def footprint(distribution: str) -> tuple[str, str]:
     """(installed size in MB, declared licence) of an installed distribution, or ("-", "-")."""
     try:
@@ -144,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         "echofm.io.volume": _echofm_reader,
         "nibabel (bare load)": _nibabel_reader,
     }
-    if _has("SimpleITK"):
+    if importlib.util.find_spec("SimpleITK") is not None:
         readers["SimpleITK"] = _simpleitk_reader
     with tempfile.TemporaryDirectory(prefix="echofm-bench-volume-") as tmp:
         paths = write_layouts(volume, Path(tmp))
