@@ -317,7 +317,8 @@ def _side_lines(component: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """The fan's straight sides: (point, downward direction) of the longest hull edge going down
     to the left and of the longest going down to the right, or None when the shape has no such
     pair (``[2]`` float arrays, analysis pixels, x then y)."""
-    contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    binary = component.astype(np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     hull = cv2.convexHull(np.concatenate(contours)).reshape(-1, 2).astype(np.float64)
     starts, ends = hull, np.roll(hull, -1, axis=0)
     upward = (ends[:, 1] < starts[:, 1])[:, None]
@@ -326,7 +327,7 @@ def _side_lines(component: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     length = np.hypot(step[:, 0], step[:, 1])
     # A sector's sides lean between ~10 and ~75 degrees from vertical.
     slope = np.abs(step[:, 0]) / np.maximum(step[:, 1], 1e-9)
-    sides = (slope > 0.15) & (slope < 4.0) & (length >= 0.25 * np.ptp(np.nonzero(component)[0]))
+    sides = (slope > 0.15) & (slope < 4.0) & (length >= 0.25 * (cv2.boundingRect(binary)[3] - 1))
     left, right = sides & (step[:, 0] < 0), sides & (step[:, 0] > 0)
     if not left.any() or not right.any():
         return None
@@ -374,7 +375,8 @@ def _fan_components(binary: np.ndarray) -> np.ndarray | None:
 
 def _solidity(component: np.ndarray) -> float:
     """Area of ``component`` (holes filled) over the area of its convex hull, both at analysis size."""
-    contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    binary = component.astype(np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     filled = np.zeros(component.shape, np.uint8)
     cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
     hull = np.zeros(component.shape, np.uint8)
@@ -557,15 +559,30 @@ def _none(height: int, width: int, detail: str) -> SectorMask:
     return SectorMask(mask=empty, method="none", confidence=0.0, area_fraction=0.0, detail=detail)
 
 
+def _box_around(mask: np.ndarray, margin: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Row and column ranges (half-open) of the bounding box of the non-empty bool ``mask``
+    widened by ``margin`` pixels on each side, clipped to the image."""
+    x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    height, width = mask.shape
+    return (max(0, y - margin), min(height, y + h + margin)), (max(0, x - margin), min(width, x + w + margin))
+
+
 def _trim_border(mask: np.ndarray, frames: np.ndarray, config: SectorConfig) -> np.ndarray:
     """`mask` less its border pixels (within ``border_px`` of its edge) that are black (at most
     ``border_black_level``) in at least ``border_black_share`` of up to ``max_frames`` sampled
     frames."""
-    size = 2 * config.border_px + 1
-    inner = cv2.erode(mask.astype(np.uint8), np.ones((size, size), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    border = np.flatnonzero(mask & ~inner.astype(bool))
-    if len(border) == 0:
+    if not mask.any():
         return mask
+    size = 2 * config.border_px + 1
+    (ya, yb), (xa, xb) = _box_around(mask, config.border_px)
+    crop = mask[ya:yb, xa:xb]
+    # Outside the image counts as black (erodes), as does everything outside the box: the box
+    # reaches border_px beyond the mask, so no pixel of it erodes differently.
+    inner = cv2.erode(crop.astype(np.uint8), np.ones((size, size), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    ys, xs = np.nonzero(crop & ~inner.astype(bool))
+    if len(ys) == 0:
+        return mask
+    border = (ys + ya) * mask.shape[1] + (xs + xa)  # row-major, as np.flatnonzero would order them
     t = frames.shape[0]
     picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
     # The border pixels of every frame, then the sampled frames: [picks, pixels, C], without
@@ -607,19 +624,24 @@ def _complete_fan(mask: np.ndarray, frames: np.ndarray, config: SectorConfig, li
         return mask
     depth = float(below[-1]) - apex_y
     size = 2 * config.complete_px + 1
-    near = cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool) & ~mask
+    # Dilation reaches complete_px beyond the mask: computed in the box that far around it.
+    (ya, yb), (xa, xb) = _box_around(mask, config.complete_px)
+    crop = mask[ya:yb, xa:xb]
+    near = cv2.dilate(crop.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool) & ~crop
     if limit is not None:
-        near &= limit
+        near &= limit[ya:yb, xa:xb]
     ys, xs = np.nonzero(near)
     if len(ys) == 0:
         return mask
+    ys, xs = ys + ya, xs + xa
     left_x = lx + (ys - ly) * ldx / ldy
     right_x = rx + (ys - ry) * rdx / rdy
     in_model = (xs >= left_x) & (xs <= right_x) & (np.hypot(xs - apex_x, ys - apex_y) <= depth)
     ys, xs = ys[in_model], xs[in_model]
     t_all = frames.shape[0]
     picks = np.unique(np.linspace(0, t_all - 1, num=min(t_all, config.max_frames)).round().astype(np.int64))
-    values = frames[picks][:, ys, xs, :].max(axis=-1)
+    # Only the wanted pixels of the sampled frames: `frames[picks]` would copy whole frames first.
+    values = frames[picks[:, None], ys, xs, :].max(axis=-1)
     moving = (values.max(axis=0).astype(np.int16) - values.min(axis=0)) >= config.complete_spread
     completed = mask.copy()
     completed[ys[moving], xs[moving]] = True
