@@ -153,7 +153,10 @@ def _steady_bright(stats: _TemporalStats, inside: np.ndarray, config: OverlayCon
             stats.activity <= np.maximum(config.steady_floor, config.steady_per_activity * local_change)
         )
         found = inside & (steady_high | steady_over_motion)
-        tissue = (inside & ~_dilate(found | stats.exact, 2)).astype(np.float32)
+        surroundings = (inside & ~_dilate(found | stats.exact, 2)).astype(np.float32)
+        if np.array_equal(surroundings, tissue):
+            break  # nothing found changes the surroundings: another pass would find the same
+        tissue = surroundings
     count, labels, table, _ = cv2.connectedComponentsWithStats(found.astype(np.uint8), connectivity=8)
     big = table[:, cv2.CC_STAT_AREA] >= config.min_lossy_pixels
     big[0] = False
