@@ -140,9 +140,27 @@ def regression_metrics(pred: Any, target: Any) -> dict[str, float]:
     return {"mae": mae(pred, target), "rmse": rmse(pred, target), "r2": r2(pred, target)}
 
 
-def classification_metrics(pred: Any, target: Any) -> dict[str, float]:
-    """`{"accuracy", "macro_f1"}`; macro-F1 over classes present in target or prediction."""
-    return {"accuracy": accuracy(pred, target), "macro_f1": macro_f1(pred, target)}
+def macro_auroc(probabilities: Any, target: Any) -> float:
+    """One-vs-rest AUROC averaged over the classes that have both positives and negatives in
+    `target` (the usual multi-class AUC of published echo results, e.g. aortic stenosis grades).
+
+    `probabilities`: float `[N, K]` (column k = class k); `target`: int `[N]` in 0..K-1. NaN when
+    no class qualifies (one class only in the evaluated set).
+    """
+    p, t = _as_numpy(probabilities), _as_numpy(target).astype(np.int64)
+    if p.ndim != 2 or p.shape[0] != t.shape[0]:
+        raise MetricInputError(f"probabilities must be [N, K] with N = {t.shape[0]}, got {p.shape}")
+    areas = [auroc(p[:, k], t == k) for k in range(p.shape[1]) if 0 < int((t == k).sum()) < len(t)]
+    return float(np.mean(areas)) if areas else float("nan")
+
+
+def classification_metrics(pred: Any, target: Any, probabilities: Any | None = None) -> dict[str, float]:
+    """`{"accuracy", "macro_f1"}`, plus `"macro_auroc"` when the class `probabilities` `[N, K]`
+    are given; macro-F1 over classes present in target or prediction."""
+    scores = {"accuracy": accuracy(pred, target), "macro_f1": macro_f1(pred, target)}
+    if probabilities is not None:
+        scores["macro_auroc"] = macro_auroc(probabilities, target)
+    return scores
 
 
 def detection_metrics(score: Any, target: Any, threshold: float = 0.5) -> dict[str, float]:

@@ -242,7 +242,7 @@ class Multiclass(Objective):
         return torch.softmax(output, dim=1).numpy()
 
     def score(self, spec: TaskSpec, predictions: np.ndarray, targets: np.ndarray, valid: np.ndarray | None) -> dict[str, float]:
-        return metrics.classification_metrics(predictions.argmax(axis=1), targets.astype(int))
+        return metrics.classification_metrics(predictions.argmax(axis=1), targets.astype(int), predictions)
 
     def outputs(self, spec: TaskSpec, predictions: np.ndarray, clips: list[np.ndarray], frame_indices: np.ndarray,
                 threshold: float) -> Any:

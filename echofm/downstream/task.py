@@ -58,7 +58,7 @@ KINDS: dict[str, Kind] = {
     for kind in (
         Kind("regression", ("mae", "rmse", "r2")),
         Kind("binary", ("auroc", "accuracy")),
-        Kind("multiclass", ("accuracy", "macro_f1")),
+        Kind("multiclass", ("accuracy", "macro_f1", "macro_auroc")),
         Kind("segmentation", ("dice",), head="segmentation"),
     )
 }

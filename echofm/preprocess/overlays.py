@@ -157,6 +157,8 @@ def _steady_bright(stats: _TemporalStats, inside: np.ndarray, config: OverlayCon
         if np.array_equal(surroundings, tissue):
             break  # nothing found changes the surroundings: another pass would find the same
         tissue = surroundings
+    if not found.any():
+        return found
     count, labels, table, _ = cv2.connectedComponentsWithStats(found.astype(np.uint8), connectivity=8)
     big = table[:, cv2.CC_STAT_AREA] >= config.min_lossy_pixels
     big[0] = False

@@ -29,7 +29,7 @@ METRICS = {
     "lvh": {"mae", "ivs_mm_mae", "lvid_mm_mae", "lvpw_mm_mae"},
     ("camus", "segmentation"): {"dice", "dice_lv_endo", "dice_lv_myo", "dice_la"},
     ("echonet-dynamic", "segmentation"): {"dice"},
-    "aortic_stenosis": {"accuracy", "macro_f1"},
+    "aortic_stenosis": {"accuracy", "macro_f1", "macro_auroc"},
 }
 SPEC = InputSpec(num_frames=8, img_size=32)
 

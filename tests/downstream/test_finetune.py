@@ -121,7 +121,7 @@ def test_patients_do_not_cross_splits(downstream_archive) -> None:
 def test_view_attentive_probe(downstream_archive, tmp_path) -> None:
     result = _run(downstream_archive, tmp_path, task="view", strategy="attentive", epochs=1)
     assert result.task.classes == tuple(sorted(set(downstream_archive.labels["view"])))
-    assert set(result.test_metrics) == {"accuracy", "macro_f1"}
+    assert set(result.test_metrics) == {"accuracy", "macro_f1", "macro_auroc"}
     frame = predict_clips(result.model, np.zeros((3, 16, 30, 40, 3), dtype=np.uint8))
     assert list(frame["view.class"].isin(result.task.classes)) == [True] * 3
     probs = frame[[f"view.prob_{c}" for c in result.task.classes]].to_numpy()

@@ -40,6 +40,29 @@ def test_accuracy_and_macro_f1_hand_computed() -> None:
     assert metrics.macro_f1(pred, target) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
 
 
+def test_macro_auroc_one_vs_rest_hand_computed() -> None:
+    target = [0, 0, 1, 1, 2, 2]
+    probabilities = np.array([
+        [0.8, 0.1, 0.1],
+        [0.3, 0.6, 0.1],
+        [0.2, 0.7, 0.1],
+        [0.5, 0.4, 0.1],
+        [0.1, 0.2, 0.7],
+        [0.6, 0.1, 0.3],
+    ])
+    # class 0 vs rest: positives 0.8, 0.3 against 0.2, 0.5, 0.1, 0.6 -> (4 + 2) / 8;
+    # class 1: 0.7, 0.4 against 0.1, 0.6, 0.2, 0.1 -> (4 + 3) / 8; class 2: 0.7, 0.3 against
+    # 0.1 x 4 -> 8 / 8.
+    assert metrics.macro_auroc(probabilities, target) == pytest.approx((6 / 8 + 7 / 8 + 1.0) / 3)
+    # A class absent from the target does not count; one class only -> NaN.
+    assert metrics.macro_auroc(probabilities[:4], target[:4]) == pytest.approx(
+        (metrics.auroc(probabilities[:4, 0], [1, 1, 0, 0]) + metrics.auroc(probabilities[:4, 1], [0, 0, 1, 1])) / 2
+    )
+    assert np.isnan(metrics.macro_auroc(probabilities[:2], [0, 0]))
+    with pytest.raises(metrics.MetricInputError):
+        metrics.macro_auroc(probabilities[:, 0], target)
+
+
 def test_auroc_hand_computed_with_ties() -> None:
     score = [0.1, 0.4, 0.35, 0.8, 0.4]
     target = [0, 0, 1, 1, 1]

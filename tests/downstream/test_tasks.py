@@ -96,7 +96,7 @@ def test_a_new_task_is_one_definition(severity_task: Task, downstream_archive, t
                       labels=downstream_archive.labels_path, manifest=downstream_archive.manifest_path,
                       out_dir=tmp_path / "severity")
     assert result.task.classes == severity_task.classes  # the definition's order, not the data's
-    assert set(result.test_metrics) == {"accuracy", "macro_f1"}
+    assert set(result.test_metrics) == {"accuracy", "macro_f1", "macro_auroc"}
     clips = np.random.default_rng(0).integers(0, 255, size=(2, 20, 40, 56, 1), dtype=np.uint8)
     frame = predict_clips(result.model, clips)
     assert list(frame.columns) == ["ef_severity.class", "ef_severity.confidence", "ef_severity.prob_normal",
