@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -121,7 +122,10 @@ def test_rerun_adds_no_row_and_files_without_clip_keep_their_status(predicted, s
 
 def test_a_new_clip_alone_is_scored_and_gets_the_same_numbers(predicted, registry, tmp_path) -> None:
     """An archive grown by one clip: the clips already scored are kept, the new one is scored,
-    and (same version, same clip, CPU) its numbers equal the first run's bit for bit."""
+    and (same version, same clip, CPU) its numbers equal the first run's: every column exactly
+    but the floats, which equal to float32 rounding (the new clip is scored in a batch of one,
+    the first run scored it in a batch of three, and CPU matrix kernels round differently by
+    batch size: ~1e-7, found flaky when compared bit for bit)."""
     uri, models = registry
     out = tmp_path / "out"
     shutil.copytree(predicted, out)
@@ -134,7 +138,14 @@ def test_a_new_clip_alone_is_scored_and_gets_the_same_numbers(predicted, registr
                             progress=lambda done, total: seen.append((done, total)))
     assert outcome.scored == 1 and seen[-1] == (1, 1)
     assert outcome.kept == {task: full.num_rows - 1 for task in TASKS}
-    assert pq.read_table(out / PREDICTIONS_FILENAME).equals(full)
+    got = pq.read_table(out / PREDICTIONS_FILENAME)
+    assert got.schema.equals(full.schema) and got.num_rows == full.num_rows
+    for name in full.column_names:
+        if pa.types.is_floating(full.schema.field(name).type):
+            np.testing.assert_allclose(got[name].to_numpy(zero_copy_only=False), full[name].to_numpy(zero_copy_only=False),
+                                       rtol=1e-5, atol=1e-6, err_msg=name)
+        else:
+            assert got[name].equals(full[name]), name
 
 
 def test_the_run_leaves_progress_and_summary_artifacts(predicted) -> None:
