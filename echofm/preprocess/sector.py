@@ -375,8 +375,7 @@ def _fan_components(binary: np.ndarray) -> np.ndarray | None:
 
 def _solidity(component: np.ndarray) -> float:
     """Area of ``component`` (holes filled) over the area of its convex hull, both at analysis size."""
-    binary = component.astype(np.uint8)
-    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     filled = np.zeros(component.shape, np.uint8)
     cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
     hull = np.zeros(component.shape, np.uint8)
