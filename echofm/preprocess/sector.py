@@ -483,11 +483,16 @@ def _region_boxes(
     return boxes, notes
 
 
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """x, y, width, height (pixels) of the bounding box of a non-empty bool mask."""
+    # OpenCV's box of the non-zero pixels: the same box as numpy's nonzero, without listing them.
+    x, y, width, height = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    return int(x), int(y), int(width), int(height)
+
+
 def _extent(mask: np.ndarray) -> tuple[int, int]:
     """Width and height (pixels) of the bounding box of a non-empty bool mask."""
-    # OpenCV's box of the non-zero pixels: the same box as numpy's nonzero, without listing them.
-    _, _, width, height = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
-    return int(width), int(height)
+    return _mask_box(mask)[2:]
 
 
 def _outermost(boxes: list[Box]) -> list[Box]:
@@ -561,7 +566,7 @@ def _none(height: int, width: int, detail: str) -> SectorMask:
 def _box_around(mask: np.ndarray, margin: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """Row and column ranges (half-open) of the bounding box of the non-empty bool ``mask``
     widened by ``margin`` pixels on each side, clipped to the image."""
-    x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    x, y, w, h = _mask_box(mask)
     height, width = mask.shape
     return (max(0, y - margin), min(height, y + h + margin)), (max(0, x - margin), min(width, x + w + margin))
 
