@@ -19,6 +19,11 @@ crafted clips with heavy annotations (three labels, one across the fan's edge, t
 pairs), the same with anti-aliased glyphs.
 
     echofm bench deid --clips 12
+
+`--edge-sweep` adds what removing more would cost: for the ring of pixels 4-connected to the
+overlays found, the text pixels a rule on that ring would gain and the tissue pixels it would
+take, for rules "brighter than the local tissue mean by at least R levels and moving with at
+most D x the local tissue's change" (the two signs of a blended glyph edge).
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ class SetFigures:
     clip_kept: list[float] = field(default_factory=list)
     overlay_ms: list[float] = field(default_factory=list)
     worst: dict[str, float] = field(default_factory=dict)
+    # --edge-sweep: rule -> (text pixels gained, tissue pixels taken), and per clip the tissue taken
+    edge: dict[tuple[float, float], list[int]] = field(default_factory=dict)
+    edge_clip_taken: list[dict[tuple[float, float], float]] = field(default_factory=list)
 
     def add(self, other: SetFigures) -> None:
         for name in ("text", "text_removed", "tissue", "tissue_kept", "text_out", "text_out_removed", "tissue_out",
@@ -59,14 +67,50 @@ class SetFigures:
         self.clip_removed += other.clip_removed
         self.clip_kept += other.clip_kept
         self.overlay_ms += other.overlay_ms
+        for rule, (gained, taken) in other.edge.items():
+            total = self.edge.setdefault(rule, [0, 0])
+            total[0] += gained
+            total[1] += taken
+        self.edge_clip_taken += other.edge_clip_taken
 
 
 def _share(part: int, whole: int) -> float:
     return part / whole if whole else 1.0
 
 
+EDGE_RAISES = (0.0, 4.0, 8.0, 15.0)  # grey levels over the local tissue mean
+EDGE_DAMPINGS = (0.6, 1.0, float("inf"))  # share of the local tissue's change; inf: no condition
+_EDGE_WINDOWS = (7, 15, 31)  # the first window with at least 5 tissue pixels gives the local figures
+
+
+def edge_sweep(frames: np.ndarray, sector: np.ndarray, overlay: np.ndarray, text: np.ndarray,
+               tissue: np.ndarray) -> dict[tuple[float, float], tuple[int, int]]:
+    """(raise, damping) -> (text pixels gained, tissue pixels taken) if the 4-connected ring around
+    `overlay` inside `sector` were removed where the rule holds (bool masks `[H, W]`)."""
+    from echofm.preprocess.overlays import OverlayConfig, _dilate, _local_count, _local_mean, _temporal_stats
+
+    stats = _temporal_stats(frames, OverlayConfig())
+    ring = _dilate(overlay, 1) & ~overlay & sector
+    reference = (sector & ~_dilate(overlay, 2)).astype(np.float32)
+    raise_mean = np.zeros(sector.shape, np.float32)
+    local_change = np.zeros(sector.shape, np.float32)
+    todo = ring.copy()
+    for window in _EDGE_WINDOWS:
+        count = _local_count(reference, window)
+        take = todo & ((count * window * window >= 5) | (window == _EDGE_WINDOWS[-1]))
+        raise_mean[take] = (stats.mean - _local_mean(stats.mean, reference, window, count))[take]
+        local_change[take] = _local_mean(stats.activity, reference, window, count)[take]
+        todo &= ~take
+    figures = {}
+    for raise_ in EDGE_RAISES:
+        for damping in EDGE_DAMPINGS:
+            rule = ring & (raise_mean >= raise_) & (stats.activity <= damping * np.maximum(local_change, 1.0))
+            figures[(raise_, damping)] = (int((rule & text).sum()), int((rule & tissue & ~text).sum()))
+    return figures
+
+
 def measure_clip(frames: np.ndarray, regions: list, lossy: bool, text: np.ndarray, tissue: np.ndarray,
-                 ecg: np.ndarray, size: int) -> SetFigures:
+                 ecg: np.ndarray, size: int, *, sweep: bool = False) -> SetFigures:
     """Figures of one decoded clip (uint8 `[T, H, W, C]`) against its ground-truth masks."""
     from echofm.preprocess.overlays import find_static_overlays
     from echofm.preprocess.resample import mask_at_size
@@ -91,6 +135,10 @@ def measure_clip(frames: np.ndarray, regions: list, lossy: bool, text: np.ndarra
     )
     figures.clip_removed.append(_share(figures.text_removed, figures.text))
     figures.clip_kept.append(_share(figures.tissue_kept, figures.tissue))
+    if sweep:
+        swept = edge_sweep(frames, sector.mask, overlay, text, tissue)
+        figures.edge = {rule: list(counts) for rule, counts in swept.items()}
+        figures.edge_clip_taken = [{rule: _share(taken, figures.tissue) for rule, (_, taken) in swept.items()}]
     return figures
 
 
@@ -104,7 +152,7 @@ def _ecg_trace(clip) -> np.ndarray:  # noqa: ANN001 - an echofm.synth.twins.Twin
 
 
 def measure_set(config, indices: list[int], annotate: Callable | None, ecg_gap: int | None, size: int,
-                workdir: Path) -> dict[str, SetFigures]:
+                workdir: Path, *, sweep: bool = False) -> dict[str, SetFigures]:
     """Figures per container variant over clips `indices` of the archive `config` describes."""
     from echofm.synth.twins import plan_for, render_twins, write_twin
     from echofm.io import read_dicom, read_video
@@ -117,7 +165,7 @@ def measure_set(config, indices: list[int], annotate: Callable | None, ecg_gap: 
         decoded = read_dicom(path) if plan.variant.container == "dicom" else read_video(path)
         lossy = plan.variant.container != "dicom" or bool(decoded.meta.get("lossy"))
         figures = measure_clip(decoded.frames, decoded.regions, lossy, clip.text_pixels(), clip.tissue_pixels(),
-                               _ecg_trace(clip), size)
+                               _ecg_trace(clip), size, sweep=sweep)
         by_variant.setdefault(plan.variant.name, SetFigures()).add(figures)
         path.unlink()
     return by_variant
@@ -128,6 +176,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=224, help="output side in pixels")
     parser.add_argument("--ecg-gap", type=int, default=2, help="pixels between the fan and the ECG band in the crafted sets")
+    parser.add_argument("--edge-sweep", action="store_true",
+                        help="also report what removing more of the ring around the overlays would gain and cost")
 
 
 def _row(name: str, f: SetFigures) -> str:
@@ -136,6 +186,17 @@ def _row(name: str, f: SetFigures) -> str:
         f"{_share(f.tissue_kept, f.tissue):8.2%} {min(f.clip_kept):8.2%} {_share(f.tissue_out_kept, f.tissue_out):8.2%} "
         f"{f.ecg_kept:5d} {statistics.median(f.overlay_ms):7.1f}"
     )
+
+
+def _print_sweep(name: str, total: SetFigures) -> None:
+    text_left = total.text - total.text_removed
+    print(f"  edge sweep ({name}): {text_left} text pixels left; rules on the ring around the overlays found")
+    print(f"  {'raise >=':>9s} {'damping <=':>10s} {'text +':>7s} {'tissue -':>9s} {'tissue/text':>11s} {'worst clip -':>12s}")
+    for rule in sorted(total.edge):
+        gained, taken = total.edge[rule]
+        worst = max(clip[rule] for clip in total.edge_clip_taken)
+        ratio = f"{taken / gained:11.1f}" if gained else f"{'-':>11s}"
+        print(f"  {rule[0]:9.0f} {rule[1]:10.1f} {gained:7d} {taken:9d} {ratio} {worst:12.2%}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -153,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
               f"{'out kept':>8s} {'ECG':>5s} {'ms':>7s}")
     with tempfile.TemporaryDirectory(prefix="echofm-bench-deid-") as tmp:
         for name, (annotate, gap) in sets.items():
-            by_variant = measure_set(config, indices, annotate, gap, args.size, Path(tmp))
+            by_variant = measure_set(config, indices, annotate, gap, args.size, Path(tmp), sweep=args.edge_sweep)
             total = SetFigures()
             for figures in by_variant.values():
                 total.add(figures)
@@ -163,4 +224,6 @@ def run(args: argparse.Namespace) -> int:
                 print(_row(f"  {variant}", figures))
             print(_row("  all", total))
             print(f"  min per clip: text removed {min(total.clip_removed):.2%}, tissue kept {min(total.clip_kept):.2%}")
+            if args.edge_sweep:
+                _print_sweep(name, total)
     return 0

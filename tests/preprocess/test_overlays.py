@@ -124,3 +124,25 @@ def test_a_bitmap_glyph_is_not_grown_into_the_tissue_beside_it() -> None:
     found = find_static_overlays(frames, np.ones((40, 40), bool), lossy=False)
     assert found[15:25, 18:21].all()
     assert found.sum() <= 34  # a steady tissue pixel or two by chance; growing took 28 more
+
+
+def test_the_edge_sweep_counts_what_a_wider_removal_would_gain_and_take() -> None:
+    # A found 3x10 glyph with one faint, damped edge pixel to its left (text) and live tissue
+    # everywhere else. Its ring has 26 pixels: the loosest rule (brighter than the local mean)
+    # takes the edge pixel and the tissue pixels above the mean, about half the rest; asking for
+    # damped pixels raised 15 levels gains the edge pixel alone.
+    from echofm.bench.deid import edge_sweep
+
+    frames = _live_tissue((40, 40), 12, seed=4)
+    frames[:, 15:25, 18:21, 0] = 230
+    frames[:, 20, 17, 0] = 180 + (np.arange(12) % 3)
+    overlay = np.zeros((40, 40), bool)
+    overlay[15:25, 18:21] = True
+    text = np.zeros((40, 40), bool)
+    text[20, 17] = True
+    sector = np.ones((40, 40), bool)
+    swept = edge_sweep(frames, sector, overlay, text, sector & ~overlay)
+    assert swept[(0.0, float("inf"))][0] == 1
+    assert 5 <= swept[(0.0, float("inf"))][1] <= 20
+    gained, taken = swept[(15.0, 0.6)]
+    assert gained == 1 and taken == 0
