@@ -406,9 +406,11 @@ def _report(
         f"project readers on the kept frames: {_ms(median(project), n_decoded)} CPU per clip "
         f"(ratio project readers / pipeline {median(project) / pipeline:.2f}); on all frames {_ms(median(full), n_decoded)}",
     ]
-    stages = passes["pipeline"][-1].stages
+    # Per stage the median over the passes (one busy moment on a shared machine moves one pass).
+    names = {name for p in passes["pipeline"] for name in p.stages}
+    stages = {name: median(p.stages.get(name, 0.0) for p in passes["pipeline"]) for name in names}
     lines.append(
-        "CPU per clip by stage (last pass): "
+        f"CPU per clip by stage (median of {len(passes['pipeline'])}): "
         + ", ".join(f"{name} {_ms(seconds, clips)}" for name, seconds in sorted(stages.items(), key=lambda kv: -kv[1]))
     )
     if "fast-decode" in passes:
