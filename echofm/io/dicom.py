@@ -27,6 +27,7 @@ from echofm.io.clip import Clip, UltrasoundRegion
 from echofm.io.deid import MODALITIES, PHOTOMETRIC_TERMS, Pseudonymizer, controlled, known_uid, technical_metadata
 from echofm.io.errors import (
     CorruptPixelData,
+    FrameOutOfRange,
     NoPixelData,
     NotDicom,
     NotUltrasound,
@@ -330,7 +331,7 @@ def _wanted(frames: Iterable[int] | None, n_frames: int, path: Path) -> list[int
     wanted = [int(i) for i in frames]
     bad = [i for i in wanted if not 0 <= i < n_frames]
     if bad:
-        raise ValueError(f"{path}: frame indices {bad[:5]} outside the {n_frames} frames of the file")
+        raise FrameOutOfRange(path, f"frame indices {bad[:5]} outside the {n_frames} frames of the file")
     return wanted
 
 

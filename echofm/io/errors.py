@@ -61,6 +61,12 @@ class TooFewFrames(EchoIOError):
     reason = "too_few_frames"
 
 
+class FrameOutOfRange(EchoIOError):
+    """Frame indices asked for that the file does not have (negative, or past its last frame)."""
+
+    reason = "frame_out_of_range"
+
+
 class UnreadableVideo(EchoIOError):
     """An MP4/AVI container OpenCV cannot open or decode."""
 

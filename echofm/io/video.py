@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from echofm.io.clip import Clip
-from echofm.io.errors import TooFewFrames, UnreadableVideo
+from echofm.io.errors import FrameOutOfRange, TooFewFrames, UnreadableVideo
 from echofm.io.fps import DEFAULT_FPS
 from echofm.io.grey import GREY_TOLERANCE, channel_mean, is_grey
 from echofm.io.quiet import silence_readers
@@ -240,7 +240,7 @@ def _decode(path: Path, indices: list[int] | None, *, grey_mode: bool, seek: boo
         header = _header(container, stream, path)
         if indices is not None and indices and (indices[0] < 0 or (header.n_frames > 0 and indices[-1] >= header.n_frames)):
             bad = [i for i in indices if i < 0 or i >= header.n_frames]
-            raise ValueError(f"{path}: frame indices {bad[:5]} outside the {header.n_frames} frames of the video")
+            raise FrameOutOfRange(path, f"frame indices {bad[:5]} outside the {header.n_frames} frames of the video")
         undecided = False
         n_kept = len(indices) if indices is not None else header.n_frames
         samples = _sample_positions(n_kept)

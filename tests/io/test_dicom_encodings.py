@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydicom import uid
 
-from echofm.io import read_dicom, scan_dicom
+from echofm.io import FrameOutOfRange, read_dicom, scan_dicom
 from tests.factories import dicom as F
 
 N_FRAMES = 10
@@ -115,8 +115,10 @@ def test_frame_subset_returns_exactly_those_frames(tmp_path: Path, name: str) ->
 
 def test_frame_index_out_of_range_is_a_caller_error(tmp_path: Path) -> None:
     path = F.native_file(tmp_path / "a.dcm", F.colour_frames(3), photometric="RGB")
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(FrameOutOfRange, match="outside") as info:
         read_dicom(path, frames=[0, 3])
+    # The message names no file (PACS paths carry identity); `.path` has it for the caller.
+    assert info.value.path == path and str(tmp_path) not in str(info.value)
 
 
 GREY_CASES: dict[str, tuple[Maker, Callable[[np.ndarray], np.ndarray], int]] = {

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from echofm.io import TooFewFrames, UnreadableVideo, probe_video, read_video
+from echofm.io import FrameOutOfRange, TooFewFrames, UnreadableVideo, probe_video, read_video
 
 N_FRAMES, H, W, FPS = 12, 48, 64, 24.0
 # (fourcc, suffix): the encoders opencv-python-headless ships (no H.264 encoder in the wheel).
@@ -66,8 +66,9 @@ def test_frame_subset(tmp_path: Path, fourcc: str, suffix: str) -> None:
     assert np.array_equal(clip.frames, full.frames[[0, 5, 9]])
     reordered = read_video(path, frames=[9, 0])
     assert np.array_equal(reordered.frames, full.frames[[9, 0]])
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(FrameOutOfRange, match="outside") as info:
         read_video(path, frames=[N_FRAMES])
+    assert info.value.reason == "frame_out_of_range" and str(tmp_path) not in str(info.value)
 
 
 def test_too_few_frames(tmp_path: Path) -> None:
