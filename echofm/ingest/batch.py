@@ -61,8 +61,6 @@ def frames_to_decode(window_frames: np.ndarray, n_frames_source: int, min_sector
     return np.union1d(window_frames, spread)
 
 
-
-
 def grey_if_balanced(frames: np.ndarray) -> np.ndarray:
     """Colour frames `[T, H, W, 3]` whose channels agree within `GREY_TOLERANCE` as one channel
     `[T, H, W, 1]` (their rounded mean): grey echo stored as YBR JPEG (most archives) stays grey."""
