@@ -490,6 +490,17 @@ def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(x), int(y), int(width), int(height)
 
 
+def _nonzero(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the True pixels of a bool mask, in row-major order (as `np.nonzero`)."""
+    # OpenCV lists them several times faster than numpy on a sparse mask.
+    points = cv2.findNonZero(np.ascontiguousarray(mask).view(np.uint8))
+    if points is None:
+        empty = np.zeros(0, np.intp)
+        return empty, empty
+    points = points.reshape(-1, 2)
+    return points[:, 1].astype(np.intp), points[:, 0].astype(np.intp)
+
+
 def _extent(mask: np.ndarray) -> tuple[int, int]:
     """Width and height (pixels) of the bounding box of a non-empty bool mask."""
     return _mask_box(mask)[2:]
@@ -571,6 +582,16 @@ def _box_around(mask: np.ndarray, margin: int) -> tuple[tuple[int, int], tuple[i
     return (max(0, y - margin), min(height, y + h + margin)), (max(0, x - margin), min(width, x + w + margin))
 
 
+def _sampled_pixels(frames: np.ndarray, flat: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """uint8 `[len(picks), len(flat), C]`: the pixels at row-major indices `flat` of the frames
+    `picks` (sorted, unique) of `frames` `[T, H, W, C]`, without copying whole frames; one flat
+    index per pixel gathers several times faster than (row, column) pairs."""
+    pixels = frames.reshape(frames.shape[0], -1, frames.shape[3])
+    if len(picks) == frames.shape[0]:  # every frame sampled (picks is then 0..T-1)
+        return pixels[:, flat]
+    return np.stack([pixels[index, flat] for index in picks])
+
+
 def _trim_border(mask: np.ndarray, frames: np.ndarray, config: SectorConfig) -> np.ndarray:
     """`mask` less its border pixels (within ``border_px`` of its edge) that are black (at most
     ``border_black_level``) in at least ``border_black_share`` of up to ``max_frames`` sampled
@@ -583,15 +604,13 @@ def _trim_border(mask: np.ndarray, frames: np.ndarray, config: SectorConfig) -> 
     # Outside the image counts as black (erodes), as does everything outside the box: the box
     # reaches border_px beyond the mask, so no pixel of it erodes differently.
     inner = cv2.erode(crop.astype(np.uint8), np.ones((size, size), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    ys, xs = np.nonzero(crop & ~inner.astype(bool))
+    ys, xs = _nonzero(crop & ~inner.astype(bool))
     if len(ys) == 0:
         return mask
     border = (ys + ya) * mask.shape[1] + (xs + xa)  # row-major, as np.flatnonzero would order them
     t = frames.shape[0]
     picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
-    # The border pixels of every frame, then the sampled frames: [picks, pixels, C], without
-    # copying whole frames.
-    values = frames.reshape(t, -1, frames.shape[3])[:, border][picks]
+    values = _sampled_pixels(frames, border, picks)
     dark = values.max(axis=-1) <= config.border_black_level
     black = dark.mean(axis=0) >= config.border_black_share
     trimmed = mask.copy()
@@ -617,8 +636,8 @@ def _complete_fan(mask: np.ndarray, frames: np.ndarray, config: SectorConfig, li
         return mask
     t = ((rx - lx) * (-rdy) - (-rdx) * (ry - ly)) / det
     apex_x, apex_y = lx + t * ldx, ly + t * ldy
-    rows = np.nonzero(mask.any(axis=1))[0]
-    if not -mask.shape[0] <= apex_y <= rows[0] + 2:
+    top = _mask_box(mask)[1]  # the mask's first row
+    if not -mask.shape[0] <= apex_y <= top + 2:
         return mask
     # Depth: where the mask ends straight below the apex (the arc's lowest point), so the model
     # never reaches below the fan into an ECG band.
@@ -634,7 +653,7 @@ def _complete_fan(mask: np.ndarray, frames: np.ndarray, config: SectorConfig, li
     near = cv2.dilate(crop.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool) & ~crop
     if limit is not None:
         near &= limit[ya:yb, xa:xb]
-    ys, xs = np.nonzero(near)
+    ys, xs = _nonzero(near)
     if len(ys) == 0:
         return mask
     ys, xs = ys + ya, xs + xa
@@ -644,8 +663,7 @@ def _complete_fan(mask: np.ndarray, frames: np.ndarray, config: SectorConfig, li
     ys, xs = ys[in_model], xs[in_model]
     t_all = frames.shape[0]
     picks = np.unique(np.linspace(0, t_all - 1, num=min(t_all, config.max_frames)).round().astype(np.int64))
-    # Only the wanted pixels of the sampled frames: `frames[picks]` would copy whole frames first.
-    values = frames[picks[:, None], ys, xs, :].max(axis=-1)
+    values = _sampled_pixels(frames, ys * frames.shape[2] + xs, picks).max(axis=-1)
     moving = (values.max(axis=0).astype(np.int16) - values.min(axis=0)) >= config.complete_spread
     completed = mask.copy()
     completed[ys[moving], xs[moving]] = True
