@@ -307,8 +307,10 @@ def _process_file(item: DiscoveredFile, header: FileHeader, context: _BatchConte
     with timer.stage("mask"):
         inside = mask_at_size(sector.mask, config.size, whole=True)
         masked = small * inside[None, :, :, None]
-        # Inside the sector, burned-in measurements and calipers are inpainted away.
-        remove_overlays(masked, mask_at_size(overlay, config.size, whole=False) & inside)
+        # Inside the sector, burned-in measurements and calipers are inpainted away (most clips
+        # have none: then there is no overlay mask to map to the output size).
+        if overlay.any():
+            remove_overlays(masked, mask_at_size(overlay, config.size, whole=False) & inside)
         masked = grey_if_balanced(masked)
         # Rows of the decoded stack (which follows `wanted`, sorted) holding each window.
         outputs = [(window_span_ms(w, header.fps), masked[np.searchsorted(wanted, w)]) for w in windows]

@@ -198,5 +198,7 @@ def mask_at_size(mask: np.ndarray, size: int, *, whole: bool) -> np.ndarray:
     mask: no output pixel mixes in what lies outside the sector). whole=False: True when any part
     of its footprint does (an overlay mask: no output pixel mixes in any overlay pixel).
     """
-    coverage = resize_pad((mask.astype(np.uint8) * 255)[None, :, :, None], size=size)[0, :, :, 0]
+    # 0/255 straight from the bool's bytes (no intermediate 0/1 copy): identical values.
+    levels = np.ascontiguousarray(mask, dtype=bool).view(np.uint8) * np.uint8(255)
+    coverage = resize_pad(levels[None, :, :, None], size=size)[0, :, :, 0]
     return coverage == 255 if whole else coverage > 0
