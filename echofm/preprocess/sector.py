@@ -208,6 +208,12 @@ def _analysis_factor(height: int, width: int, config: SectorConfig) -> int:
     return max(1, -(-max(height, width) // config.analysis_max_side))
 
 
+def _sampled_frames(n_frames: int, max_frames: int) -> np.ndarray:
+    """Indices of up to `max_frames` frames spread evenly over `n_frames` (sorted, unique; all of
+    them, 0..n_frames-1, when there are no more than `max_frames`)."""
+    return np.unique(np.linspace(0, n_frames - 1, num=min(n_frames, max_frames)).round().astype(np.int64))
+
+
 def _analysis_frames(frames: np.ndarray, factor: int, config: SectorConfig) -> np.ndarray:
     """uint8 ``[n, H // factor, W // factor]``: up to ``max_frames`` evenly spaced frames, grey.
 
@@ -215,7 +221,7 @@ def _analysis_frames(frames: np.ndarray, factor: int, config: SectorConfig) -> n
     (rounded to an integer level); the last ``H % f`` rows and ``W % f`` columns are left out.
     """
     t, height, width, channels = frames.shape
-    picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
+    picks = _sampled_frames(t, config.max_frames)
     h, w = max(1, height // factor), max(1, width // factor)
     crop_h, crop_w = min(height, h * factor), min(width, w * factor)
     small = np.empty((len(picks), h, w), dtype=np.uint8)
@@ -582,14 +588,15 @@ def _box_around(mask: np.ndarray, margin: int) -> tuple[tuple[int, int], tuple[i
     return (max(0, y - margin), min(height, y + h + margin)), (max(0, x - margin), min(width, x + w + margin))
 
 
-def _sampled_pixels(frames: np.ndarray, flat: np.ndarray, picks: np.ndarray) -> np.ndarray:
-    """uint8 `[len(picks), len(flat), C]`: the pixels at row-major indices `flat` of the frames
-    `picks` (sorted, unique) of `frames` `[T, H, W, C]`, without copying whole frames; one flat
-    index per pixel gathers several times faster than (row, column) pairs."""
-    pixels = frames.reshape(frames.shape[0], -1, frames.shape[3])
-    if len(picks) == frames.shape[0]:  # every frame sampled (picks is then 0..T-1)
+def _sampled_pixels(frames: np.ndarray, flat: np.ndarray, max_frames: int) -> np.ndarray:
+    """uint8 `[n, len(flat), C]`: the pixels at row-major indices `flat` of up to `max_frames`
+    frames of `frames` `[T, H, W, C]` spread evenly (`_sampled_frames`), without copying whole
+    frames; one flat index per pixel gathers several times faster than (row, column) pairs."""
+    t = frames.shape[0]
+    pixels = frames.reshape(t, -1, frames.shape[3])
+    if t <= max_frames:  # every frame is sampled
         return pixels[:, flat]
-    return np.stack([pixels[index, flat] for index in picks])
+    return np.stack([pixels[index, flat] for index in _sampled_frames(t, max_frames)])
 
 
 def _trim_border(mask: np.ndarray, frames: np.ndarray, config: SectorConfig) -> np.ndarray:
@@ -608,9 +615,7 @@ def _trim_border(mask: np.ndarray, frames: np.ndarray, config: SectorConfig) -> 
     if len(ys) == 0:
         return mask
     border = (ys + ya) * mask.shape[1] + (xs + xa)  # row-major, as np.flatnonzero would order them
-    t = frames.shape[0]
-    picks = np.unique(np.linspace(0, t - 1, num=min(t, config.max_frames)).round().astype(np.int64))
-    values = _sampled_pixels(frames, border, picks)
+    values = _sampled_pixels(frames, border, config.max_frames)
     dark = values.max(axis=-1) <= config.border_black_level
     black = dark.mean(axis=0) >= config.border_black_share
     trimmed = mask.copy()
@@ -661,9 +666,7 @@ def _complete_fan(mask: np.ndarray, frames: np.ndarray, config: SectorConfig, li
     right_x = rx + (ys - ry) * rdx / rdy
     in_model = (xs >= left_x) & (xs <= right_x) & (np.hypot(xs - apex_x, ys - apex_y) <= depth)
     ys, xs = ys[in_model], xs[in_model]
-    t_all = frames.shape[0]
-    picks = np.unique(np.linspace(0, t_all - 1, num=min(t_all, config.max_frames)).round().astype(np.int64))
-    values = _sampled_pixels(frames, ys * frames.shape[2] + xs, picks).max(axis=-1)
+    values = _sampled_pixels(frames, ys * frames.shape[2] + xs, config.max_frames).max(axis=-1)
     moving = (values.max(axis=0).astype(np.int16) - values.min(axis=0)) >= config.complete_spread
     completed = mask.copy()
     completed[ys[moving], xs[moving]] = True
