@@ -23,7 +23,9 @@ pairs), the same with anti-aliased glyphs.
 `--edge-sweep` adds what removing more would cost: for the ring of pixels 4-connected to the
 overlays found, the text pixels a rule on that ring would gain and the tissue pixels it would
 take, for rules "brighter than the local tissue mean by at least R levels and moving with at
-most D x the local tissue's change" (the two signs of a blended glyph edge).
+most D x the local tissue's change" (the two signs of a blended glyph edge), and the same for
+spatial rules on the 8-connected ring: "at least K of the 8 neighbours found" (K = 1 is the whole
+ring; larger K keeps to the concave corners and gaps between stroke pixels).
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class SetFigures:
     # --edge-sweep: rule -> (text pixels gained, tissue pixels taken), and per clip the tissue taken
     edge: dict[tuple[float, float], list[int]] = field(default_factory=dict)
     edge_clip_taken: list[dict[tuple[float, float], float]] = field(default_factory=list)
+    # the same for the neighbour-count rules: K -> (text pixels gained, tissue pixels taken)
+    neighbour: dict[int, list[int]] = field(default_factory=dict)
+    neighbour_clip_taken: list[dict[int, float]] = field(default_factory=list)
 
     def add(self, other: SetFigures) -> None:
         for name in ("text", "text_removed", "tissue", "tissue_kept", "text_out", "text_out_removed", "tissue_out",
@@ -67,11 +72,13 @@ class SetFigures:
         self.clip_removed += other.clip_removed
         self.clip_kept += other.clip_kept
         self.overlay_ms += other.overlay_ms
-        for rule, (gained, taken) in other.edge.items():
-            total = self.edge.setdefault(rule, [0, 0])
-            total[0] += gained
-            total[1] += taken
+        for mine, theirs in ((self.edge, other.edge), (self.neighbour, other.neighbour)):
+            for rule, (gained, taken) in theirs.items():
+                total = mine.setdefault(rule, [0, 0])
+                total[0] += gained
+                total[1] += taken
         self.edge_clip_taken += other.edge_clip_taken
+        self.neighbour_clip_taken += other.neighbour_clip_taken
 
 
 def _share(part: int, whole: int) -> float:
@@ -109,6 +116,30 @@ def edge_sweep(frames: np.ndarray, sector: np.ndarray, overlay: np.ndarray, text
     return figures
 
 
+NEIGHBOUR_COUNTS = (1, 2, 3, 4, 5, 6)  # found pixels among the 8 neighbours
+
+
+def neighbour_sweep(sector: np.ndarray, overlay: np.ndarray, text: np.ndarray,
+                    tissue: np.ndarray) -> dict[int, tuple[int, int]]:
+    """K -> (text pixels gained, tissue pixels taken) if the pixels inside `sector` outside
+    `overlay` with at least K found pixels among their 8 neighbours were removed (bool `[H, W]`).
+
+    Spatial evidence only: a blended edge pixel hugs the glyph's strokes, most tightly in the
+    concave corners and one-pixel gaps of a letter, where tissue beside a stroke has fewer found
+    neighbours."""
+    import cv2
+
+    around = np.ones((3, 3), np.float32)
+    around[1, 1] = 0.0
+    found = cv2.filter2D(overlay.astype(np.uint8), -1, around, borderType=cv2.BORDER_CONSTANT)
+    candidates = sector & ~overlay
+    figures = {}
+    for k in NEIGHBOUR_COUNTS:
+        rule = candidates & (found >= k)
+        figures[k] = (int((rule & text).sum()), int((rule & tissue & ~text).sum()))
+    return figures
+
+
 def measure_clip(frames: np.ndarray, regions: list, lossy: bool, text: np.ndarray, tissue: np.ndarray,
                  ecg: np.ndarray, size: int, *, sweep: bool = False) -> SetFigures:
     """Figures of one decoded clip (uint8 `[T, H, W, C]`) against its ground-truth masks."""
@@ -139,6 +170,9 @@ def measure_clip(frames: np.ndarray, regions: list, lossy: bool, text: np.ndarra
         swept = edge_sweep(frames, sector.mask, overlay, text, tissue)
         figures.edge = {rule: list(counts) for rule, counts in swept.items()}
         figures.edge_clip_taken = [{rule: _share(taken, figures.tissue) for rule, (_, taken) in swept.items()}]
+        counted = neighbour_sweep(sector.mask, overlay, text, tissue)
+        figures.neighbour = {k: list(counts) for k, counts in counted.items()}
+        figures.neighbour_clip_taken = [{k: _share(taken, figures.tissue) for k, (_, taken) in counted.items()}]
     return figures
 
 
@@ -197,6 +231,13 @@ def _print_sweep(name: str, total: SetFigures) -> None:
         worst = max(clip[rule] for clip in total.edge_clip_taken)
         ratio = f"{taken / gained:11.1f}" if gained else f"{'-':>11s}"
         print(f"  {rule[0]:9.0f} {rule[1]:10.1f} {gained:7d} {taken:9d} {ratio} {worst:12.2%}")
+    print("  spatial: the 8-connected ring, pixels with at least K found neighbours")
+    print(f"  {'K >=':>9s} {'':>10s} {'text +':>7s} {'tissue -':>9s} {'tissue/text':>11s} {'worst clip -':>12s}")
+    for k in sorted(total.neighbour):
+        gained, taken = total.neighbour[k]
+        worst = max(clip[k] for clip in total.neighbour_clip_taken)
+        ratio = f"{taken / gained:11.1f}" if gained else f"{'-':>11s}"
+        print(f"  {k:9d} {'':>10s} {gained:7d} {taken:9d} {ratio} {worst:12.2%}")
 
 
 def run(args: argparse.Namespace) -> int:

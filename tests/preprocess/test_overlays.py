@@ -146,3 +146,22 @@ def test_the_edge_sweep_counts_what_a_wider_removal_would_gain_and_take() -> Non
     assert 5 <= swept[(0.0, float("inf"))][1] <= 20
     gained, taken = swept[(15.0, 0.6)]
     assert gained == 1 and taken == 0
+
+
+def test_the_neighbour_sweep_counts_the_found_pixels_around_each_ring_pixel() -> None:
+    # A found 3x10 bar: its 8-connected ring has 30 pixels; the 16 beside its inner rows and the
+    # 2 above and below its middle column have 3 found neighbours, the rest 1 or 2. The text
+    # pixel beside the bar's middle is among the 18; no ring pixel has 4.
+    from echofm.bench.deid import neighbour_sweep
+
+    overlay = np.zeros((40, 40), bool)
+    overlay[15:25, 18:21] = True
+    text = np.zeros((40, 40), bool)
+    text[20, 17] = True
+    sector = np.ones((40, 40), bool)
+    counted = neighbour_sweep(sector, overlay, text, sector & ~overlay)
+    assert counted[1] == (1, 29)
+    assert counted[3] == (1, 17)
+    assert counted[4] == (0, 0)
+    # Outside the sector nothing is counted, even beside the bar.
+    assert neighbour_sweep(sector & ~text, overlay, text, sector & ~overlay)[3] == (0, 17)
