@@ -8,8 +8,8 @@ For each file, the frames the pipeline keeps are decoded, and nothing else is do
   (`draft`), simplejpeg. The fastest one is the floor.
 - MP4/AVI: the container opened, demuxed and decoded up to the last kept frame, the kept
   frames taken out, by every reader installed: OpenCV (one FFmpeg thread; the kept frames
-  converted to BGR, its only output), PyAV (one thread; the Y plane of grey video, RGB
-  otherwise). The fastest one is the floor.
+  converted to BGR, its only output), PyAV (one thread; the Y plane of grey video mapped to
+  full range, as the pipeline's frames are, RGB otherwise). The fastest one is the floor.
 - anything else: the project's own reader (no external decoder is faster at its own format).
 
 Times are CPU seconds of this process; each front end decodes every file once per pass.
@@ -31,6 +31,16 @@ import numpy as np
 # Channel spread below which a frame is grey (the project's tolerance, restated so that this file
 # also measures older versions of the project).
 _GREY_SPREAD = 6
+# Grey video frames are full-range luma: studio-range levels 16-235 stretched to 0-255 (BT.601),
+# as the project's reader gives them (restated for the same reason).
+_STUDIO_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
+_IDENTITY = np.arange(256, dtype=np.uint8)
+
+
+def _luma_table(frame: Any) -> np.ndarray:
+    """The lookup from a decoded frame's luma levels to full-range grey."""
+    full = frame.format.name.startswith("yuvj") or frame.color_range == 2  # AVCOL_RANGE_JPEG
+    return _IDENTITY if full else _STUDIO_TO_FULL
 
 
 @dataclass
@@ -110,8 +120,11 @@ def _pyav_video(path: Path, indices: np.ndarray, grey: bool) -> None:
         for index, frame in enumerate(container.decode(stream)):
             if index in wanted:
                 if grey:
+                    # The same frames as ingestion's: full-range luma. A lookup on the Y plane is
+                    # the fastest way measured (swscale's gray output is identical, 5x slower).
                     plane = frame.planes[0]
-                    np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width].copy()
+                    luma = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+                    cv2.LUT(luma, _luma_table(frame))
                 else:
                     frame.to_ndarray(format="rgb24")
             if index >= indices[-1]:
