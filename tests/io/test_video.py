@@ -122,6 +122,24 @@ def _opencv_channel_mean(path: Path) -> np.ndarray:
     return np.round(np.stack(decoded).astype(np.float64).mean(axis=-1, keepdims=True)).astype(np.uint8)
 
 
+def test_studio_range_luma_maps_to_every_full_range_level_exactly() -> None:
+    # The float multiply-add must give round((y - 16) * 255 / 219), clipped, for every level, at
+    # every row width (SIMD bodies and scalar tails) and on strided rows (PyAV pads its planes).
+    from echofm.io.video import studio_to_full
+
+    levels = np.arange(256)
+    exact = np.clip(np.round((levels - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
+    rng = np.random.default_rng(3)
+    for width in (*range(1, 70), 255, 256, 800, 1283):
+        padded = rng.integers(0, 256, (5, width + 13), dtype=np.uint8)
+        padded[0, : min(width, 256)] = levels[: min(width, 256)]
+        luma = padded[:, :width]
+        target = np.zeros((5, width), np.uint8)
+        studio_to_full(luma, target)
+        np.testing.assert_array_equal(target, exact[luma])
+    assert exact[16] == 0 and exact[235] == 255 and exact[0] == 0 and exact[255] == 255
+
+
 @pytest.mark.parametrize(("fourcc", "suffix"), CONTAINERS)
 def test_grey_video_is_the_full_range_luma_close_to_the_old_channel_mean(tmp_path: Path, fourcc: str, suffix: str) -> None:
     # mp4v is studio-range yuv420p (the lookup table applies), MJPG full-range yuvj422p (none).
