@@ -222,22 +222,23 @@ def _row(name: str, f: SetFigures) -> str:
     )
 
 
+def _print_rules(heads: tuple[str, str], totals: dict, per_clip: list[dict], label: Callable[[object], str]) -> None:
+    """One table of a sweep: per rule the text pixels gained, the tissue taken and the most any
+    one clip would lose; `label` writes a rule's first two columns."""
+    print(f"  {heads[0]:>9s} {heads[1]:>10s} {'text +':>7s} {'tissue -':>9s} {'tissue/text':>11s} {'worst clip -':>12s}")
+    for rule in sorted(totals):
+        gained, taken = totals[rule]
+        worst = max(clip[rule] for clip in per_clip)
+        ratio = f"{taken / gained:11.1f}" if gained else f"{'-':>11s}"
+        print(f"  {label(rule)} {gained:7d} {taken:9d} {ratio} {worst:12.2%}")
+
+
 def _print_sweep(name: str, total: SetFigures) -> None:
     text_left = total.text - total.text_removed
     print(f"  edge sweep ({name}): {text_left} text pixels left; rules on the ring around the overlays found")
-    print(f"  {'raise >=':>9s} {'damping <=':>10s} {'text +':>7s} {'tissue -':>9s} {'tissue/text':>11s} {'worst clip -':>12s}")
-    for rule in sorted(total.edge):
-        gained, taken = total.edge[rule]
-        worst = max(clip[rule] for clip in total.edge_clip_taken)
-        ratio = f"{taken / gained:11.1f}" if gained else f"{'-':>11s}"
-        print(f"  {rule[0]:9.0f} {rule[1]:10.1f} {gained:7d} {taken:9d} {ratio} {worst:12.2%}")
+    _print_rules(("raise >=", "damping <="), total.edge, total.edge_clip_taken, lambda r: f"{r[0]:9.0f} {r[1]:10.1f}")
     print("  spatial: the 8-connected ring, pixels with at least K found neighbours")
-    print(f"  {'K >=':>9s} {'':>10s} {'text +':>7s} {'tissue -':>9s} {'tissue/text':>11s} {'worst clip -':>12s}")
-    for k in sorted(total.neighbour):
-        gained, taken = total.neighbour[k]
-        worst = max(clip[k] for clip in total.neighbour_clip_taken)
-        ratio = f"{taken / gained:11.1f}" if gained else f"{'-':>11s}"
-        print(f"  {k:9d} {'':>10s} {gained:7d} {taken:9d} {ratio} {worst:12.2%}")
+    _print_rules(("K >=", ""), total.neighbour, total.neighbour_clip_taken, lambda k: f"{k:9d} {'':>10s}")
 
 
 def run(args: argparse.Namespace) -> int:
