@@ -8,10 +8,10 @@ Grey echo exported to video is stored as YUV with neutral chroma, and such clips
 with C = 1: the decoded Y (luma) plane itself, mapped from studio range (16-235) to full range
 (0-255) when the stream is studio range (one saturating multiply-add per pixel, exactly the
 mapping FFmpeg's own grey conversion applies). No colour conversion happens for them, and no
-float array is made. Grey is decided on the chroma of `_GREY_SAMPLE_FRAMES` frames spread over the kept ones:
-the largest |R - G| or |G - B| the BT.601 conversion would give, against the same tolerance as
-every other reader (`echofm.io.grey`). Colour clips, and pixel formats other than 8-bit planar
-YUV, are converted to RGB by FFmpeg.
+float array is made. Grey is decided on the chroma of `_GREY_SAMPLE_FRAMES` frames spread over
+the kept ones: the largest |R - G| or |G - B| the BT.601 conversion would give, against the same
+tolerance as every other reader (`echofm.io.grey`). Colour clips, and pixel formats other than
+8-bit planar YUV, are converted to RGB by FFmpeg.
 
 Reader choice, by measurement (docs/benchmarks.md, ingestion): OpenCV's decode costs the same,
 but it hands out only BGR (its raw-plane mode cannot be switched within a stream, so the chroma
@@ -194,7 +194,12 @@ def _grey_into(frame: Any, target: np.ndarray) -> None:
 def studio_to_full(luma: np.ndarray, target: np.ndarray) -> None:
     """Studio-range luma levels (uint8 `[H, W]`, rows may be strided) as full-range grey into
     uint8 `target` `[H, W]`: round((y - 16) * 255 / 219), clipped to 0-255."""
-    cv2.addWeighted(luma, _STUDIO_SCALE, luma, 0.0, _STUDIO_OFFSET, dst=target)
+    # OpenCV writes straight into a target with contiguous rows (what the reader passes); it
+    # refuses other strides, which get a copy.
+    dst = target if target.strides[-1] == 1 else None
+    mapped = cv2.addWeighted(luma, _STUDIO_SCALE, luma, 0.0, _STUDIO_OFFSET, dst=dst)
+    if mapped is not target:
+        np.copyto(target, mapped)
 
 
 class _Retry(Exception):

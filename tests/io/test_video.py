@@ -137,6 +137,12 @@ def test_studio_range_luma_maps_to_every_full_range_level_exactly() -> None:
         target = np.zeros((5, width), np.uint8)
         studio_to_full(luma, target)
         np.testing.assert_array_equal(target, exact[luma])
+    # A target OpenCV cannot write into (every other column of a wider array) is still filled.
+    luma = rng.integers(0, 256, (4, 300), dtype=np.uint8)
+    wide = np.zeros((4, 600), np.uint8)
+    studio_to_full(luma, wide[:, ::2])
+    np.testing.assert_array_equal(wide[:, ::2], exact[luma])
+    assert not wide[:, 1::2].any()
     assert exact[16] == 0 and exact[235] == 255 and exact[0] == 0 and exact[255] == 255
 
 
