@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 # whose spelling is not `--field-name`.
 RUN_FLAGS: tuple[str, ...] = (
     "preset", "schedule_steps", "batch_size", "accum_steps", "base_lr", "warmup_steps", "precision", "device",
-    "img_size", "num_frames", "mask_ratio", "num_workers", "holdout_clips", "ckpt_every", "keep_last", "eval_every",
+    "img_size", "num_frames", "mask_ratio", "num_workers", "cache_mib", "holdout_clips", "ckpt_every", "keep_last", "eval_every",
     "seed", "register_model", "experiment_name", "triplet_mode", "report_clips", "probe_labels", "compile",
     "activation_checkpointing",
 )

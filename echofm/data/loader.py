@@ -15,7 +15,10 @@ The sample stream of one data-loader worker is a pure function of (seed, epoch, 
 
 The torch `DataLoader` deals batches from its workers round-robin, so with W workers batch b of
 an epoch comes from "lane" b % W; each lane is one of the slots above, and the per-lane counts
-below follow from that.
+below follow from that. One iteration may span several epochs (`set_epoch(..., epochs=None)`,
+what the training loop does): each worker then plays, epoch after epoch, the lane whose batches
+the round-robin hands it, so the batches are those of one iteration per epoch, without a worker
+restart at every epoch boundary.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from echofm.data import storage
 from echofm.data.augment import AugmentConfig, apply_augment, sample_augment_params
+from echofm.data.clip_cache import load_clip_cache
 from echofm.data.digest import file_sha256
-from echofm.preprocess.clips import prepare_clip
+from echofm.preprocess.clips import finish_clip, prepare_clip, resample_clip
 from echofm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -298,8 +302,10 @@ class ClipStream(IterableDataset):
     """The per-rank stream of prepared clips described in the module docstring.
 
     Yields float `[3, T, H, W]` (or `(clip, key)` with `with_keys`). Call `set_epoch(epoch,
-    skip_batches=k)` before iterating the DataLoader for an epoch; the DataLoader pickles the
-    stream into its workers at each `iter()`, so the setting reaches them.
+    skip_batches=k[, epochs=n])` before iterating the DataLoader; the DataLoader pickles the
+    stream into its workers at each `iter()`, so the setting reaches them. `cache` (clip_id ->
+    `resample_clip` result, `clip_cache.py`) replaces the decode and resize of the clips it
+    holds; the order and the augmentations are drawn from the shards exactly as without it.
     """
 
     def __init__(
@@ -317,6 +323,7 @@ class ClipStream(IterableDataset):
         world_size: int = 1,
         shuffle_buffer: int = 64,
         with_keys: bool = False,
+        cache: dict[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or epoch_length < 1:
@@ -336,49 +343,73 @@ class ClipStream(IterableDataset):
         self.world_size = world_size
         self.shuffle_buffer = max(1, shuffle_buffer)
         self.with_keys = with_keys
+        self.cache = cache
         self.epoch = 0
         self.skip_batches = 0
+        self.epochs: int | None = 1
 
-    def set_epoch(self, epoch: int, *, skip_batches: int = 0) -> None:
-        """Select the epoch to stream next, starting after its first `skip_batches` batches."""
+    def set_epoch(self, epoch: int, *, skip_batches: int = 0, epochs: int | None = 1) -> None:
+        """Stream epoch `epoch` from its batch `skip_batches` on, and then the next `epochs - 1`
+        epochs (`epochs=None`: endlessly). One iteration over several epochs yields the very batches
+        that one iteration per epoch would, without restarting the loader's workers at each epoch
+        boundary (a fork and a shuffle-buffer fill each, most of an epoch's cost on a small pool)."""
         if not 0 <= skip_batches < self.epoch_length:
             raise ValueError(f"skip_batches must lie in [0, {self.epoch_length}), got {skip_batches}")
+        if epochs is not None and epochs < 1:
+            raise ValueError(f"epochs must be at least 1 (or None: endless), got {epochs}")
         self.epoch = epoch
         self.skip_batches = skip_batches
+        self.epochs = epochs
 
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        # Batch b of an epoch belongs to lane b % num_workers whatever the skip. The DataLoader
-        # starts its round-robin at worker 0, so after skipping k batches worker w must play lane
-        # (w + k) % num_workers for batch k to come first, k + 1 second, and so on.
-        lane = (worker + self.skip_batches) % num_workers
+        # The DataLoader deals the batches it delivers round-robin from worker 0: the p-th batch of
+        # this iteration comes from worker p % num_workers. Batch b of epoch e is delivered p = e x
+        # epoch_length + b - start-th, so within one epoch a worker takes every num_workers-th
+        # batch from one residue on: it plays one lane per epoch (lane (w + k) % num_workers in
+        # the first epoch after skipping k batches, the rule of a one-epoch iteration).
+        start = self.epoch * self.epoch_length + self.skip_batches
+        epoch = self.epoch
+        while self.epochs is None or epoch < self.epoch + self.epochs:
+            lane = (worker + start - epoch * self.epoch_length) % num_workers
+            skip = self.skip_batches if epoch == self.epoch else 0
+            yield from self._lane_clips(epoch, lane, num_workers, skip)
+            epoch += 1
+
+    def _lane_clips(self, epoch: int, lane: int, num_workers: int, skip_batches: int) -> Iterator[Any]:
+        """The clips of `lane`'s batches in `epoch` that come after the epoch's first `skip_batches`."""
         n_samples = batches_for_worker(self.epoch_length, num_workers, lane) * self.batch_size
-        n_skip = skipped_for_worker(self.skip_batches, num_workers, lane) * self.batch_size
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, lane])
-        raw = self._shuffled(self._slot_samples(lane, num_workers, rng), rng)
+        n_skip = skipped_for_worker(skip_batches, num_workers, lane) * self.batch_size
+        rng = np.random.default_rng([self.seed, epoch, self.rank, lane])
+        raw = self._shuffled(self._slot_samples(epoch, lane, num_workers, rng), rng)
         for index in range(n_samples):
             sample = next(raw)
             params = sample_augment_params(self.augment, rng) if self.augment is not None else None
             if index < n_skip:
                 continue  # already trained on before the resume: drawn, not decoded
-            clip = prepare_clip(
-                decode_sample(sample),
-                img_size=self.img_size,
-                num_frames=self.num_frames,
+            held = self.cache.get(sample["__key__"]) if self.cache is not None else None
+            # finish_clip works in place: a held clip is copied, never changed.
+            resampled = held.clone() if held is not None else resample_clip(
+                decode_sample(sample), img_size=self.img_size, num_frames=self.num_frames
+            )
+            clip = finish_clip(
+                resampled,
                 normalization=self.normalization,
                 augment=partial(apply_augment, params=params) if params is not None else None,
             )
             yield (clip, sample["__key__"]) if self.with_keys else clip
 
-    def _slot_samples(self, lane: int, num_workers: int, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
-        """Endless raw samples of this (rank, lane) slot, cycling over its share of the shards."""
+    def _slot_samples(
+        self, epoch: int, lane: int, num_workers: int, rng: np.random.Generator
+    ) -> Iterator[dict[str, Any]]:
+        """Endless raw samples of this (rank, lane) slot in `epoch`, cycling over its share of the shards."""
         n_slots = self.world_size * num_workers
         slot = self.rank * num_workers + lane
         if len(self.clips) < n_slots:
             raise NotEnoughClips(len(self.clips), n_slots)
         # The epoch's permutation is shared by every slot (same seed), so the deal is a partition.
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.shards))
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.shards))
         by_shard = len(self.shards) >= n_slots
         mine = [self.shards[i] for i in order[slot::n_slots]] if by_shard else [self.shards[i] for i in order]
         while True:
@@ -422,6 +453,7 @@ def make_pretrain_loader(
     exclude_keys: Iterable[str] = (),
     with_keys: bool = False,
     clips: dict[str, Path] | None = None,
+    cache_mib: float = 0,
 ) -> DataLoader:
     """A DataLoader yielding `epoch_length` batches of float `[batch_size, 3, num_frames, img_size,
     img_size]` per epoch on every rank (or `(batch, keys)` with `with_keys`).
@@ -429,6 +461,8 @@ def make_pretrain_loader(
     `clips` (clip_id -> shard) defaults to `training_clips(shards_dir)`; `exclude_keys` (a
     held-out set) are never streamed. The stream is fixed by (seed, epoch, rank, num_workers):
     resume with the same values and `loader.dataset.set_epoch(epoch, skip_batches=k)`.
+    With `cache_mib` > 0 the pool is resampled once and held in memory when it fits in that many
+    MiB (`clip_cache.py`): the same batches, without decoding and resizing them every epoch.
     """
     pool = dict(clips) if clips is not None else training_clips(shards_dir)
     for key in set(exclude_keys):
@@ -448,6 +482,8 @@ def make_pretrain_loader(
         world_size=world_size,
         shuffle_buffer=min(shuffle_buffer, len(pool)),
         with_keys=with_keys,
+        cache=load_clip_cache(pool, iter_shard_samples, img_size=img_size, num_frames=num_frames,
+                              budget_mib=cache_mib) if cache_mib > 0 else None,
     )
     return DataLoader(
         stream,

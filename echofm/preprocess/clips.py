@@ -5,7 +5,8 @@ ingestion). The encoder may be built for fewer frames or a smaller size (the tin
 rule picks frames (`even_indices`, every 2nd of 32 for 16) and one resizes them
 (`resize_frames`, antialiased bilinear); on top of them:
 
-- `prepare_clip`: the pretraining loader's path, float all the way, with augmentation;
+- `prepare_clip`: the pretraining loader's path, float all the way, with augmentation: the
+  per-epoch-invariant `resample_clip` (which the loader may keep in memory), then `finish_clip`;
 - `fit_clip` then `to_model_input`: the downstream path, which keeps fitted clips as uint8 in
   memory between epochs; `fit_mask` carries label masks through the same frame choice;
 - `fit_raw_clip`: a raw clip handed to a registered model (`[T, H, W]` or `[T, H, W, C]`, any T
@@ -123,6 +124,37 @@ class Normalization(Protocol):
     def apply(self, clip: torch.Tensor) -> torch.Tensor: ...
 
 
+def resample_clip(frames: np.ndarray, *, img_size: int, num_frames: int) -> torch.Tensor:
+    """uint8 `[T0, H0, W0, C]` -> float `[C, num_frames, img_size, img_size]` in [0, 1]: temporal
+    subsampling (`even_indices`; a clip shorter than `num_frames` is refused), then the spatial
+    resize (`resize_frames`). The part of `prepare_clip` that is the same at every epoch, so the
+    loader may hold its result in memory (`ClipCache`)."""
+    if not 0 < num_frames <= frames.shape[0]:
+        raise ClipInputError(f"cannot take {num_frames} frames from a clip of {frames.shape[0]}")
+    picked = frames[even_indices(frames.shape[0], num_frames)]
+    clip = torch.from_numpy(np.ascontiguousarray(picked)).permute(0, 3, 1, 2).float().div_(255.0)  # [T, C, H, W]
+    return resize_frames(clip, img_size).transpose(0, 1).contiguous()  # [C, T, H, W]
+
+
+def finish_clip(
+    clip: torch.Tensor,
+    *,
+    normalization: Normalization,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """A `resample_clip` result -> standardised float `[3, T, H, W]`: augmentation (float `[C, T, H,
+    W]` in [0, 1] units), normalisation, grey to three channels. Works in place on `clip` (pass a
+    copy of a clip that is kept). A grey clip is worked on as one channel and returned as a
+    broadcast view of three: the loader's per-clip cost is then a third of an RGB clip's
+    (collation copies it into the batch anyway)."""
+    if augment is not None:
+        clip = augment(clip)
+    if clip.shape[0] == 1 and len(set(normalization.mean)) == 1 and len(set(normalization.std)) == 1:
+        clip = clip.sub_(normalization.mean[0]).div_(normalization.std[0])
+        return clip.expand(3, -1, -1, -1)
+    return normalization.apply(clip)  # broadcasts a grey [1, T, H, W] clip to 3 channels
+
+
 def prepare_clip(
     frames: np.ndarray,
     *,
@@ -131,25 +163,13 @@ def prepare_clip(
     normalization: Normalization,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """uint8 `[T0, H0, W0, C]` (C = 1 or 3) -> standardised float `[3, num_frames, img_size, img_size]`.
-
-    Order: temporal subsampling (`even_indices`; a clip shorter than `num_frames` is refused),
-    spatial resize (`resize_frames`), augmentation (float `[C, T, H, W]` in [0, 1] units),
-    normalisation, grey to three channels. A grey clip is worked on as one channel and returned
-    as a broadcast view of three: the loader's per-clip cost is then a third of an RGB clip's
-    (collation copies it into the batch anyway).
-    """
-    if not 0 < num_frames <= frames.shape[0]:
-        raise ClipInputError(f"cannot take {num_frames} frames from a clip of {frames.shape[0]}")
-    picked = frames[even_indices(frames.shape[0], num_frames)]
-    clip = torch.from_numpy(np.ascontiguousarray(picked)).permute(0, 3, 1, 2).float().div_(255.0)  # [T, C, H, W]
-    clip = resize_frames(clip, img_size).transpose(0, 1)  # [C, T, H, W]
-    if augment is not None:
-        clip = augment(clip.contiguous())
-    if clip.shape[0] == 1 and len(set(normalization.mean)) == 1 and len(set(normalization.std)) == 1:
-        clip = clip.sub_(normalization.mean[0]).div_(normalization.std[0])
-        return clip.expand(3, -1, -1, -1)
-    return normalization.apply(clip)  # broadcasts a grey [1, T, H, W] clip to 3 channels
+    """uint8 `[T0, H0, W0, C]` (C = 1 or 3) -> standardised float `[3, num_frames, img_size, img_size]`:
+    `resample_clip` then `finish_clip`."""
+    return finish_clip(
+        resample_clip(frames, img_size=img_size, num_frames=num_frames),
+        normalization=normalization,
+        augment=augment,
+    )
 
 
 def fit_clip(frames: np.ndarray, spec: InputSpec) -> np.ndarray:

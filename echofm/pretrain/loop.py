@@ -221,6 +221,7 @@ def run_pretraining(run: PretrainRun) -> PretrainResult:
         shuffle_buffer=config.shuffle_buffer,
         with_keys=True,
         clips=data.train_clips,
+        cache_mib=config.cache_mib,
     )
     eval_batch = None
     report_set = None
@@ -500,12 +501,11 @@ class TrainLoop:
 
 
 def _micro_batches(loader: torch.utils.data.DataLoader, start: int, epoch_length: int) -> Iterator[Any]:
-    """Endless micro-batches from micro-batch index `start` on, epoch after epoch."""
+    """Endless micro-batches from micro-batch index `start` on, epoch after epoch, from one
+    iteration of `loader` (its workers live for the whole run)."""
     epoch, offset = divmod(start, epoch_length)
-    while True:
-        loader.dataset.set_epoch(epoch, skip_batches=offset)
-        yield from loader
-        epoch, offset = epoch + 1, 0
+    loader.dataset.set_epoch(epoch, skip_batches=offset, epochs=None)
+    yield from loader
 
 
 def _seed_everything(seed: int) -> None:

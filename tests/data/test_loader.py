@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
@@ -133,6 +134,34 @@ def test_skipping_batches_resumes_the_exact_stream_with_augmentation(shards, num
     for (video_a, keys_a), (video_b, keys_b) in zip(full[skip:], tail, strict=True):
         assert list(keys_a) == list(keys_b)
         assert torch.equal(video_a, video_b)
+
+
+@pytest.mark.parametrize("num_workers,epoch_length,skip", [(0, 3, 1), (2, 5, 0), (2, 5, 3), (3, 4, 2), (3, 2, 1)])
+def test_one_iteration_over_several_epochs_yields_the_batches_of_one_iteration_per_epoch(
+    shards, num_workers, epoch_length, skip
+):
+    # Epoch lengths that the workers do not divide move each worker to another lane every epoch;
+    # fewer batches than workers leave some workers without a batch in an epoch.
+    augment = AugmentConfig(rotation_deg=15.0, translate=0.1)
+    loader = _loader(shards, num_workers=num_workers, epoch_length=epoch_length, augment=augment)
+    per_epoch = []
+    for epoch in range(4, 8):
+        loader.dataset.set_epoch(epoch, skip_batches=skip if epoch == 4 else 0)
+        per_epoch.extend(loader)
+    loader.dataset.set_epoch(4, skip_batches=skip, epochs=4)
+    spanned = list(loader)
+    loader.dataset.set_epoch(4, skip_batches=skip, epochs=None)
+    endless = list(itertools.islice(loader, len(per_epoch)))
+    assert len(spanned) == len(per_epoch) == 4 * epoch_length - skip
+    for run in (spanned, endless):
+        for (video_a, keys_a), (video_b, keys_b) in zip(per_epoch, run, strict=True):
+            assert list(keys_a) == list(keys_b)
+            assert torch.equal(video_a, video_b)
+
+
+def test_an_epoch_span_must_hold_an_epoch(shards):
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        _loader(shards).dataset.set_epoch(0, epochs=0)
 
 
 def test_round_robin_counts_add_up():
