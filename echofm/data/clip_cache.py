@@ -3,12 +3,13 @@
 Streaming a clip costs its decode (zlib, 32 x 224 x 224), the temporal subsampling and the
 antialiased resize to the model's input before the augmentation; only the augmentation differs
 from one epoch to the next. On a small archive (the demo's 88 training clips, 55 epochs in 600
-steps) that fixed part is most of a step's CPU on two cores, and it is the same every time. So
-when the whole training pool, resampled, fits in a budget, the rank resamples every clip once
-(`resample_clip`) and the stream augments copies of those tensors: the batches are bit-identical
-to the streamed ones (`tests/data/test_clip_cache.py`), only cheaper. Loader workers inherit the
-tensors from the rank (forked, copy-on-write; shared memory under spawn), so the budget is per
-rank, not per worker. A pool that does not fit is streamed as before.
+steps) that fixed part is about two thirds of a loader worker's time per clip, and it is the
+same every time. So when the whole training pool, resampled, fits in a budget, the rank
+resamples every clip once (`resample_clip`) and the stream augments copies of those tensors: the
+batches are bit-identical to the streamed ones (`tests/data/test_clip_cache.py`), only cheaper.
+Loader workers inherit the tensors from the rank (forked, copy-on-write; shared memory under
+spawn), so the budget is per rank, not per worker. A pool that does not fit is streamed as
+before.
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ def load_clip_cache(
     refused before any shard is read; colour clips are counted as they are read.
     """
     budget = budget_mib * MIB
-    if budget <= 0 or resampled_bytes(len(clips), img_size=img_size, num_frames=num_frames) > budget:
+    if budget <= 0:
+        return None
+    if resampled_bytes(len(clips), img_size=img_size, num_frames=num_frames) > budget:
+        log.info("%d training clips cannot fit the %.0f MiB clip cache: streaming them from the shards",
+                 len(clips), budget_mib)
         return None
     held: dict[str, torch.Tensor] = {}
     total = 0

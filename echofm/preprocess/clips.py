@@ -128,7 +128,7 @@ def resample_clip(frames: np.ndarray, *, img_size: int, num_frames: int) -> torc
     """uint8 `[T0, H0, W0, C]` -> float `[C, num_frames, img_size, img_size]` in [0, 1]: temporal
     subsampling (`even_indices`; a clip shorter than `num_frames` is refused), then the spatial
     resize (`resize_frames`). The part of `prepare_clip` that is the same at every epoch, so the
-    loader may hold its result in memory (`ClipCache`)."""
+    loader may hold its result in memory (`echofm/data/clip_cache.py`)."""
     if not 0 < num_frames <= frames.shape[0]:
         raise ClipInputError(f"cannot take {num_frames} frames from a clip of {frames.shape[0]}")
     picked = frames[even_indices(frames.shape[0], num_frames)]

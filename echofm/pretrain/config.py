@@ -89,7 +89,10 @@ class PretrainConfig(Options):
     num_workers: int = Field(default=2, ge=0, description="data-loader processes per rank")
     shuffle_buffer: int = Field(default=64, ge=1, description="clips mixed across a worker's shards")
     # Changes the cost, never the batches (echofm/data/clip_cache.py), so a resume may change it.
-    cache_mib: int = Field(default=1024, ge=0, description="MiB per rank to hold the training clips in memory, resampled to the model's input, when all fit (0: always stream)")
+    cache_mib: int = Field(
+        default=1024, ge=0,
+        description="MiB per rank for holding the training clips in memory, resampled, when all fit (0: stream)",
+    )
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig, description="per-clip intensity and affine augmentation (none: off)")
     norm_max_clips: int = Field(default=256, ge=1, description="clips the normalisation statistics are computed from")
     holdout_clips: int = Field(default=8, ge=0, description="held-out clips for the reconstruction figure and eval loss")
