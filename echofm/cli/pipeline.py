@@ -32,7 +32,8 @@ STAGE_FLAGS: dict[str, tuple[type[Any], dict[str, str]]] = {
                                "secret_file": "--secret-file", "path_map": "--path-map", "rehash": "--rehash"}),
     "pretraining": (PretrainOptions, {"preset": "--preset", "steps": "--steps", "batch_size": "--batch-size",
                                       "base_lr": "--base-lr", "img_size": "--img-size", "num_frames": "--num-frames",
-                                      "nproc_per_node": "--nproc-per-node", "triplet_mode": "--triplet-mode"}),
+                                      "nproc_per_node": "--nproc-per-node", "triplet_mode": "--triplet-mode",
+                                      "mask_ratio": "--mask-ratio"}),
     "finetuning": (FinetuneOptions, {"epochs": "--finetune-epochs", "strategy": "--strategy", "compare": "--compare"}),
     "joint": (JointOptions, {"loss_balance": "--loss-balance"}),
 }
