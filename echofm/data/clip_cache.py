@@ -3,7 +3,7 @@
 Streaming a clip costs its decode (zlib, 32 x 224 x 224), the temporal subsampling and the
 antialiased resize to the model's input before the augmentation; only the augmentation differs
 from one epoch to the next. On a small archive (the demo's 88 training clips, 55 epochs in 600
-steps) that fixed part is about two thirds of a loader worker's time per clip, and it is the
+steps) that fixed part is about four fifths of a loader worker's time per clip, and it is the
 same every time. So when the whole training pool, resampled, fits in a budget, the rank
 resamples every clip once (`resample_clip`) and the stream augments copies of those tensors: the
 batches are bit-identical to the streamed ones (`tests/data/test_clip_cache.py`), only cheaper.
