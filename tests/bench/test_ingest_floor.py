@@ -13,7 +13,7 @@ from echofm.io import read_video
 
 
 def test_the_video_floor_gives_the_readers_full_range_grey_frames(tmp_path: Path) -> None:
-    # The benchmark's MP4s are studio-range grey: the floor's lookup on the Y plane must give
+    # The benchmark's MP4s are studio-range grey: the floor's mapping of the Y plane must give
     # exactly the reader's frames, or it would time cheaper work than the pipeline's.
     archive = generate_typical_archive(tmp_path / "archive", 2)
     video = next(p for p in archive.rglob("*.mp4"))

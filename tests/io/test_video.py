@@ -148,7 +148,7 @@ def test_studio_range_luma_maps_to_every_full_range_level_exactly() -> None:
 
 @pytest.mark.parametrize(("fourcc", "suffix"), CONTAINERS)
 def test_grey_video_is_the_full_range_luma_close_to_the_old_channel_mean(tmp_path: Path, fourcc: str, suffix: str) -> None:
-    # mp4v is studio-range yuv420p (the lookup table applies), MJPG full-range yuvj422p (none).
+    # mp4v is studio-range yuv420p (the studio-to-full mapping applies), MJPG full-range yuvj422p (none).
     path = tmp_path / f"grey.{suffix}"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), FPS, (W, H), True)
     rng = np.random.default_rng(1)
