@@ -25,15 +25,19 @@ from echofm.pretrain.config import DEFAULT_FLOW_STEPS, PretrainOptions
 log = logging.getLogger(__name__)
 
 # Each stage's options this command offers, by the flow parameter they fill, with the flag of
-# each (a stage's options keep their names, but three stages have a `batch_size`). The secret
-# file is ingestion's option; fine-tuning is handed the same one by the flow.
+# each (a stage's options keep their names, but three stages have a `batch_size` and two a
+# number of workers). The secret file is ingestion's option; fine-tuning is handed the same one
+# by the flow. A small archive needs the pretraining's holdout and loader workers: its training
+# clips must feed every loader slot.
 STAGE_FLAGS: dict[str, tuple[type[Any], dict[str, str]]] = {
     "ingest": (IngestOptions, {"workers": "--workers", "batch_size": "--ingest-batch-size",
                                "secret_file": "--secret-file", "path_map": "--path-map", "rehash": "--rehash"}),
     "pretraining": (PretrainOptions, {"preset": "--preset", "steps": "--steps", "batch_size": "--batch-size",
                                       "base_lr": "--base-lr", "img_size": "--img-size", "num_frames": "--num-frames",
                                       "nproc_per_node": "--nproc-per-node", "triplet_mode": "--triplet-mode",
-                                      "mask_ratio": "--mask-ratio"}),
+                                      "mask_ratio": "--mask-ratio", "holdout_clips": "--holdout-clips",
+                                      "eval_every": "--eval-every", "num_workers": "--loader-workers",
+                                      "cache_mib": "--cache-mib"}),
     "finetuning": (FinetuneOptions, {"epochs": "--finetune-epochs", "strategy": "--strategy", "compare": "--compare"}),
     "joint": (JointOptions, {"loss_balance": "--loss-balance"}),
 }

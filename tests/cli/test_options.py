@@ -81,3 +81,13 @@ def test_usage_errors_name_only_the_files_the_command_line_named(tmp_path: Path)
     with pytest.raises(LabelError) as caught:
         load_source_masks(tmp_path / "DOE^JOHN_12345678.npz")
     assert "DOE" not in usage_error_message(caught.value, args)
+
+
+def test_the_pipeline_takes_the_pretraining_data_flags_a_small_archive_needs(tmp_path: Path) -> None:
+    from echofm.cli import pipeline
+
+    args = _command("pipeline").parse_args(["a", "b", "--runs", "r", "--holdout-clips", "2", "--loader-workers", "0",
+                                            "--eval-every", "0", "--cache-mib", "64", "--workers", "3"])
+    params = pipeline.pipeline_parameters(args, source=tmp_path, output=tmp_path, runs=tmp_path, labels=None)
+    assert params["pretraining"] == PretrainOptions(holdout_clips=2, num_workers=0, eval_every=0, cache_mib=64)
+    assert params["ingest"].workers == 3  # --workers stays ingestion's
