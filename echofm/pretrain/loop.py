@@ -497,6 +497,8 @@ class TrainLoop:
                 keep_last=self.config.keep_last,
                 extra=self.checkpoint_extra,
             )
+            if self.tracker is not None:
+                self.tracker.flush()
         barrier(self.ctx)
 
 

@@ -44,6 +44,12 @@ from echofm.store import (
 )
 
 RUN_ID_FILE = "mlflow_run_id"
+# MLflow's SQL store writes each logged batch in its own transaction, ~11 ms of CPU per call on
+# the 2-core VM however few metrics it holds: a step's seven metrics sent alone cost more than a
+# tiny model's training step. Held for up to FLUSH_SECONDS and sent together they cost ~1.3 ms
+# per step (docs/benchmarks.md, "Metrics logging"); every step's values are still recorded.
+FLUSH_SECONDS = 5.0
+MAX_BATCH_METRICS = 1000  # MLflow's limit of metrics per `log_batch`
 
 
 def dataset_digest(shards_dir: Path | str) -> str:
@@ -156,6 +162,8 @@ class PretrainTracker:
         self.experiment_id = experiment_id
         self.run_id: str | None = None
         self._system_metrics: Any = None
+        self._pending: list[Any] = []  # metrics logged but not sent yet (mlflow.entities.Metric)
+        self._flushed_at = time.monotonic()
 
     def start(self, *, params: dict[str, Any], dataset: DatasetRecord, resume: bool) -> str:
         """Start the run (or continue the one this run directory recorded, when resuming)."""
@@ -194,10 +202,22 @@ class PretrainTracker:
         return self.run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Record `metrics` at `step`, stamped now; sent with the next `flush`, which happens by
+        itself once FLUSH_SECONDS have passed since the last one or a batch is full."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if len(self._pending) >= MAX_BATCH_METRICS or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every metric logged so far. The loop flushes at each checkpoint, so what MLflow
+        holds when a checkpoint exists covers the steps a resumed run will not repeat."""
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH_METRICS], self._pending[MAX_BATCH_METRICS:]
+            self.client.log_batch(self.run_id, metrics=batch)
+        self._flushed_at = time.monotonic()
 
     def log_figure(self, png: bytes, step: int) -> None:
         path = self.run_dir / "figures" / f"reconstruction-step-{step:08d}.png"
@@ -257,6 +277,8 @@ class PretrainTracker:
         return RegisteredEncoder(name=name, version=version, alias=CHALLENGER, model_uri=version_uri(name, version))
 
     def end(self, status: str = "FINISHED") -> None:
+        if self.run_id is not None:
+            self.flush()  # a failed run keeps its metrics up to the failure
         if self._system_metrics is not None:
             self._system_metrics.finish()
             self._system_metrics = None
