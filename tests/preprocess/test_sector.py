@@ -474,3 +474,36 @@ def test_evidence_equals_float_means_of_the_analysis_frames(shape: tuple[int, ..
     assert evidence.brightness.dtype == evidence.raw.dtype == np.float32
     np.testing.assert_array_equal(evidence.brightness, brightness)
     np.testing.assert_array_equal(evidence.raw, raw)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 8, 16])
+def test_analysis_frames_are_opencvs_area_means_for_every_block_sum(factor: int) -> None:
+    # Power-of-two factors are reduced by exact halvings (sector._block_mean_by_halving); the
+    # analysis frames, and so every sector mask, must stay OpenCV's area means. Every block sum
+    # 0..255 x factor^2 appears in some block, ties (sums halfway between two levels) included.
+    from echofm.preprocess import sector
+
+    n = factor * factor
+    sums = np.arange(n * 255 + 1)
+    side = factor * int(np.ceil(np.sqrt(len(sums))))
+    per_side = side // factor
+    sums = np.resize(sums, per_side * per_side)
+    blocks = np.repeat((sums // n)[:, None], n, axis=1)
+    blocks[np.arange(n)[None, :] < (sums % n)[:, None]] += 1
+    image = blocks.reshape(per_side, per_side, factor, factor).transpose(0, 2, 1, 3).reshape(side, side)
+    rng = np.random.default_rng(factor)
+    # Two frames: the crafted sums, and noise one row and column past a multiple of the factor
+    # (the remainder is left out, as documented).
+    frames = np.zeros((2, side + 1, side + 1, 1), np.uint8)
+    frames[0, :side, :side, 0] = image
+    frames[1] = rng.integers(0, 256, frames.shape[1:], dtype=np.uint8)
+    config = SectorConfig(analysis_max_side=max(32, per_side))
+    small = sector._analysis_frames(frames, factor, config)
+    for i in range(2):
+        expected = cv2.resize(np.ascontiguousarray(frames[i, :side, :side, 0]), (per_side, per_side),
+                              interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(small[i], expected)
+    colour = rng.integers(0, 256, (1, 4 * factor, 6 * factor, 3), dtype=np.uint8)
+    grey = cv2.cvtColor(colour[0], cv2.COLOR_RGB2GRAY)
+    np.testing.assert_array_equal(sector._analysis_frames(colour, factor, config)[0],
+                                  cv2.resize(grey, (6, 4), interpolation=cv2.INTER_AREA))
