@@ -44,10 +44,10 @@ from echofm.store import (
 )
 
 RUN_ID_FILE = "mlflow_run_id"
-# MLflow's SQL store writes each logged batch in its own transaction, ~11 ms of CPU per call on
-# the 2-core VM however few metrics it holds: a step's seven metrics sent alone cost more than a
-# tiny model's training step. Held for up to FLUSH_SECONDS and sent together they cost ~1.3 ms
-# per step (docs/benchmarks.md, "Metrics logging"); every step's values are still recorded.
+# MLflow's SQL store writes each logged batch in its own transaction: one call holding a step's
+# seven metrics took ~11 ms of CPU on the 2-core VM, CPU the training threads lose. Held for up
+# to FLUSH_SECONDS and sent together they cost ~1.3 ms per step (docs/benchmarks.md, "Metrics
+# logging"); every step's values are still recorded.
 FLUSH_SECONDS = 5.0
 MAX_BATCH_METRICS = 1000  # MLflow's limit of metrics per `log_batch`
 

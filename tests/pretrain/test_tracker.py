@@ -21,7 +21,8 @@ def _steps(client: MlflowClient, run_id: str, metric: str) -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, metric)]
 
 
-def test_metrics_are_held_until_a_batch_fills_and_all_are_sent_at_the_end(tmp_path) -> None:  # noqa: ANN001
+def test_metrics_are_held_until_a_batch_fills_and_all_are_sent_at_the_end(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(tracker_module, "FLUSH_SECONDS", 3600.0)  # only a full batch sends, however slow the machine
     tracker = _tracker(tmp_path)
     client = MlflowClient(tracker.tracking_uri)
     steps = 2 * MAX_BATCH_METRICS // len(METRICS) + 5  # two full batches and a rest
@@ -40,6 +41,7 @@ def test_metrics_are_held_until_a_batch_fills_and_all_are_sent_at_the_end(tmp_pa
 
 
 def test_metrics_go_out_once_the_flush_interval_has_passed_and_a_failed_run_keeps_them(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(tracker_module, "FLUSH_SECONDS", 3600.0)
     tracker = _tracker(tmp_path)
     client = MlflowClient(tracker.tracking_uri)
     tracker.log_metrics({"loss": 1.0}, 1)
