@@ -485,6 +485,10 @@ class TrainLoop:
     def _checkpoint(self, step: int) -> None:
         rng_states = gather_rng_states(self.ctx)  # every rank takes part in the gather
         if self.ctx.is_main:
+            if self.tracker is not None:
+                # Before the checkpoint exists: a run killed right after it resumes past these
+                # steps, so their metrics must already be in MLflow.
+                self.tracker.flush()
             save_training_checkpoint(
                 self.ckpt_dir,
                 step=step,
@@ -497,8 +501,6 @@ class TrainLoop:
                 keep_last=self.config.keep_last,
                 extra=self.checkpoint_extra,
             )
-            if self.tracker is not None:
-                self.tracker.flush()
         barrier(self.ctx)
 
 

@@ -212,8 +212,8 @@ class PretrainTracker:
             self.flush()
 
     def flush(self) -> None:
-        """Send every metric logged so far. The loop flushes at each checkpoint, so what MLflow
-        holds when a checkpoint exists covers the steps a resumed run will not repeat."""
+        """Send every metric logged so far. The loop flushes before writing each checkpoint, so
+        once a checkpoint exists MLflow holds the steps a resumed run will not repeat."""
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH_METRICS], self._pending[MAX_BATCH_METRICS:]
             self.client.log_batch(self.run_id, metrics=batch)
