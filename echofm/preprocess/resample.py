@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 from echofm.errors import PreprocessError
+from echofm.preprocess.area import area_plan, area_shrink
 
 DEFAULT_NUM_FRAMES = 32
 DEFAULT_WINDOW_MS = 1280.0
@@ -142,7 +143,9 @@ def resize_pad(frames: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Fit frames into `size` x `size` pixels keeping the aspect ratio, zero padding centred.
 
     frames: uint8 `[T, H, W, C]`, C = 1 or 3. Returns uint8 `[T, size, size, C]` (C preserved).
-    Shrinking uses area interpolation (no aliasing of speckle); enlarging uses bilinear.
+    Shrinking uses area interpolation (no aliasing of speckle; OpenCV's `INTER_AREA` values, for
+    grey frames at sizes such as 800 x 600 computed exactly by `echofm.preprocess.area`);
+    enlarging uses bilinear.
     Raises `ResampleInputError` for another dtype or shape.
     """
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3):
@@ -163,7 +166,12 @@ def resize_pad(frames: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
         return out
     interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
     if c == 1 and interpolation == cv2.INTER_AREA:
-        _area_resize_grey(frames, out[:, top : top + new_h, left : left + new_w, 0])
+        plan = area_plan((h, w), (new_h, new_w))
+        target = out[:, top : top + new_h, left : left + new_w, 0]
+        if plan is not None:
+            area_shrink(frames[:, :, :, 0], target, plan)
+        else:
+            _area_resize_grey(frames, target)
         return out
     for i in range(t):
         resized = cv2.resize(frames[i], (new_w, new_h), interpolation=interpolation)
