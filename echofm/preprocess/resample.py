@@ -143,8 +143,8 @@ def resize_pad(frames: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Fit frames into `size` x `size` pixels keeping the aspect ratio, zero padding centred.
 
     frames: uint8 `[T, H, W, C]`, C = 1 or 3. Returns uint8 `[T, size, size, C]` (C preserved).
-    Shrinking uses area interpolation (no aliasing of speckle; OpenCV's `INTER_AREA` values, for
-    grey frames at sizes such as 800 x 600 computed exactly by `echofm.preprocess.area`);
+    Shrinking uses area interpolation (no aliasing of speckle; OpenCV's `INTER_AREA` values, at
+    sizes such as 800 x 600 computed exactly by `echofm.preprocess.area`);
     enlarging uses bilinear.
     Raises `ResampleInputError` for another dtype or shape.
     """
@@ -165,13 +165,14 @@ def resize_pad(frames: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
         out[:, top : top + h, left : left + w] = frames
         return out
     interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    plan = area_plan((h, w), (new_h, new_w)) if interpolation == cv2.INTER_AREA else None
+    if plan is not None:
+        # Each channel on its own: the exact sums are OpenCV's value channel by channel.
+        for channel in range(c):
+            area_shrink(frames[..., channel], out[:, top : top + new_h, left : left + new_w, channel], plan)
+        return out
     if c == 1 and interpolation == cv2.INTER_AREA:
-        plan = area_plan((h, w), (new_h, new_w))
-        target = out[:, top : top + new_h, left : left + new_w, 0]
-        if plan is not None:
-            area_shrink(frames[:, :, :, 0], target, plan)
-        else:
-            _area_resize_grey(frames, target)
+        _area_resize_grey(frames, out[:, top : top + new_h, left : left + new_w, 0])
         return out
     for i in range(t):
         resized = cv2.resize(frames[i], (new_w, new_h), interpolation=interpolation)

@@ -69,3 +69,13 @@ def test_the_exact_shrink_is_opencvs_area_resize_and_meets_near_ties(
 def test_sizes_without_a_proof_keep_opencv(source: tuple[int, int], output: tuple[int, int]) -> None:
     assert area_plan(source, output) is None
 
+
+
+def test_colour_frames_through_resize_pad_equal_opencvs_three_channel_resize() -> None:
+    from echofm.preprocess.resample import resize_pad
+
+    frames = np.stack([_frames(3, (600, 800), seed=k) for k in range(3)], axis=-1)
+    out = resize_pad(frames, size=224)
+    expected = np.stack([cv2.resize(f, (224, 168), interpolation=cv2.INTER_AREA) for f in frames])
+    assert np.array_equal(out[:, 28:196], expected)
+    assert not out[:, :28].any() and not out[:, 196:].any()
