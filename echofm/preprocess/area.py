@@ -59,11 +59,9 @@ class AreaPlan:
 def _overlaps(ratio: Fraction) -> np.ndarray:
     """`[q, p]` overlaps, in refined pixels, of output pixel j with source pixel i over a period."""
     p, q = ratio.numerator, ratio.denominator
-    weights = np.zeros((q, p), np.float32)
-    for j in range(q):
-        for i in range(p):
-            weights[j, i] = max(0, min((j + 1) * p, (i + 1) * q) - max(j * p, i * q))
-    return weights
+    j, i = np.arange(q)[:, None], np.arange(p)[None, :]
+    overlap = np.minimum((j + 1) * p, (i + 1) * q) - np.maximum(j * p, i * q)
+    return np.maximum(overlap, 0).astype(np.float32)
 
 
 def _error_bound(rows: Fraction, cols: Fraction) -> float:
