@@ -265,6 +265,8 @@ def run_pretraining(run: PretrainRun) -> PretrainResult:
     )
     try:
         summary = loop.run(loader, run.start_step)
+        if ctx.is_main:
+            loop.measure_final(plan.total_steps)
     except BaseException:
         if tracker is not None:
             tracker.end(status="FAILED")
@@ -481,6 +483,16 @@ class TrainLoop:
         self.tracker.log_figure(
             reconstruction_figure(self.model, video, out.pred, out.mask, self.normalization), step
         )
+
+    def measure_final(self, step: int) -> None:
+        """Rank 0: the representation report of the final weights when `run` measured none: a
+        run resumed from its last checkpoint (killed before registering) trains no step, and an
+        encoder registered without a report is one the promotion gate refuses."""
+        if self.last_report is not None or self.report_set is None or self.tracker is None:
+            return
+        self.last_report = self.report_set.report(self.model, step)
+        collapse_warning(self.last_report)
+        self.tracker.log_report(self.last_report)
 
     def _checkpoint(self, step: int) -> None:
         rng_states = gather_rng_states(self.ctx)  # every rank takes part in the gather

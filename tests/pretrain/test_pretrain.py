@@ -161,3 +161,24 @@ def test_cli_options_become_the_config_and_bad_ones_exit_2(tmp_path, capsys):
     assert "invalid options" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args(["pretrain", "--shards", str(tmp_path), "--steps", "1", "--epochs", "1"])
+
+
+def test_a_run_resumed_from_its_last_checkpoint_registers_the_encoder_with_its_report(tmp_path):
+    """Killed after its final checkpoint (before registration), the run resumes with no step
+    left to train: it still measures the final weights, so the gate gets a report to read."""
+    from mlflow import MlflowClient
+
+    shards = tmp_path / "out" / "shards"
+    write_test_shards(shards, [4, 4], side=32, manifest=True)
+    config = PretrainConfig(
+        preset="tiny", img_size=32, num_frames=16, steps=1, batch_size=2, num_workers=0, eval_every=1,
+        holdout_clips=3, precision="fp32", experiment_name="test-resume-report",
+    )
+    first = pretrain(config, shards, tmp_path / "run")
+    resumed = pretrain(config, shards, tmp_path / "run", resume=True)
+    assert resumed.run_id == first.run_id and resumed.representation is not None
+    assert resumed.representation["step"] == 1
+    assert resumed.representation["pretrained"] == first.representation["pretrained"]  # the same weights
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tmp_path / "run"))
+    version = client.get_model_version(resumed.registered.name, resumed.registered.version)
+    assert RepresentationReport.from_dict(json.loads(version.tags["representation"])).step == 1
