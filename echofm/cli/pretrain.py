@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from echofm.pretrain.checkpointing import CHECKPOINTS_DIR, latest_checkpoint
     from echofm.pretrain.distributed import cleanup_distributed
     from echofm.pretrain.launch import TrainingDiverged, TrainingJobFailed, TrainingJobRejected, launch_pretraining
-    from echofm.pretrain.loop import NonFiniteLoss, pretrain
+    from echofm.pretrain.loop import pretrain
+    from echofm.pretrain.train_loop import NonFiniteLoss
 
     try:
         config = config_from_args(args)

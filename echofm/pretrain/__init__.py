@@ -21,7 +21,7 @@ _EXPORTS: dict[str, str] = {
     "run_pretraining": "echofm.pretrain.loop",
     "pretrain": "echofm.pretrain.loop",
     "PretrainResult": "echofm.pretrain.loop",
-    "NonFiniteLoss": "echofm.pretrain.loop",
+    "NonFiniteLoss": "echofm.pretrain.train_loop",
     "launch_pretraining": "echofm.pretrain.launch",
     "TrainingJobFailed": "echofm.pretrain.launch",
     "TrainingDiverged": "echofm.pretrain.launch",

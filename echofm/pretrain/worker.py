@@ -42,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from echofm.pretrain.config import PretrainConfig
     from echofm.pretrain.distributed import cleanup_distributed, init_distributed
     from echofm.pretrain.launch import FAILURE_FILE, NON_FINITE_LOSS, USER_ERROR
-    from echofm.pretrain.loop import NonFiniteLoss, pretrain
+    from echofm.pretrain.loop import pretrain
+    from echofm.pretrain.train_loop import NonFiniteLoss
 
     config = PretrainConfig.from_dict(json.loads(args.config.read_text()))
     ctx = init_distributed()

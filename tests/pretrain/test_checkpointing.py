@@ -19,7 +19,8 @@ from echofm.pretrain.checkpointing import (
 )
 from echofm.pretrain.config import LaunchSpec, PretrainConfig
 from echofm.pretrain.launch import launch_pretraining
-from echofm.pretrain.loop import NonFiniteLoss, pretrain
+from echofm.pretrain.loop import pretrain
+from echofm.pretrain.train_loop import NonFiniteLoss
 from tests.factories.shards import write_test_shards
 
 
